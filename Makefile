@@ -1,0 +1,160 @@
+# themed — one Makefile, plain GNU make.
+#
+#   make            build build/themed, build/themectl, build/plugins/*.so
+#   make run        install missing packages, build, start the daemon on ./run/themed.sock
+#   make test       install missing packages, build, run every suite (also under ASan+UBSan)
+#   make model      retrain models/rural-themes from ../shared/corpus/train.jsonl
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make clean
+#
+# Build variants share these rules: `make BUILD=build/asan SAN=1 ...` builds an
+# instrumented tree beside the normal one.
+
+BUILD   ?= build
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SHARED  ?= ../shared
+SAN     ?=
+CC      ?= cc
+
+BINDIR     = $(PREFIX)/bin
+PLUGINDIR  = $(PREFIX)/lib/themed/plugins
+MODELDIR   = $(PREFIX)/share/themed/models
+INCDIR     = $(PREFIX)/include
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
+
+PKGS    = libuv jansson icu-uc icu-i18n libsystemd
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN    = -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+OPT    ?= -O2 -g
+ifeq ($(SAN),1)
+OPT     = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDSAN   = -fsanitize=address,undefined
+endif
+CFLAGS_ALL = -std=c17 $(WARN) $(OPT) -D_GNU_SOURCE -fPIC -Iinclude -Idaemon \
+             -DTD_PLUGIN_DIR=\"$(PLUGINDIR)\" -DTD_MODEL_DIR=\"$(MODELDIR)\" \
+             $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
+LDLIBS_ALL = $(PKG_LIBS) -lsvm -lhttp_parser -lm -lpthread -ldl $(LDLIBS)
+LDFLAGS_ALL = $(LDSAN) $(LDFLAGS)
+
+# The engine: knows nothing of sockets; linked by themed, themectl and tests.
+ENGINE_SRC = daemon/common.c daemon/text.c daemon/plugin.c daemon/features.c \
+             daemon/model.c daemon/classify.c daemon/corpus.c daemon/train.c \
+             daemon/sha256.c
+# The service: every other file in daemon/.
+SERVER_SRC = $(filter-out $(ENGINE_SRC),$(wildcard daemon/*.c))
+THEMECTL_SRC = $(wildcard tools/themectl*.c)
+PLUGIN_SRC  = $(wildcard plugins/*.c)
+EXAMPLE_SRC = $(wildcard examples/plugin/*.c)
+TESTPLUG_SRC = $(wildcard tests/plugins/*.c)
+UNIT_SRC    = $(wildcard tests/unit/test_*.c)
+BENCH_SRC   = $(wildcard bench/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+ENGINE_OBJ   = $(call obj,$(ENGINE_SRC))
+SERVER_OBJ   = $(call obj,$(SERVER_SRC))
+THEMECTL_OBJ = $(call obj,$(THEMECTL_SRC))
+PLUGINS      = $(patsubst plugins/%.c,$(BUILD)/plugins/%.so,$(PLUGIN_SRC))
+EXAMPLES     = $(patsubst examples/plugin/%.c,$(BUILD)/examples/%.so,$(EXAMPLE_SRC))
+TESTPLUGS    = $(patsubst tests/plugins/%.c,$(BUILD)/tests/plugins/%.so,$(TESTPLUG_SRC))
+UNIT_BINS    = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+BENCH_BINS   = $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+LIBENGINE    = $(BUILD)/libthemed-engine.a
+
+.PHONY: all deps run test unit unit-run integration model install clean bench help
+.DEFAULT_GOAL := all
+
+all: $(BUILD)/themed $(BUILD)/themectl $(PLUGINS)
+
+help:
+	@sed -n '3,12p' Makefile
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(LIBENGINE): $(ENGINE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/themed: $(SERVER_OBJ) $(LIBENGINE)
+	$(CC) $(LDFLAGS_ALL) -rdynamic -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/themectl: $(THEMECTL_OBJ) $(LIBENGINE)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+
+# Plugins export one symbol: everything else is hidden.
+$(BUILD)/plugins/%.so: plugins/%.c include/themed/plugin.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -shared -o $@ $< $(LDFLAGS_ALL) $(PKG_LIBS)
+
+$(BUILD)/examples/%.so: examples/plugin/%.c include/themed/plugin.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -shared -o $@ $< $(LDFLAGS_ALL)
+
+$(BUILD)/tests/plugins/%.so: tests/plugins/%.c include/themed/plugin.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -shared -o $@ $< $(LDFLAGS_ALL) $(PKG_LIBS)
+
+$(BUILD)/tests/test_%: tests/unit/test_%.c $(LIBENGINE)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests -o $@ $< $(LIBENGINE) $(LDFLAGS_ALL) $(LDLIBS_ALL) -lcmocka
+
+$(BUILD)/bench/%: bench/%.c $(LIBENGINE)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIBENGINE) $(LDFLAGS_ALL) $(LDLIBS_ALL)
+
+unit: all $(EXAMPLES) $(TESTPLUGS) $(UNIT_BINS)
+
+unit-run: unit
+	@BUILD=$(BUILD) SHARED=$(SHARED) tests/run-unit.sh $(UNIT_BINS)
+
+integration: all $(EXAMPLES) $(TESTPLUGS)
+	@if ls tests/integration/test_*.py >/dev/null 2>&1; then \
+	  BUILD=$(BUILD) SHARED=$(SHARED) python3 tests/integration/run.py; \
+	else echo "integration: no suites yet"; fi
+
+# make test: the normal build, then the whole unit suite again under
+# ASan+UBSan, then the integration suites against the real daemon.
+test: deps
+	@$(MAKE) --no-print-directory unit-run
+	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 unit-run
+	@$(MAKE) --no-print-directory integration
+
+run: deps all
+	@mkdir -p run
+	exec $(BUILD)/themed --model models/rural-themes --plugins $(BUILD)/plugins \
+	  --listen unix:run/themed.sock $(RUNFLAGS)
+
+# Retrains the bundled model. Needs ../shared (read-only corpus).
+model: deps all
+	@test -f $(SHARED)/corpus/train.jsonl || { echo "make model: $(SHARED)/corpus/train.jsonl not found" >&2; exit 1; }
+	$(BUILD)/themectl train --data $(SHARED)/corpus/train.jsonl --out models/rural-themes \
+	  --name rural-themes $(MODELFLAGS)
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BINS)
+	@if [ -x bench/run.sh ]; then bench/run.sh; else echo "bench: not written yet"; fi
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(MODELDIR) \
+	  $(DESTDIR)$(INCDIR)/themed $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(BUILD)/themed $(BUILD)/themectl $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(PLUGINS) $(DESTDIR)$(PLUGINDIR)/
+	install -m 0644 include/themed/plugin.h $(DESTDIR)$(INCDIR)/themed/
+	cp -R models/rural-themes $(DESTDIR)$(MODELDIR)/
+	chmod -R u=rwX,go=rX $(DESTDIR)$(MODELDIR)/rural-themes
+	@for u in systemd/*.service systemd/*.socket; do [ -f "$$u" ] || continue; \
+	  sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@PLUGINDIR@|$(PLUGINDIR)|g' \
+	      -e 's|@MODELDIR@|$(MODELDIR)|g' "$$u" > $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
+
+clean:
+	rm -rf build run
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

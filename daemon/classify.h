@@ -1,0 +1,77 @@
+/*
+ * Classify: one document in, tagged passages out. The pure engine: no I/O.
+ * themectl and the daemon both call this and both print td_result_json(), so
+ * the offline CLI and the service can never disagree on shape or numbers.
+ */
+#ifndef TD_CLASSIFY_H
+#define TD_CLASSIFY_H
+
+#include <jansson.h>
+
+#include "common.h"
+#include "features.h"
+#include "model.h"
+#include "text.h"
+
+typedef struct td_doc {
+  const char *id;               /* echoed, may be NULL */
+  const char *text;             /* whole article (split here) ... */
+  size_t len;
+  const td_span_t *passages;    /* ... or passages already split */
+  size_t npassages;
+} td_doc_t;
+
+typedef struct td_classify_opts {
+  double threshold;    /* < 0: each theme's tuned threshold; else this one */
+  int top_k;           /* 0: every theme over threshold; k > 0: at most k */
+  int explain;         /* add top contributing tokens per tagged theme */
+  int explain_k;       /* tokens per theme in an explanation (default 8) */
+  int include_text;    /* echo each passage's text */
+  size_t max_passages; /* 0 = unlimited; more passages -> TD_ELIMIT */
+} td_classify_opts_t;
+void td_classify_opts_default(td_classify_opts_t *o);
+
+/* Per-passage results; reusable across calls. Owns its arrays. */
+typedef struct td_result {
+  td_passages_t passages; /* offsets (see docs/protocol.md) */
+  td_span_t *spans;       /* passage texts (point into the caller's input) */
+  double *dec;            /* count * ntheme decision values */
+  double *scores;         /* count * ntheme calibrated scores */
+  size_t cap;             /* capacity of spans/dec/scores in passages */
+  size_t ntheme;
+} td_result_t;
+void td_result_init(td_result_t *r);
+void td_result_free(td_result_t *r);
+
+/* Per-thread scratch: feature buffers etc. One per worker thread. */
+typedef struct td_scratch td_scratch_t;
+td_scratch_t *td_scratch_new(void);
+void td_scratch_free(td_scratch_t **s);
+
+/*
+ * Splits (or takes) the passages, validates UTF-8 (TD_EUTF8 with the byte
+ * offset), featurizes with heading context, scores every theme. With
+ * pre-split passages, offsets are as if the passages were joined by "\n".
+ */
+int td_classify(const td_model_t *m, const td_doc_t *doc,
+                const td_classify_opts_t *o, td_scratch_t *s, td_result_t *r,
+                td_err_t *err);
+
+/* Whether theme k is tagged on passage i under o (threshold/top-k/multiclass). */
+int td_result_tagged(const td_model_t *m, const td_classify_opts_t *o,
+                     const td_result_t *r, size_t i, size_t k);
+
+/*
+ * The response object (new reference):
+ * {"id":..., "model":"name@version",
+ *  "passages":[{"index":0,"start":..,"end":..,"byte_start":..,"byte_end":..,
+ *               "heading":bool,"themes":[{"theme":"talent","score":0.93}]}],
+ *  "summary":{"passages":N,"other":M,"themes":{"talent":{"passages":k,"share":..,"max":..}},"top":[...]}}
+ * A passage tagged `other` has "themes": []. explain/include_text add fields.
+ * NULL only on allocation failure.
+ */
+json_t *td_result_json(const td_model_t *m, const td_doc_t *doc,
+                       const td_classify_opts_t *o, const td_result_t *r,
+                       td_scratch_t *s);
+
+#endif

@@ -1,0 +1,126 @@
+#include "common.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+int td_err_set(td_err_t *err, int code, const char *fmt, ...) {
+  if (err) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    err->code = code;
+  }
+  return code;
+}
+
+int td_err_prefix(td_err_t *err, const char *fmt, ...) {
+  if (!err) return 0;
+  char pre[256], old[sizeof err->msg];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(pre, sizeof pre, fmt, ap);
+  va_end(ap);
+  memcpy(old, err->msg, sizeof old);
+  snprintf(err->msg, sizeof err->msg, "%s: %s", pre, old);
+  return err->code;
+}
+
+void td_err_clear(td_err_t *err) {
+  if (err) {
+    err->code = 0;
+    err->msg[0] = '\0';
+  }
+}
+
+const char *td_strerror(int code) {
+  switch (code) {
+  case TD_OK: return "OK";
+  case TD_ENOMEM: return "ENOMEM";
+  case TD_EINVAL: return "EINVAL";
+  case TD_EIO: return "EIO";
+  case TD_EFORMAT: return "EFORMAT";
+  case TD_EUTF8: return "EUTF8";
+  case TD_EPLUGIN: return "EPLUGIN";
+  case TD_ELIMIT: return "ELIMIT";
+  case TD_EMODEL: return "EMODEL";
+  case TD_ESTATE: return "ESTATE";
+  default: return "EUNKNOWN";
+  }
+}
+
+void td_buf_init(td_buf_t *b) { b->data = NULL; b->len = b->cap = 0; }
+
+void td_buf_free(td_buf_t *b) {
+  TD_FREE(b->data);
+  b->len = b->cap = 0;
+}
+
+int td_buf_reserve(td_buf_t *b, size_t extra) {
+  if (b->len + extra + 1 <= b->cap) return 0;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap < b->len + extra + 1) cap *= 2;
+  char *p = realloc(b->data, cap);
+  if (!p) return TD_ENOMEM;
+  b->data = p;
+  b->cap = cap;
+  return 0;
+}
+
+int td_buf_append(td_buf_t *b, const void *p, size_t n) {
+  if (td_buf_reserve(b, n)) return TD_ENOMEM;
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+  b->data[b->len] = '\0';
+  return 0;
+}
+
+int td_buf_printf(td_buf_t *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0) return TD_EINVAL;
+  if (td_buf_reserve(b, (size_t)n)) return TD_ENOMEM;
+  va_start(ap, fmt);
+  vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  b->len += (size_t)n;
+  return 0;
+}
+
+int td_read_file(const char *path, char **out, size_t *len, td_err_t *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return td_err_set(err, TD_EIO, "%s: %s", path, strerror(errno));
+  td_buf_t b;
+  td_buf_init(&b);
+  char chunk[65536];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+    if (td_buf_append(&b, chunk, n)) {
+      fclose(f);
+      td_buf_free(&b);
+      return td_err_set(err, TD_ENOMEM, "%s: out of memory", path);
+    }
+  }
+  int bad = ferror(f);
+  fclose(f);
+  if (bad) {
+    td_buf_free(&b);
+    return td_err_set(err, TD_EIO, "%s: read error", path);
+  }
+  if (!b.data && td_buf_reserve(&b, 0)) return td_err_set(err, TD_ENOMEM, "out of memory");
+  b.data[b.len] = '\0';
+  *out = b.data;
+  if (len) *len = b.len;
+  return 0;
+}
+
+uint64_t td_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}

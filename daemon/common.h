@@ -1,0 +1,68 @@
+/*
+ * Shared conventions of the engine and the daemon: error codes, the error
+ * record that carries a human message back up the stack, and small helpers.
+ *
+ * Convention (after libuv): functions return 0 on success or a negative
+ * TD_E* code; the message for humans goes into a caller-provided td_err_t.
+ * Nothing deep in the stack prints; the caller decides what to log.
+ */
+#ifndef TD_COMMON_H
+#define TD_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define TD_VERSION "0.1.0"
+
+enum td_errcode {
+  TD_OK = 0,
+  TD_ENOMEM = -1,   /* allocation failed */
+  TD_EINVAL = -2,   /* bad argument or bad input (a caller's fault) */
+  TD_EIO = -3,      /* file or socket I/O failed */
+  TD_EFORMAT = -4,  /* a file or message is malformed */
+  TD_EUTF8 = -5,    /* text is not valid UTF-8 */
+  TD_EPLUGIN = -6,  /* plugin could not be loaded or failed */
+  TD_ELIMIT = -7,   /* a configured limit was exceeded */
+  TD_EMODEL = -8,   /* model bundle invalid or inconsistent */
+  TD_ESTATE = -9,   /* operation not valid in the current state */
+};
+
+typedef struct td_err {
+  int code;       /* last TD_E* code, 0 if none */
+  char msg[512];  /* NUL-terminated human message, "" if none */
+} td_err_t;
+
+/* Sets err (if not NULL) and returns code, so callers can `return td_err_set(...)`. */
+int td_err_set(td_err_t *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Prepends "prefix: " to an existing message (context on the way up). */
+int td_err_prefix(td_err_t *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void td_err_clear(td_err_t *err);
+/* Stable short name of a code: "ENOMEM", "EINVAL", ... */
+const char *td_strerror(int code);
+
+/* Allocation that aborts on failure would hide bugs under load; these return
+ * NULL like malloc, the TD_FREE macro frees and NULLs (collectd's sfree). */
+#define TD_FREE(p) do { free(p); (p) = NULL; } while (0)
+
+/* Growable byte buffer. Owns `data`; init/free pair. */
+typedef struct td_buf {
+  char *data;
+  size_t len, cap;
+} td_buf_t;
+void td_buf_init(td_buf_t *b);
+void td_buf_free(td_buf_t *b);
+int td_buf_reserve(td_buf_t *b, size_t extra);  /* 0 or TD_ENOMEM */
+int td_buf_append(td_buf_t *b, const void *p, size_t n);
+int td_buf_printf(td_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline void td_buf_reset(td_buf_t *b) { b->len = 0; }
+
+/* Reads a whole file into a malloc'd NUL-terminated buffer owned by the caller. */
+int td_read_file(const char *path, char **out, size_t *len, td_err_t *err);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t td_now_ns(void);
+
+#endif

@@ -1,0 +1,97 @@
+/*
+ * Features: tokens -> sparse vectors.
+ *
+ * Hashing trick over a power-of-two space. A passage contributes a *body*
+ * block (its own tokens, plus adjacent-token pairs when ngram_max == 2) and,
+ * when context is enabled, a *context* block: the tokens of the heading it
+ * sits under (td_passage_t.context), hashed with a different seed so the two
+ * never share a meaning. Each block: raw counts -> tf (sublinear 1+ln tf if
+ * set) -> x idf[index] (if use_idf). The context block is scaled by
+ * context_weight, then the whole vector is L2-normalized. Every knob is
+ * recorded in the model manifest (td_feat_config_to_json) so serving
+ * computes exactly what training computed.
+ */
+#ifndef TD_FEATURES_H
+#define TD_FEATURES_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "common.h"
+#include "plugin.h"
+#include "text.h"
+
+typedef struct td_feat_config {
+  uint32_t buckets;      /* size of the hashed space, a power of two */
+  int ngram_max;         /* 1: tokens; 2: tokens and adjacent token pairs */
+  int sublinear_tf;      /* tf -> 1 + ln(tf) */
+  int use_idf;           /* multiply by the idf table recorded in the bundle */
+  double context_weight; /* scale of the heading-context block; 0 = off */
+  uint32_t seed;         /* hash seed */
+} td_feat_config_t;
+
+#define TD_FEAT_DEFAULT_BUCKETS (1u << 18)
+void td_feat_config_default(td_feat_config_t *c);
+/* New reference; the object written to manifest.json "features". */
+json_t *td_feat_config_to_json(const td_feat_config_t *c);
+/* Strict: unknown keys, missing keys and bad values are errors naming the field. */
+int td_feat_config_from_json(const json_t *j, td_feat_config_t *c, td_err_t *err);
+
+typedef struct td_span {
+  const char *s;
+  size_t len;
+} td_span_t;
+
+typedef struct td_feat {
+  uint32_t index; /* in [0, buckets) */
+  double value;
+} td_feat_t;
+
+/* Sparse vector, sorted by index, no duplicates. Owns `items`. */
+typedef struct td_fvec {
+  td_feat_t *items;
+  size_t count, cap;
+} td_fvec_t;
+void td_fvec_init(td_fvec_t *v);
+void td_fvec_free(td_fvec_t *v);
+
+/* Per-thread scratch (hash maps, buffers), reused across calls. */
+typedef struct td_fscratch td_fscratch_t;
+td_fscratch_t *td_fscratch_new(void);
+void td_fscratch_free(td_fscratch_t **s);
+
+/*
+ * Featurizes the n passages of one document. spans[i] is passage i's text;
+ * ps[i].context (if ps != NULL) names the heading passage whose tokens form
+ * its context block. idf has c->buckets entries (NULL: all 1). out[0..n) are
+ * overwritten (each must be initialized).
+ */
+int td_features_doc(const td_feat_config_t *c, const td_tokenizer_t *tok,
+                     const double *idf, const td_span_t *spans,
+                     const td_passage_t *ps, size_t n, td_fscratch_t *s,
+                     td_fvec_t *out, td_err_t *err);
+
+/*
+ * Training helper: for each passage of a document, adds 1 to df[index] for
+ * every distinct index its (body + context) features touch. df has
+ * c->buckets entries.
+ */
+int td_features_doc_df(const td_feat_config_t *c, const td_tokenizer_t *tok,
+                       const td_span_t *spans, const td_passage_t *ps, size_t n,
+                       td_fscratch_t *s, uint32_t *df, td_err_t *err);
+
+/* Smoothed idf as in scikit-learn: ln((1 + n_docs) / (1 + df)) + 1. */
+double td_features_idf(uint32_t df, size_t n_docs);
+
+/*
+ * Explanation helper: calls cb once per distinct body token of `text`
+ * (normalized by the tokenizer) with the feature index it hashes to and its
+ * final feature value in `vec` (the vector td_features_doc produced).
+ */
+typedef int (*td_token_index_cb)(void *ud, const char *tok, size_t len,
+                                 uint32_t index);
+int td_features_tokens(const td_feat_config_t *c, const td_tokenizer_t *tok,
+                       const char *text, size_t len, td_token_index_cb cb,
+                       void *ud, td_err_t *err);
+
+#endif

@@ -1,0 +1,105 @@
+/*
+ * Model bundles: load, validate, write; collapsed linear weights; scoring.
+ *
+ * A bundle is a directory:
+ *   manifest.json      format, name, version, created, tokenizer + options,
+ *                      features, split, themes (threshold, Platt A/B, C,
+ *                      svm file, cross-validated metrics), training digest,
+ *                      metrics
+ *   idf.tsv            "index<TAB>idf" for every bucket seen in training
+ *   svm/<theme>.model  libsvm's own format (svm_save_model), one binary
+ *                      C-SVC per theme (one-vs-rest), labels +1 / -1
+ * See docs/model-format.md. Loading validates everything and names the
+ * file, field and expectation on failure.
+ */
+#ifndef TD_MODEL_H
+#define TD_MODEL_H
+
+#include <jansson.h>
+#include <stdatomic.h>
+
+#include "common.h"
+#include "features.h"
+#include "plugin.h"
+#include "text.h"
+
+#define TD_MODEL_FORMAT 1
+#define TD_MODEL_MAGIC 0x7d30de11u
+#define TD_MAX_THEMES 64
+
+struct svm_model;
+
+typedef struct td_theme {
+  char *name;
+  double threshold;        /* on the calibrated score, in (0,1) */
+  double platt_a, platt_b; /* score = 1 / (1 + exp(a * dec + b)) */
+  double C;
+  struct svm_model *svm;   /* owned; libsvm's model as loaded */
+  int sign;                /* +1 if libsvm's label[0] is +1, else -1 */
+} td_theme_t;
+
+typedef struct td_model {
+  unsigned magic;
+  char *dir;       /* as given to td_model_load */
+  char *name;      /* manifest "name", e.g. "rural-themes" */
+  char *version;   /* manifest "version" */
+  char *label;     /* "name@version", what responses report */
+  int multiclass;  /* exactly one theme per passage (argmax) */
+  int linear;      /* all SVMs linear: scored via collapsed weights */
+  td_feat_config_t feat;
+  td_split_opts_t split;
+  td_tokenizer_t *tok; /* owned */
+  double *idf;     /* feat.buckets entries, owned */
+  size_t ntheme;
+  td_theme_t *themes;
+  double *w;       /* collapsed primal weights, interleaved: w[i*ntheme+k] */
+  double *bias;    /* ntheme entries: dec_k = sign_k * (w_k . x - rho_k) */
+  json_t *manifest; /* owned */
+  uint64_t load_ns; /* how long td_model_load took */
+  atomic_long refs;
+} td_model_t;
+
+/*
+ * Loads and fully validates the bundle in `dir`, opening its tokenizer from
+ * plugin_dir (NULL: td_plugin_default_dir()). On success *out has one
+ * reference owned by the caller.
+ */
+int td_model_load(const char *dir, const char *plugin_dir, td_model_t **out,
+                  td_err_t *err);
+td_model_t *td_model_ref(td_model_t *m);
+/* Drops one reference, frees at zero (from any thread); NULLs *m. */
+void td_model_unref(td_model_t **m);
+
+/* Decision values of all themes for x into dec[ntheme]. Linear: sparse dot
+ * products over the collapsed weights; otherwise libsvm. */
+void td_model_decision(const td_model_t *m, const td_fvec_t *x, double *dec);
+/* libsvm's own svm_predict_values for theme k, oriented like td_model_decision. */
+double td_model_decision_libsvm(const td_model_t *m, size_t k, const td_fvec_t *x);
+/* Platt-calibrated score in [0,1]. */
+double td_model_score(const td_theme_t *t, double dec);
+/* Index of a theme by name, or -1. */
+long td_model_theme_index(const td_model_t *m, const char *name);
+
+/* Everything a training run hands to the writer. All members borrowed. */
+typedef struct td_bundle_spec {
+  const char *name, *version;
+  int multiclass;
+  const char *tokenizer;           /* plugin name */
+  const json_t *tokenizer_options; /* object */
+  const td_feat_config_t *feat;
+  const td_split_opts_t *split;
+  const uint32_t *df;              /* feat->buckets document frequencies */
+  size_t n_docs;                   /* passages the df counts are over */
+  size_t ntheme;
+  const char *const *themes;
+  struct svm_model *const *svms;
+  const double *thresholds, *platt_a, *platt_b, *C;
+  const json_t *const *theme_cv;   /* per-theme CV metrics objects, or NULL */
+  const json_t *training;          /* {"files":[...],"sha256":"...",...} */
+  const json_t *metrics;           /* cross-validated summary */
+} td_bundle_spec_t;
+
+/* Writes a bundle into dir (created if missing; files replaced). */
+int td_model_write(const char *dir, const td_bundle_spec_t *spec, td_err_t *err);
+
+#endif

@@ -1,0 +1,58 @@
+/*
+ * Training: one-vs-rest binary C-SVCs (libsvm), C chosen by grouped k-fold
+ * cross-validation (folds by article), Platt calibration fitted on the
+ * out-of-fold decision values, per-theme thresholds tuned on out-of-fold
+ * scores to maximize F1, final fit on all data, bundle written and re-loaded
+ * to validate it. Jobs (theme x C x fold) run on a thread pool.
+ * Deterministic for a given seed regardless of thread count.
+ */
+#ifndef TD_TRAIN_H
+#define TD_TRAIN_H
+
+#include <jansson.h>
+
+#include "common.h"
+#include "corpus.h"
+#include "features.h"
+#include "text.h"
+
+typedef void (*td_progress_cb)(void *ud, const char *stage, size_t done, size_t total);
+
+typedef struct td_train_opts {
+  const char *out_dir;
+  const char *name, *version;        /* bundle name/version */
+  const char *tokenizer;             /* plugin name, default "bigram" */
+  json_t *tokenizer_options;         /* borrowed object or NULL */
+  const char *plugin_dir;            /* NULL: default */
+  int folds;                         /* default 5; 1 = no CV (thresholds 0.5) */
+  int multiclass;
+  uint64_t seed;
+  int threads;                       /* 0: number of online CPUs */
+  const double *c_grid;              /* NULL: default grid */
+  size_t nc;
+  int kernel;                        /* libsvm kernel type, LINEAR default */
+  int balanced;                      /* class weights n_neg/n_pos for rare themes */
+  td_feat_config_t feat;
+  td_split_opts_t split;
+  const char *const *theme_order;    /* optional fixed theme order */
+  size_t ntheme_order;
+  td_progress_cb progress;
+  void *progress_ud;
+} td_train_opts_t;
+
+void td_train_opts_default(td_train_opts_t *o);
+
+/*
+ * Trains on corpus c (loaded by the caller, finished) and writes the bundle
+ * to o->out_dir. *report (new reference) holds the per-theme CV figures,
+ * the chosen C values and thresholds, and timings. `files` lists the data
+ * files for the manifest's training digest.
+ */
+int td_train(const td_train_opts_t *o, const td_corpus_t *c,
+             const char *const *files, size_t nfiles, json_t **report,
+             td_err_t *err);
+
+/* Platt's sigmoid fit (Lin, Lin & Weng 2007): p = 1/(1+exp(A f + B)). */
+void td_platt_fit(const double *dec, const int *label, size_t n, double *A, double *B);
+
+#endif
