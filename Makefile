@@ -26,6 +26,8 @@ UNITDIR   ?= $(PREFIX)/lib/systemd/system
 PKGS    = libuv jansson icu-uc icu-i18n libsystemd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# Plugins link only what a tokenizer may use.
+PLUGIN_LIBS := $(shell pkg-config --libs jansson icu-uc icu-i18n 2>/dev/null)
 
 WARN    = -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 OPT    ?= -O2 -g
@@ -33,7 +35,7 @@ ifeq ($(SAN),1)
 OPT     = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDSAN   = -fsanitize=address,undefined
 endif
-CFLAGS_ALL = -std=c17 $(WARN) $(OPT) -D_GNU_SOURCE -fPIC -Iinclude -Idaemon \
+CFLAGS_ALL = -std=c17 $(WARN) $(OPT) -D_GNU_SOURCE -fPIC -Iinclude -iquote daemon \
              -DTD_PLUGIN_DIR=\"$(PLUGINDIR)\" -DTD_MODEL_DIR=\"$(MODELDIR)\" \
              $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
 LDLIBS_ALL = $(PKG_LIBS) -lsvm -lhttp_parser -lm -lpthread -ldl $(LDLIBS)
@@ -63,7 +65,7 @@ UNIT_BINS    = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 BENCH_BINS   = $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 LIBENGINE    = $(BUILD)/libthemed-engine.a
 
-.PHONY: all deps run test unit unit-run integration model install clean bench help
+.PHONY: all deps run test unit unit-run integration systemd-test model install clean bench help
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/themed $(BUILD)/themectl $(PLUGINS)
@@ -91,7 +93,7 @@ $(BUILD)/themectl: $(THEMECTL_OBJ) $(LIBENGINE)
 # Plugins export one symbol: everything else is hidden.
 $(BUILD)/plugins/%.so: plugins/%.c include/themed/plugin.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -shared -o $@ $< $(LDFLAGS_ALL) $(PKG_LIBS)
+	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -shared -o $@ $< $(LDFLAGS_ALL) $(PLUGIN_LIBS)
 
 $(BUILD)/examples/%.so: examples/plugin/%.c include/themed/plugin.h
 	@mkdir -p $(dir $@)
@@ -99,7 +101,7 @@ $(BUILD)/examples/%.so: examples/plugin/%.c include/themed/plugin.h
 
 $(BUILD)/tests/plugins/%.so: tests/plugins/%.c include/themed/plugin.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -shared -o $@ $< $(LDFLAGS_ALL) $(PKG_LIBS)
+	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -shared -o $@ $< $(LDFLAGS_ALL) $(PLUGIN_LIBS)
 
 $(BUILD)/tests/test_%: tests/unit/test_%.c $(LIBENGINE)
 	@mkdir -p $(dir $@)
@@ -125,6 +127,12 @@ test: deps
 	@$(MAKE) --no-print-directory unit-run
 	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 unit-run
 	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory systemd-test
+
+# Installs into a temp DESTDIR, verifies the units, runs the installed daemon
+# the way the unit does.
+systemd-test: all
+	@BUILD=$(BUILD) tests/systemd/run.sh
 
 run: deps all
 	@mkdir -p run
@@ -149,6 +157,7 @@ install: all
 	install -m 0644 include/themed/plugin.h $(DESTDIR)$(INCDIR)/themed/
 	cp -R models/rural-themes $(DESTDIR)$(MODELDIR)/
 	chmod -R u=rwX,go=rX $(DESTDIR)$(MODELDIR)/rural-themes
+	install -D -m 0644 systemd/themed.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/themed.conf
 	@for u in systemd/*.service systemd/*.socket; do [ -f "$$u" ] || continue; \
 	  sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@PLUGINDIR@|$(PLUGINDIR)|g' \
 	      -e 's|@MODELDIR@|$(MODELDIR)|g' "$$u" > $(DESTDIR)$(UNITDIR)/$$(basename $$u); \

@@ -13,6 +13,9 @@
 #include "model.h"
 #include "text.h"
 
+/* How every response object is serialized, offline and served alike. */
+#define TD_JSON_DUMP_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(6))
+
 typedef struct td_doc {
   const char *id;               /* echoed, may be NULL */
   const char *text;             /* whole article (split here) ... */

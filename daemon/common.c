@@ -19,13 +19,27 @@ int td_err_set(td_err_t *err, int code, const char *fmt, ...) {
 
 int td_err_prefix(td_err_t *err, const char *fmt, ...) {
   if (!err) return 0;
-  char pre[256], old[sizeof err->msg];
+  /* Build "prefix: old" in a buffer, then keep what fits: messages are
+   * for humans, and a cut tail beats a lost prefix. */
+  char old[sizeof err->msg];
+  memcpy(old, err->msg, sizeof old);
+  td_buf_t b;
+  td_buf_init(&b);
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(pre, sizeof pre, fmt, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap);
   va_end(ap);
-  memcpy(old, err->msg, sizeof old);
-  snprintf(err->msg, sizeof err->msg, "%s: %s", pre, old);
+  if (n >= 0 && td_buf_reserve(&b, (size_t)n) == 0) {
+    va_start(ap, fmt);
+    vsnprintf(b.data, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b.len = (size_t)n;
+    td_buf_printf(&b, ": %s", old);
+    size_t k = b.len < sizeof err->msg - 1 ? b.len : sizeof err->msg - 1;
+    memcpy(err->msg, b.data, k);
+    err->msg[k] = '\0';
+  }
+  td_buf_free(&b);
   return err->code;
 }
 

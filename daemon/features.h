@@ -83,10 +83,17 @@ int td_features_doc_df(const td_feat_config_t *c, const td_tokenizer_t *tok,
 /* Smoothed idf as in scikit-learn: ln((1 + n_docs) / (1 + df)) + 1. */
 double td_features_idf(uint32_t df, size_t n_docs);
 
+/* The feature hash, MurmurHash3 x86_32 ("murmur3_32" in the manifest); a
+ * token's body index is td_features_hash(tok, len, seed) & (buckets - 1). */
+uint32_t td_features_hash(const void *key, size_t len, uint32_t seed);
+
 /*
  * Explanation helper: calls cb once per distinct body token of `text`
- * (normalized by the tokenizer) with the feature index it hashes to and its
- * final feature value in `vec` (the vector td_features_doc produced).
+ * (normalized by the tokenizer), in order of first occurrence, with the
+ * feature index it hashes to (look its value up in the vector
+ * td_features_doc produced). With ngram_max == 2, each distinct adjacent pair
+ * is reported too, as the two tokens joined by one space. A non-zero return
+ * from cb stops the walk and is returned.
  */
 typedef int (*td_token_index_cb)(void *ud, const char *tok, size_t len,
                                  uint32_t index);

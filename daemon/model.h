@@ -52,8 +52,11 @@ typedef struct td_model {
   double *idf;     /* feat.buckets entries, owned */
   size_t ntheme;
   td_theme_t *themes;
-  double *w;       /* collapsed primal weights, interleaved: w[i*ntheme+k] */
-  double *bias;    /* ntheme entries: dec_k = sign_k * (w_k . x - rho_k) */
+  double *w;       /* collapsed primal weights, interleaved: w[i*ntheme+k],
+                      sign_k folded in; NULL unless linear */
+  double *bias;    /* ntheme entries, -sign_k * rho_k, so that
+                      dec_k = sum_i w[i*ntheme+k] x_i + bias[k]
+                            = sign_k * (w_k . x - rho_k) */
   json_t *manifest; /* owned */
   uint64_t load_ns; /* how long td_model_load took */
   atomic_long refs;

@@ -32,14 +32,18 @@ const char *td_plugin_default_dir(void);
 int td_tokenizer_open(const char *dir, const char *name, const json_t *options,
                       td_tokenizer_t **out, td_err_t *err);
 
-/* Same, from an explicit .so path (used by tests and --plugin-file). */
+/* Same, from an explicit .so path (used by tests and --plugin-file). The
+ * descriptor name is checked for [a-z0-9_-]+ only, not against the file name. */
 int td_tokenizer_open_path(const char *path, const json_t *options,
                            td_tokenizer_t **out, td_err_t *err);
 
 /* Destroys the instance and dlcloses the plugin; NULLs *t. */
 void td_tokenizer_free(td_tokenizer_t **t);
 
-/* Calls the plugin's tokenize(). Thread-safe per the ABI contract. */
+/* Calls the plugin's tokenize(). Thread-safe per the ABI contract. Returns 0,
+ * the callback's own non-zero value if it stopped early (passed through
+ * untouched, even a negative TD_E* code), or TD_EPLUGIN with err set if the
+ * plugin failed. */
 int td_tokenizer_run(const td_tokenizer_t *t, const char *text, size_t len,
                      themed_emit_cb emit, void *ud, td_err_t *err);
 

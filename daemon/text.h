@@ -52,11 +52,15 @@ int td_text_check_utf8(const char *s, size_t len, size_t *bad_at, td_err_t *err)
 size_t td_text_count_chars(const char *s, size_t len);
 
 /*
- * Splits `text` into passages at line breaks (LF, CRLF, CR, U+2028, U+2029),
- * trims Unicode white space (incl. U+3000 and NBSP) from both ends, drops
- * empty lines, cuts over-long passages at sentence boundaries, marks headings
- * and links each passage to its heading context. Appends to `out` (call
- * td_passages_reset first to reuse it). Text must be valid UTF-8.
+ * Splits `text` into passages at line breaks (LF, CRLF, CR, U+2028, U+2029;
+ * also NEL, VT and FF, the other mandatory breaks of UAX #14), trims Unicode
+ * white space (incl. U+3000 and NBSP, plus U+200B, U+2060 and the BOM) from
+ * both ends, drops empty lines, cuts over-long passages at sentence
+ * boundaries, marks headings and links each passage to its heading context.
+ * The pieces of a cut passage are body text, never headings. Appends to `out`
+ * (call td_passages_reset first to reuse it); context indexes count from the
+ * start of `out`. Text must be valid UTF-8: anything else (NUL included)
+ * fails with TD_EUTF8, "invalid UTF-8 at byte N", and appends nothing.
  */
 int td_text_split(const char *text, size_t len, const td_split_opts_t *o,
                   td_passages_t *out, td_err_t *err);
@@ -65,7 +69,13 @@ int td_text_split(const char *text, size_t len, const td_split_opts_t *o,
  * Heading test for one passage: short (<= heading_chars code points), no
  * sentence-final punctuation (。！？；!?;) at its end, or an enumerator at its
  * start (一、 （一） 1. 第一 ...) and still short. Used identically at training
- * time (passages given one per row) and at serving time.
+ * time (passages given one per row) and at serving time. Trims the passage
+ * itself. Page furniture that is short too is not a heading: bylines and
+ * source/date lines ("来源：", "2024-01-21 09:51", "责任编辑："), breadcrumbs,
+ * table rows, name lists, affiliations. Refinements: a short question with
+ * no other punctuation is a heading, so is "一、……。" without inner
+ * punctuation; a line ending in a colon is one unless it leads into a list
+ * ("包括以下几个方面："); bulleted lines are list items. heading_chars 0: never.
  */
 int td_text_is_heading(const char *s, size_t len, size_t heading_chars);
 

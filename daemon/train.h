@@ -24,7 +24,7 @@ typedef struct td_train_opts {
   const char *tokenizer;             /* plugin name, default "bigram" */
   json_t *tokenizer_options;         /* borrowed object or NULL */
   const char *plugin_dir;            /* NULL: default */
-  int folds;                         /* default 5; 1 = no CV (thresholds 0.5) */
+  int folds;                         /* default 5; 1 = no CV (thresholds 0.5; needs one C) */
   int multiclass;
   uint64_t seed;
   int threads;                       /* 0: number of online CPUs */
@@ -51,6 +51,14 @@ void td_train_opts_default(td_train_opts_t *o);
 int td_train(const td_train_opts_t *o, const td_corpus_t *c,
              const char *const *files, size_t nfiles, json_t **report,
              td_err_t *err);
+
+/*
+ * Grouped k-fold assignment used by td_train: fold[i] in [0,k) for every
+ * item, all items of one doc in the same fold. Docs are shuffled with
+ * splitmix64(seed), then each goes to the fold with the fewest passages so
+ * far. Deterministic for (corpus, k, seed). Needs td_corpus_finish.
+ */
+int td_train_folds(const td_corpus_t *c, int k, uint64_t seed, int *fold, td_err_t *err);
 
 /* Platt's sigmoid fit (Lin, Lin & Weng 2007): p = 1/(1+exp(A f + B)). */
 void td_platt_fit(const double *dec, const int *label, size_t n, double *A, double *B);

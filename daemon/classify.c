@@ -1,0 +1,436 @@
+/*
+ * Classify: passages -> features -> decision values -> calibrated scores,
+ * and the one response shape (td_result_json) that themectl and the daemon
+ * both print.
+ */
+#include "classify.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* One token seen while explaining a passage. */
+typedef struct expl_tok {
+  size_t off, len; /* into td_scratch.tokbytes */
+  uint32_t index;
+  double contrib;
+} expl_tok_t;
+
+struct td_scratch {
+  td_fscratch_t *fs;
+  td_fvec_t *vecs; /* vecs[0..nvec) initialized, reused across documents */
+  size_t nvec;
+  /* explanations only */
+  td_buf_t tokbytes;
+  expl_tok_t *toks;
+  size_t ntok, captok;
+  int tok_oom;
+};
+
+void td_classify_opts_default(td_classify_opts_t *o) {
+  o->threshold = -1;
+  o->top_k = 0;
+  o->explain = 0;
+  o->explain_k = 8;
+  o->include_text = 0;
+  o->max_passages = 0;
+}
+
+void td_result_init(td_result_t *r) {
+  memset(r, 0, sizeof *r);
+  td_passages_init(&r->passages);
+}
+
+void td_result_free(td_result_t *r) {
+  td_passages_free(&r->passages);
+  TD_FREE(r->spans);
+  TD_FREE(r->dec);
+  TD_FREE(r->scores);
+  r->cap = r->ntheme = 0;
+}
+
+td_scratch_t *td_scratch_new(void) {
+  td_scratch_t *s = calloc(1, sizeof *s);
+  if (!s) return NULL;
+  if (!(s->fs = td_fscratch_new())) {
+    free(s);
+    return NULL;
+  }
+  td_buf_init(&s->tokbytes);
+  return s;
+}
+
+void td_scratch_free(td_scratch_t **sp) {
+  if (!sp || !*sp) return;
+  td_scratch_t *s = *sp;
+  td_fscratch_free(&s->fs);
+  for (size_t i = 0; i < s->nvec; i++) td_fvec_free(&s->vecs[i]);
+  free(s->vecs);
+  td_buf_free(&s->tokbytes);
+  free(s->toks);
+  free(s);
+  *sp = NULL;
+}
+
+/* Grows the result to n passages of nt themes; keeps what it has when big
+ * enough, so a worker's steady state allocates nothing. */
+static int result_reserve(td_result_t *r, size_t n, size_t nt) {
+  if (n <= r->cap && nt == r->ntheme) return 0;
+  size_t cap = r->cap > n ? r->cap : n;
+  if (cap < 16) cap = 16;
+  while (cap < n) cap *= 2;
+  if (cap > SIZE_MAX / sizeof(double) / (nt ? nt : 1)) return TD_ENOMEM;
+  td_span_t *sp = realloc(r->spans, cap * sizeof *sp);
+  if (!sp) return TD_ENOMEM;
+  r->spans = sp;
+  double *d = realloc(r->dec, cap * nt * sizeof *d);
+  if (!d) return TD_ENOMEM;
+  r->dec = d;
+  d = realloc(r->scores, cap * nt * sizeof *d);
+  if (!d) return TD_ENOMEM;
+  r->scores = d;
+  r->cap = cap;
+  r->ntheme = nt;
+  return 0;
+}
+
+static int passages_reserve(td_passages_t *ps, size_t n) {
+  if (n <= ps->cap) return 0;
+  size_t cap = ps->cap ? ps->cap : 16;
+  while (cap < n) cap *= 2;
+  td_passage_t *p = realloc(ps->items, cap * sizeof *p);
+  if (!p) return TD_ENOMEM;
+  ps->items = p;
+  ps->cap = cap;
+  return 0;
+}
+
+static int scratch_vecs(td_scratch_t *s, size_t n) {
+  if (n <= s->nvec) return 0;
+  td_fvec_t *v = realloc(s->vecs, n * sizeof *v);
+  if (!v) return TD_ENOMEM;
+  s->vecs = v;
+  for (size_t i = s->nvec; i < n; i++) td_fvec_init(&v[i]);
+  s->nvec = n;
+  return 0;
+}
+
+static int featurize(const td_model_t *m, const td_result_t *r, td_scratch_t *s, td_err_t *err) {
+  size_t n = r->passages.count;
+  if (scratch_vecs(s, n)) return td_err_set(err, TD_ENOMEM, "out of memory");
+  return td_features_doc(&m->feat, m->tok, m->feat.use_idf ? m->idf : NULL, r->spans,
+                         r->passages.items, n, s->fs, s->vecs, err);
+}
+
+static int limit_err(td_err_t *err, size_t n, size_t max) {
+  return td_err_set(err, TD_ELIMIT, "document has %zu passages; limit is %zu", n, max);
+}
+
+int td_classify(const td_model_t *m, const td_doc_t *doc, const td_classify_opts_t *o,
+                td_scratch_t *s, td_result_t *r, td_err_t *err) {
+  td_classify_opts_t def;
+  if (!o) {
+    td_classify_opts_default(&def);
+    o = &def;
+  }
+  if (!m || m->magic != TD_MODEL_MAGIC || !doc || !s || !r)
+    return td_err_set(err, TD_EINVAL, "td_classify: bad arguments");
+  size_t nt = m->ntheme, n;
+  int rc;
+  td_passages_reset(&r->passages);
+
+  if (doc->text) {
+    size_t bad = 0;
+    if (td_text_check_utf8(doc->text, doc->len, &bad, NULL))
+      return td_err_set(err, TD_EUTF8, "invalid UTF-8 at byte %zu", bad);
+    if ((rc = td_text_split(doc->text, doc->len, &m->split, &r->passages, err))) return rc;
+    n = r->passages.count;
+    if (o->max_passages && n > o->max_passages) return limit_err(err, n, o->max_passages);
+    if (result_reserve(r, n, nt)) return td_err_set(err, TD_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+      const td_passage_t *p = &r->passages.items[i];
+      r->spans[i].s = doc->text + p->start;
+      r->spans[i].len = p->end - p->start;
+    }
+  } else {
+    n = doc->npassages;
+    if (n && !doc->passages) return td_err_set(err, TD_EINVAL, "td_classify: no passages");
+    if (o->max_passages && n > o->max_passages) return limit_err(err, n, o->max_passages);
+    if (result_reserve(r, n, nt) || passages_reserve(&r->passages, n))
+      return td_err_set(err, TD_ENOMEM, "out of memory");
+    /* Offsets as if the passages were one text joined by "\n", so a client
+     * sees the same offsets whichever form it sent. */
+    size_t b = 0, c = 0;
+    for (size_t i = 0; i < n; i++) {
+      const td_span_t *sp = &doc->passages[i];
+      size_t bad = 0;
+      if (sp->len && !sp->s) return td_err_set(err, TD_EINVAL, "passage %zu: no text", i);
+      if (td_text_check_utf8(sp->s ? sp->s : "", sp->len, &bad, NULL))
+        return td_err_set(err, TD_EUTF8, "passage %zu: invalid UTF-8 at byte %zu", i, bad);
+      size_t nc = td_text_count_chars(sp->s ? sp->s : "", sp->len);
+      td_passage_t *p = &r->passages.items[i];
+      p->start = b;
+      p->end = b + sp->len;
+      p->cstart = c;
+      p->cend = c + nc;
+      p->is_heading = td_text_is_heading(sp->s ? sp->s : "", sp->len, m->split.heading_chars);
+      p->context = -1;
+      r->spans[i] = *sp;
+      b += sp->len + 1;
+      c += nc + 1;
+    }
+    r->passages.count = n;
+    td_text_link_headings(r->passages.items, n);
+  }
+
+  if ((rc = featurize(m, r, s, err))) return rc;
+  for (size_t i = 0; i < n; i++) {
+    double *dec = r->dec + i * nt, *sc = r->scores + i * nt;
+    td_model_decision(m, &s->vecs[i], dec);
+    for (size_t k = 0; k < nt; k++) sc[k] = td_model_score(&m->themes[k], dec[k]);
+  }
+  return 0;
+}
+
+/* Highest score wins; ties go to the earlier theme. */
+static size_t argmax(const double *sc, size_t nt) {
+  size_t best = 0;
+  for (size_t k = 1; k < nt; k++)
+    if (sc[k] > sc[best]) best = k;
+  return best;
+}
+
+static double theme_threshold(const td_model_t *m, const td_classify_opts_t *o, size_t k) {
+  return o->threshold >= 0 ? o->threshold : m->themes[k].threshold;
+}
+
+int td_result_tagged(const td_model_t *m, const td_classify_opts_t *o, const td_result_t *r,
+                     size_t i, size_t k) {
+  size_t nt = m->ntheme;
+  const double *sc = r->scores + i * nt;
+  if (m->multiclass) /* exactly one class per passage; a class named `other` means none */
+    return argmax(sc, nt) == k && strcmp(m->themes[k].name, "other") != 0;
+  if (!(sc[k] >= theme_threshold(m, o, k))) return 0;
+  if (o->top_k <= 0) return 1;
+  int better = 0; /* themes over threshold ranked above k */
+  for (size_t j = 0; j < nt; j++) {
+    if (j == k || !(sc[j] >= theme_threshold(m, o, j))) continue;
+    if (sc[j] > sc[k] || (sc[j] == sc[k] && j < k)) better++;
+  }
+  return better < o->top_k;
+}
+
+static double round4(double x) { return round(x * 1e4) / 1e4; }
+
+/* ------------------------------------------------------------------------ */
+/* Explanations                                                             */
+
+static int collect_token(void *ud, const char *tok, size_t len, uint32_t index) {
+  td_scratch_t *s = ud;
+  if (s->ntok == s->captok) {
+    size_t cap = s->captok ? 2 * s->captok : 64;
+    expl_tok_t *t = realloc(s->toks, cap * sizeof *t);
+    if (!t) {
+      s->tok_oom = 1;
+      return 1;
+    }
+    s->toks = t;
+    s->captok = cap;
+  }
+  size_t off = s->tokbytes.len;
+  if (td_buf_append(&s->tokbytes, tok, len)) {
+    s->tok_oom = 1;
+    return 1;
+  }
+  s->toks[s->ntok++] = (expl_tok_t){off, len, index, 0};
+  return 0;
+}
+
+static double fvec_value(const td_fvec_t *v, uint32_t index) {
+  size_t lo = 0, hi = v->count;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (v->items[mid].index < index)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < v->count && v->items[lo].index == index ? v->items[lo].value : 0;
+}
+
+static int by_contrib_desc(const void *a, const void *b) {
+  const expl_tok_t *x = a, *y = b;
+  if (x->contrib != y->contrib) return x->contrib > y->contrib ? -1 : 1;
+  return x->off < y->off ? -1 : x->off > y->off; /* stable: text order */
+}
+
+/*
+ * The contribution of a token to theme k is w[index][k] * x[index]: exact for
+ * a linear model (dec_k is the sum of these plus the bias). Tokens that
+ * collide in one bucket share its contribution; a token that also appears in
+ * the heading context is counted at its body index only.
+ */
+static int explain_passage(const td_model_t *m, const td_classify_opts_t *o, const td_result_t *r,
+                           size_t i, const size_t *tagged, size_t ntag, td_scratch_t *s,
+                           json_t *pobj) {
+  td_err_t err;
+  td_err_clear(&err);
+  s->ntok = 0;
+  s->tok_oom = 0;
+  td_buf_reset(&s->tokbytes);
+  int rc =
+      td_features_tokens(&m->feat, m->tok, r->spans[i].s, r->spans[i].len, collect_token, s, &err);
+  if (s->tok_oom) return TD_ENOMEM;
+  if (rc) return json_object_set_new(pobj, "explain_error", json_string(err.msg)) ? TD_ENOMEM : 0;
+  json_t *ex = json_object();
+  if (!ex || json_object_set_new(pobj, "explain", ex)) return TD_ENOMEM;
+  const td_fvec_t *x = &s->vecs[i];
+  size_t nt = m->ntheme;
+  int k_max = o->explain_k > 0 ? o->explain_k : 8;
+  for (size_t t = 0; t < ntag; t++) {
+    size_t k = tagged[t];
+    for (size_t j = 0; j < s->ntok; j++) {
+      uint32_t idx = s->toks[j].index;
+      s->toks[j].contrib = m->w[(size_t)idx * nt + k] * fvec_value(x, idx);
+    }
+    qsort(s->toks, s->ntok, sizeof *s->toks, by_contrib_desc);
+    json_t *arr = json_array();
+    if (!arr || json_object_set_new(ex, m->themes[k].name, arr)) return TD_ENOMEM;
+    for (size_t j = 0; j < s->ntok && (int)j < k_max; j++) {
+      if (!(s->toks[j].contrib > 0)) break; /* only what argued for the theme */
+      json_t *e = json_pack("{s:s%, s:f}", "token", s->tokbytes.data + s->toks[j].off,
+                            s->toks[j].len, "weight", round4(s->toks[j].contrib));
+      if (!e || json_array_append_new(arr, e)) return TD_ENOMEM;
+    }
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The response                                                             */
+
+/* Insertion sort of at most TD_MAX_THEMES indexes by score, desc. */
+static void sort_by_score(size_t *idx, size_t n, const double *sc) {
+  for (size_t a = 1; a < n; a++) {
+    size_t v = idx[a], b = a;
+    while (b > 0 && (sc[idx[b - 1]] < sc[v] || (sc[idx[b - 1]] == sc[v] && idx[b - 1] > v))) {
+      idx[b] = idx[b - 1];
+      b--;
+    }
+    idx[b] = v;
+  }
+}
+
+json_t *td_result_json(const td_model_t *m, const td_doc_t *doc, const td_classify_opts_t *o,
+                       const td_result_t *r, td_scratch_t *s) {
+  td_classify_opts_t def;
+  if (!o) {
+    td_classify_opts_default(&def);
+    o = &def;
+  }
+  size_t nt = m->ntheme, n = r->passages.count;
+  size_t count[TD_MAX_THEMES] = {0}, tagged[TD_MAX_THEMES], other = 0;
+  double maxsc[TD_MAX_THEMES];
+  td_scratch_t *own = NULL;
+  int explain = o->explain && m->linear;
+  json_t *root = json_object(), *plist = json_array();
+  if (!root || !plist) {
+    json_decref(plist);
+    goto fail;
+  }
+  /* json_object_set_new steals its value even when it fails */
+  if (json_object_set_new(root, "id", doc && doc->id ? json_string(doc->id) : json_null()) ||
+      json_object_set_new(root, "model", json_string(m->label)) ||
+      json_object_set_new(root, "passages", plist))
+    goto fail;
+  if (o->explain && !m->linear &&
+      json_object_set_new(root, "explain_note",
+                          json_string("explanations need a linear model; this bundle's "
+                                      "kernel is not linear")))
+    goto fail;
+  if (explain) {
+    /* Recomputed here rather than trusted from td_classify: the scratch
+     * passed in need not be the one that produced r. */
+    td_err_t err;
+    td_err_clear(&err);
+    if (!s && !(s = own = td_scratch_new())) goto fail;
+    if (featurize(m, r, s, &err)) {
+      explain = 0;
+      if (json_object_set_new(root, "explain_error", json_string(err.msg))) goto fail;
+    }
+  }
+  for (size_t k = 0; k < nt; k++) maxsc[k] = 0;
+
+  for (size_t i = 0; i < n; i++) {
+    const td_passage_t *p = &r->passages.items[i];
+    const double *sc = r->scores + i * nt;
+    size_t ntag = 0;
+    for (size_t k = 0; k < nt; k++)
+      if (td_result_tagged(m, o, r, i, k)) tagged[ntag++] = k;
+    sort_by_score(tagged, ntag, sc);
+    json_t *pobj =
+        json_pack("{s:I, s:I, s:I, s:I, s:I, s:b}", "index", (json_int_t)i, "start",
+                  (json_int_t)p->cstart, "end", (json_int_t)p->cend, "byte_start",
+                  (json_int_t)p->start, "byte_end", (json_int_t)p->end, "heading", p->is_heading);
+    if (!pobj || json_array_append_new(plist, pobj)) goto fail;
+    json_t *themes = json_array();
+    if (!themes || json_object_set_new(pobj, "themes", themes)) goto fail;
+    for (size_t t = 0; t < ntag; t++) {
+      size_t k = tagged[t];
+      json_t *e = json_pack("{s:s, s:f}", "theme", m->themes[k].name, "score", round4(sc[k]));
+      if (!e || json_array_append_new(themes, e)) goto fail;
+      if (count[k]++ == 0 || sc[k] > maxsc[k]) maxsc[k] = sc[k];
+    }
+    if (ntag == 0) other++;
+    if (o->include_text &&
+        json_object_set_new(pobj, "text",
+                            json_stringn(r->spans[i].s ? r->spans[i].s : "", r->spans[i].len)))
+      goto fail;
+    if (explain && ntag && explain_passage(m, o, r, i, tagged, ntag, s, pobj)) goto fail;
+  }
+
+  /* Summary: themes tagged at least once; "max" is the best score among the
+   * passages that carry the theme; "top" orders themes by passages, then by
+   * that best score. */
+  json_t *summary = json_object(), *sth = json_object(), *top = json_array();
+  if (!summary || !sth || !top) {
+    json_decref(summary);
+    json_decref(sth);
+    json_decref(top);
+    goto fail;
+  }
+  if (json_object_set_new(root, "summary", summary)) { /* summary stolen */
+    json_decref(sth);
+    json_decref(top);
+    goto fail;
+  }
+  if (json_object_set_new(summary, "passages", json_integer((json_int_t)n)) ||
+      json_object_set_new(summary, "other", json_integer((json_int_t)other)) ||
+      json_object_set_new(summary, "themes", sth) || json_object_set_new(summary, "top", top))
+    goto fail;
+  size_t order[TD_MAX_THEMES], no = 0;
+  for (size_t k = 0; k < nt; k++) {
+    if (!count[k]) continue;
+    json_t *e = json_pack("{s:I, s:f, s:f}", "passages", (json_int_t)count[k], "share",
+                          round4((double)count[k] / (double)n), "max", round4(maxsc[k]));
+    if (!e || json_object_set_new(sth, m->themes[k].name, e)) goto fail;
+    order[no++] = k;
+  }
+  for (size_t a = 1; a < no; a++) { /* insertion sort: passages desc, max desc, index */
+    size_t v = order[a], b = a;
+    while (b > 0 && (count[order[b - 1]] < count[v] ||
+                     (count[order[b - 1]] == count[v] && maxsc[order[b - 1]] < maxsc[v]))) {
+      order[b] = order[b - 1];
+      b--;
+    }
+    order[b] = v;
+  }
+  for (size_t a = 0; a < no; a++)
+    if (json_array_append_new(top, json_string(m->themes[order[a]].name))) goto fail;
+  td_scratch_free(&own);
+  return root;
+fail:
+  td_scratch_free(&own);
+  json_decref(root);
+  return NULL;
+}

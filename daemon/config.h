@@ -1,0 +1,85 @@
+/*
+ * Configuration: defaults, the JSON config file, command-line flags.
+ *
+ * Every setting has one long flag and one config-file key, the flag name with
+ * '-' turned into '_' (--max-request-bytes <-> "max_request_bytes"). The file
+ * is read first, then flags override it (a --listen on the command line
+ * replaces the file's whole "listen" list). Sizes take K/M/G (KiB...) suffixes,
+ * durations ms/s/m; JSON numbers are bytes and seconds.
+ */
+#ifndef TD_CONFIG_H
+#define TD_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdint.h>
+
+#include "common.h"
+
+#define TD_DEFAULT_MAX_REQUEST_BYTES (4u << 20)
+#define TD_DEFAULT_MAX_PASSAGES 1000
+#define TD_DEFAULT_MAX_DOCUMENTS 100
+#define TD_DEFAULT_MAX_CONNECTIONS 1024
+#define TD_DEFAULT_IDLE_TIMEOUT_MS 60000
+#define TD_DEFAULT_HEADER_TIMEOUT_MS 10000
+#define TD_DEFAULT_DRAIN_TIMEOUT_MS 10000
+#define TD_DEFAULT_MAX_PENDING 64
+#define TD_DEFAULT_MAX_OUTPUT_BYTES (8u << 20)
+#define TD_MAX_WORKERS 1024
+
+typedef struct td_config {
+  char *model;         /* bundle directory (required) */
+  char *plugins;       /* plugin directory, NULL: td_plugin_default_dir() */
+  char **listen;       /* "unix:PATH" | "tcp:HOST:PORT" | "tcp:[V6]:PORT" */
+  size_t nlisten;
+  int workers;         /* classification threads; 0 = online CPUs */
+  char *config_file;   /* --config, NULL if none */
+  int log_level;       /* TD_LOG_* */
+  int log_journal;     /* -1 auto, 0 off, 1 on */
+  char *admin_token;   /* if set, reload over TCP needs it */
+  size_t max_request_bytes, max_line_bytes, max_passages, max_documents;
+  size_t max_connections, max_pending, max_output_bytes;
+  uint64_t idle_timeout_ms, header_timeout_ms, drain_timeout_ms;
+} td_config_t;
+
+/* What main should do after parsing. */
+enum td_config_action {
+  TD_ACTION_RUN = 0,
+  TD_ACTION_HELP,
+  TD_ACTION_VERSION,
+  TD_ACTION_CHECK,
+};
+
+void td_config_init(td_config_t *c);
+void td_config_free(td_config_t *c);
+
+/*
+ * Parses argv (reading --config FILE first, then applying flags over it) into
+ * c, which td_config_init prepared. *action tells what was asked for. Does
+ * not check cross-field rules: call td_config_validate after. Returns
+ * TD_EFORMAT when the config file is at fault, TD_EINVAL for the command line.
+ */
+int td_config_parse_args(td_config_t *c, int argc, char **argv, int *action,
+                         td_err_t *err);
+/* Applies one JSON config file (object with the keys above). */
+int td_config_load_file(td_config_t *c, const char *path, td_err_t *err);
+/* Fills derived defaults and checks ranges and listen addresses.
+ * inherited_fds: sockets handed over by systemd (then --listen is optional). */
+int td_config_validate(td_config_t *c, int inherited_fds, td_err_t *err);
+
+void td_config_usage(FILE *f);
+
+/* A parsed --listen value. */
+typedef struct td_listen_addr {
+  int is_unix;
+  char path[108];  /* unix: socket path (sun_path size) */
+  char host[256];  /* tcp: numeric address or name, without brackets */
+  int port;        /* tcp: 0..65535, 0 = any free port */
+} td_listen_addr_t;
+int td_listen_addr_parse(const char *s, td_listen_addr_t *a, td_err_t *err);
+
+/* "4M" / "4MiB" / "512k" / "1048576" -> bytes; "1.5s" / "500ms" / "2m" / "3" -> ms. */
+int td_parse_size(const char *s, size_t *out);
+int td_parse_duration_ms(const char *s, uint64_t *out);
+
+#endif

@@ -1,0 +1,656 @@
+#include "features.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Recorded in the manifest: a bundle names the exact hash it was built with. */
+#define HASH_NAME "murmur3_32"
+/* Seed offsets: the context block and token pairs get their own hash
+ * functions, so 产业 in a heading and 产业 in the body are unrelated features.
+ * They are part of what "murmur3_32" means in a manifest: changing them (or
+ * the pair construction) needs a new hash name, or old bundles score wrong. */
+#define CTX_SALT 0x9e3779b9u
+#define PAIR_SALT 0x85ebca6bu
+
+#define MIN_BUCKETS_LOG2 10
+#define MAX_BUCKETS_LOG2 24
+#define MAX_CONTEXT_WEIGHT 100.0
+
+void td_feat_config_default(td_feat_config_t *c) {
+  c->buckets = TD_FEAT_DEFAULT_BUCKETS;
+  c->ngram_max = 1;
+  c->sublinear_tf = 1;
+  c->use_idf = 1;
+  c->context_weight = 0.5;
+  c->seed = 0x7d5eed;
+}
+
+/* ---- hashing: MurmurHash3 x86_32 (Austin Appleby, public domain) ---- */
+
+static inline uint32_t rotl32(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
+
+static inline uint32_t fmix32(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+
+uint32_t td_features_hash(const void *key, size_t len, uint32_t seed) {
+  const uint8_t *p = key;
+  const uint32_t c1 = 0xcc9e2d51u, c2 = 0x1b873593u;
+  uint32_t h = seed;
+  size_t nblocks = len / 4;
+  for (size_t i = 0; i < nblocks; i++, p += 4) {
+    /* Little-endian reads on every host, so indexes do not depend on the CPU. */
+    uint32_t k = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    k *= c1;
+    k = rotl32(k, 15);
+    k *= c2;
+    h ^= k;
+    h = rotl32(h, 13);
+    h = h * 5 + 0xe6546b64u;
+  }
+  uint32_t k = 0;
+  switch (len & 3) {
+  case 3: k ^= (uint32_t)p[2] << 16; /* fall through */
+  case 2: k ^= (uint32_t)p[1] << 8;  /* fall through */
+  case 1:
+    k ^= p[0];
+    k *= c1;
+    k = rotl32(k, 15);
+    k *= c2;
+    h ^= k;
+  }
+  h ^= (uint32_t)len;
+  return fmix32(h);
+}
+
+/* A token pair hashes the two token hashes, not the concatenated strings. */
+static inline uint32_t pair_hash(uint32_t h1, uint32_t h2, uint32_t seed) {
+  uint8_t b[8] = {(uint8_t)h1, (uint8_t)(h1 >> 8), (uint8_t)(h1 >> 16), (uint8_t)(h1 >> 24),
+                  (uint8_t)h2, (uint8_t)(h2 >> 8), (uint8_t)(h2 >> 16), (uint8_t)(h2 >> 24)};
+  return td_features_hash(b, sizeof b, seed ^ PAIR_SALT);
+}
+
+/* ---- config JSON ---- */
+
+json_t *td_feat_config_to_json(const td_feat_config_t *c) {
+  return json_pack("{s:s, s:s, s:I, s:i, s:b, s:b, s:f, s:I, s:s}", "kind", "hash", "hash",
+                   HASH_NAME, "buckets", (json_int_t)c->buckets, "ngram_max", c->ngram_max,
+                   "sublinear_tf", c->sublinear_tf != 0, "use_idf", c->use_idf != 0,
+                   "context_weight", c->context_weight, "seed", (json_int_t)c->seed, "norm",
+                   "l2");
+}
+
+/* The offending value, compact and bounded, for error messages. */
+static void show(const json_t *v, char *buf, size_t n) {
+  char *s = v ? json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+  if (!s) {
+    snprintf(buf, n, "%s", v ? "?" : "nothing");
+    return;
+  }
+  if (strlen(s) >= n && n > 4) {
+    memcpy(buf, s, n - 4);
+    memcpy(buf + n - 4, "...", 4);
+  } else {
+    snprintf(buf, n, "%s", s);
+  }
+  free(s);
+}
+
+static int bad_value(td_err_t *err, const char *key, const char *expected, const json_t *v) {
+  char got[96];
+  show(v, got, sizeof got);
+  return td_err_set(err, TD_EFORMAT, "features.%s: expected %s, got %s", key, expected, got);
+}
+
+static int get_flag(const json_t *j, const char *key, int *out, td_err_t *err) {
+  const json_t *v = json_object_get(j, key);
+  if (json_is_boolean(v)) {
+    *out = json_is_true(v);
+    return 0;
+  }
+  /* 0/1 too: hand-edited manifests write C-style flags. */
+  if (json_is_integer(v) && (json_integer_value(v) == 0 || json_integer_value(v) == 1)) {
+    *out = (int)json_integer_value(v);
+    return 0;
+  }
+  return bad_value(err, key, "true or false", v);
+}
+
+static int get_const(const json_t *j, const char *key, const char *want, td_err_t *err) {
+  const json_t *v = json_object_get(j, key);
+  if (json_is_string(v) && strcmp(json_string_value(v), want) == 0) return 0;
+  char exp[64];
+  snprintf(exp, sizeof exp, "\"%s\"", want);
+  return bad_value(err, key, exp, v);
+}
+
+int td_feat_config_from_json(const json_t *j, td_feat_config_t *c, td_err_t *err) {
+  static const char *const keys[] = {"kind",    "hash",           "buckets", "ngram_max",
+                                     "sublinear_tf", "use_idf", "context_weight", "seed",
+                                     "norm"};
+  const size_t nkeys = sizeof keys / sizeof keys[0];
+  if (!json_is_object(j)) {
+    char got[96];
+    show(j, got, sizeof got);
+    return td_err_set(err, TD_EFORMAT, "features: expected an object, got %s", got);
+  }
+  const char *k;
+  const json_t *v;
+  json_object_foreach((json_t *)j, k, v) {
+    size_t i = 0;
+    while (i < nkeys && strcmp(k, keys[i]) != 0) i++;
+    if (i == nkeys) return td_err_set(err, TD_EFORMAT, "features.%s: unknown key", k);
+  }
+  for (size_t i = 0; i < nkeys; i++)
+    if (!json_object_get(j, keys[i]))
+      return td_err_set(err, TD_EFORMAT, "features.%s: missing", keys[i]);
+
+  td_feat_config_t t;
+  int rc;
+  if ((rc = get_const(j, "kind", "hash", err)) || (rc = get_const(j, "hash", HASH_NAME, err)) ||
+      (rc = get_const(j, "norm", "l2", err)))
+    return rc;
+
+  v = json_object_get(j, "buckets");
+  json_int_t b = json_is_integer(v) ? json_integer_value(v) : 0;
+  if (b < (1 << MIN_BUCKETS_LOG2) || b > (1 << MAX_BUCKETS_LOG2) || (b & (b - 1)))
+    return bad_value(err, "buckets", "a power of two between 2^10 and 2^24", v);
+  t.buckets = (uint32_t)b;
+
+  v = json_object_get(j, "ngram_max");
+  if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 2)
+    return bad_value(err, "ngram_max", "1 or 2", v);
+  t.ngram_max = (int)json_integer_value(v);
+
+  if ((rc = get_flag(j, "sublinear_tf", &t.sublinear_tf, err)) ||
+      (rc = get_flag(j, "use_idf", &t.use_idf, err)))
+    return rc;
+
+  v = json_object_get(j, "context_weight");
+  if (!json_is_number(v) || !isfinite(json_number_value(v)) || json_number_value(v) < 0 ||
+      json_number_value(v) > MAX_CONTEXT_WEIGHT)
+    return bad_value(err, "context_weight", "a number between 0 and 100", v);
+  t.context_weight = json_number_value(v);
+
+  v = json_object_get(j, "seed");
+  if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 0xffffffffLL)
+    return bad_value(err, "seed", "an integer between 0 and 4294967295", v);
+  t.seed = (uint32_t)json_integer_value(v);
+
+  *c = t;
+  return 0;
+}
+
+/* ---- sparse vectors ---- */
+
+void td_fvec_init(td_fvec_t *v) {
+  v->items = NULL;
+  v->count = v->cap = 0;
+}
+
+void td_fvec_free(td_fvec_t *v) {
+  TD_FREE(v->items);
+  v->count = v->cap = 0;
+}
+
+static int fvec_reserve(td_fvec_t *v, size_t extra) {
+  if (v->count + extra <= v->cap) return 0;
+  size_t cap = v->cap ? v->cap : 64;
+  while (cap < v->count + extra) cap *= 2;
+  td_feat_t *p = realloc(v->items, cap * sizeof *p);
+  if (!p) return TD_ENOMEM;
+  v->items = p;
+  v->cap = cap;
+  return 0;
+}
+
+/* ---- count map: bucket index -> count, reused across passages ----
+ *
+ * Entries live in a dense array (iteration and output in insertion order);
+ * an open-addressing table of entry numbers finds them. Slots carry a
+ * generation stamp, so clearing the map between passages is O(1) instead of
+ * a memset of the whole table. Memory only grows.
+ */
+typedef struct cmap {
+  uint32_t *slot_ent; /* entry number per slot */
+  uint32_t *slot_gen; /* slot is live iff slot_gen == gen */
+  size_t nslot;       /* power of two */
+  uint32_t gen;
+  uint32_t *key, *cnt; /* entries */
+  size_t n, cap;
+} cmap_t;
+
+static void cmap_free(cmap_t *m) {
+  free(m->slot_ent);
+  free(m->slot_gen);
+  free(m->key);
+  free(m->cnt);
+  memset(m, 0, sizeof *m);
+}
+
+static void cmap_clear(cmap_t *m) {
+  m->n = 0;
+  if (++m->gen == 0) { /* wrapped: stale stamps could look live */
+    if (m->slot_gen) memset(m->slot_gen, 0, m->nslot * sizeof *m->slot_gen);
+    m->gen = 1;
+  }
+}
+
+static inline size_t slot_of(uint32_t key, size_t nslot) {
+  return (size_t)((key * 0x9e3779b1u) >> 7) & (nslot - 1); /* spread clustered indexes */
+}
+
+static int cmap_grow(cmap_t *m) {
+  size_t nslot = m->nslot ? m->nslot * 2 : 1024;
+  uint32_t *se = malloc(nslot * sizeof *se), *sg = calloc(nslot, sizeof *sg);
+  uint32_t *k = realloc(m->key, nslot / 2 * sizeof *k);
+  if (k) m->key = k;
+  uint32_t *c = realloc(m->cnt, nslot / 2 * sizeof *c);
+  if (c) m->cnt = c;
+  if (!se || !sg || !k || !c) {
+    free(se);
+    free(sg);
+    return TD_ENOMEM;
+  }
+  m->cap = nslot / 2;
+  free(m->slot_ent);
+  free(m->slot_gen);
+  m->slot_ent = se;
+  m->slot_gen = sg;
+  m->nslot = nslot;
+  m->gen = 1;
+  for (size_t e = 0; e < m->n; e++) {
+    size_t s = slot_of(m->key[e], nslot);
+    while (sg[s] == 1) s = (s + 1) & (nslot - 1);
+    sg[s] = 1;
+    se[s] = (uint32_t)e;
+  }
+  return 0;
+}
+
+static inline int cmap_add(cmap_t *m, uint32_t key) {
+  if (m->n >= m->cap && cmap_grow(m)) return TD_ENOMEM; /* load <= 1/2 */
+  size_t s = slot_of(key, m->nslot);
+  while (m->slot_gen[s] == m->gen) {
+    uint32_t e = m->slot_ent[s];
+    if (m->key[e] == key) {
+      m->cnt[e]++;
+      return 0;
+    }
+    s = (s + 1) & (m->nslot - 1);
+  }
+  m->slot_gen[s] = m->gen;
+  m->slot_ent[s] = (uint32_t)m->n;
+  m->key[m->n] = key;
+  m->cnt[m->n++] = 1;
+  return 0;
+}
+
+struct td_fscratch {
+  cmap_t counts;
+  td_fvec_t ctx;    /* the weighted context block of ... */
+  long ctx_of;      /* ... this passage of the current call, or -1 */
+  td_fvec_t tmp;    /* td_features_doc_df's vector */
+  td_fvec_t sortbuf; /* radix sort's second buffer */
+};
+
+td_fscratch_t *td_fscratch_new(void) {
+  td_fscratch_t *s = calloc(1, sizeof *s);
+  if (s) s->ctx_of = -1;
+  return s;
+}
+
+void td_fscratch_free(td_fscratch_t **sp) {
+  if (!sp || !*sp) return;
+  td_fscratch_t *s = *sp;
+  cmap_free(&s->counts);
+  td_fvec_free(&s->ctx);
+  td_fvec_free(&s->tmp);
+  td_fvec_free(&s->sortbuf);
+  TD_FREE(*sp);
+}
+
+/* ---- featurization ---- */
+
+typedef struct emit_ud {
+  cmap_t *m;
+  uint32_t seed, mask;
+  int pairs, have_prev, oom;
+  uint32_t prev;
+} emit_ud_t;
+
+/* Hashes the plugin's bytes in place: nothing is copied per token. */
+static int count_token(void *ud, const char *tok, size_t len) {
+  emit_ud_t *u = ud;
+  if (!len) return 0;
+  uint32_t h = td_features_hash(tok, len, u->seed);
+  if (cmap_add(u->m, h & u->mask)) goto oom;
+  if (u->pairs) {
+    if (u->have_prev && cmap_add(u->m, pair_hash(u->prev, h, u->seed) & u->mask)) goto oom;
+    u->prev = h;
+    u->have_prev = 1;
+  }
+  return 0;
+oom:
+  u->oom = 1;
+  return TD_ENOMEM;
+}
+
+/*
+ * One block (body or context) of text: counts, then tf (1 + ln tf when
+ * sublinear) x idf x scale, appended unsorted to v.
+ */
+static int add_block(const td_feat_config_t *c, const td_tokenizer_t *tok, const double *idf,
+                     const td_span_t *sp, uint32_t seed, double scale, td_fscratch_t *s,
+                     td_fvec_t *v, td_err_t *err) {
+  cmap_t *m = &s->counts;
+  cmap_clear(m);
+  emit_ud_t u = {.m = m, .seed = seed, .mask = c->buckets - 1, .pairs = c->ngram_max >= 2};
+  if (sp->len) {
+    int rc = td_tokenizer_run(tok, sp->s, sp->len, count_token, &u, err);
+    if (u.oom) return td_err_set(err, TD_ENOMEM, "out of memory");
+    if (rc) return rc;
+  }
+  if (m->n && fvec_reserve(v, m->n)) return td_err_set(err, TD_ENOMEM, "out of memory");
+  for (size_t e = 0; e < m->n; e++) {
+    double tf = m->cnt[e];
+    if (c->sublinear_tf) tf = 1.0 + log(tf);
+    if (c->use_idf && idf) tf *= idf[m->key[e]];
+    v->items[v->count++] = (td_feat_t){m->key[e], tf * scale};
+  }
+  return 0;
+}
+
+/* In-place sort by index. Not qsort: glibc's qsort mallocs a merge buffer
+ * for arrays over 1 KiB, and this runs once per passage. Quicksort with a
+ * median of three, recursing into the smaller side (O(log n) stack), and
+ * insertion sort for short ranges. */
+static void sort_feats(td_feat_t *a, size_t n) {
+  while (n > 16) {
+    size_t mid = n / 2;
+    uint32_t x = a[0].index, y = a[mid].index, z = a[n - 1].index;
+    uint32_t pivot = x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y));
+    size_t i = 0, j = n - 1;
+    for (;;) {
+      while (a[i].index < pivot) i++;
+      while (a[j].index > pivot) j--;
+      if (i >= j) break;
+      td_feat_t t = a[i];
+      a[i++] = a[j];
+      a[j--] = t;
+    }
+    /* [0, j] <= pivot <= [j+1, n) */
+    size_t left = j + 1;
+    if (left < n - left) {
+      sort_feats(a, left);
+      a += left;
+      n -= left;
+    } else {
+      sort_feats(a + left, n - left);
+      n = left;
+    }
+  }
+  for (size_t i = 1; i < n; i++) {
+    td_feat_t t = a[i];
+    size_t j = i;
+    for (; j > 0 && a[j - 1].index > t.index; j--) a[j] = a[j - 1];
+    a[j] = t;
+  }
+}
+
+/* Sort, sum entries that share an index (body and context can collide),
+ * drop zeros, L2-normalize. */
+/*
+ * LSD radix sort on the index (at most 24 bits: 1-3 passes of <= 11-bit
+ * digits) through the scratch buffer: linear and branch-free, where a
+ * comparison sort over hashed (random) indexes mispredicts half its
+ * branches. Short vectors, or a failed buffer growth, take sort_feats.
+ */
+static void sort_by_index(td_feat_t *a, size_t n, uint32_t buckets, td_fscratch_t *s) {
+  if (n <= 48) {
+    sort_feats(a, n);
+    return;
+  }
+  if (fvec_reserve(&s->sortbuf, n)) {
+    sort_feats(a, n);
+    return;
+  }
+  unsigned bits = 1;
+  while (bits < 32 && (1u << bits) < buckets) bits++;
+  unsigned passes = bits <= 11 ? 1 : bits <= 22 ? 2 : 3;
+  unsigned digit = (bits + passes - 1) / passes;
+  uint32_t count[1u << 11];
+  td_feat_t *src = a, *dst = s->sortbuf.items;
+  for (unsigned p = 0; p < passes; p++) {
+    unsigned shift = p * digit;
+    uint32_t mask = (1u << digit) - 1;
+    memset(count, 0, ((size_t)mask + 1) * sizeof *count);
+    for (size_t i = 0; i < n; i++) count[(src[i].index >> shift) & mask]++;
+    uint32_t sum = 0;
+    for (uint32_t d = 0; d <= mask; d++) {
+      uint32_t c = count[d];
+      count[d] = sum;
+      sum += c;
+    }
+    for (size_t i = 0; i < n; i++) dst[count[(src[i].index >> shift) & mask]++] = src[i];
+    td_feat_t *t = src;
+    src = dst;
+    dst = t;
+  }
+  if (src != a) memcpy(a, src, n * sizeof *a);
+}
+
+static void finish(td_fvec_t *v, uint32_t buckets, td_fscratch_t *s) {
+  if (!v->count) return;
+  sort_by_index(v->items, v->count, buckets, s);
+  size_t w = 0;
+  for (size_t r = 0; r < v->count; r++) {
+    if (w && v->items[w - 1].index == v->items[r].index)
+      v->items[w - 1].value += v->items[r].value;
+    else
+      v->items[w++] = v->items[r];
+  }
+  size_t z = 0;
+  double ss = 0;
+  for (size_t r = 0; r < w; r++) {
+    if (v->items[r].value == 0) continue;
+    ss += v->items[r].value * v->items[r].value;
+    v->items[z++] = v->items[r];
+  }
+  v->count = z;
+  if (ss > 0) {
+    double inv = 1.0 / sqrt(ss);
+    for (size_t r = 0; r < z; r++) v->items[r].value *= inv;
+  }
+}
+
+static int passage_vec(const td_feat_config_t *c, const td_tokenizer_t *tok, const double *idf,
+                       const td_span_t *spans, const td_passage_t *ps, size_t n, size_t i,
+                       td_fscratch_t *s, td_fvec_t *v, td_err_t *err) {
+  v->count = 0;
+  int rc = add_block(c, tok, idf, &spans[i], c->seed, 1.0, s, v, err);
+  if (rc) return td_err_prefix(err, "passage %zu", i);
+  if (!ps || !(c->context_weight > 0) || ps[i].context < 0) {
+    finish(v, c->buckets, s);
+    return 0;
+  }
+  long ctx = ps[i].context;
+  if ((size_t)ctx >= n)
+    return td_err_set(err, TD_EINVAL, "passage %zu: context %ld out of range (%zu passages)", i,
+                      ctx, n);
+  /* Passages under one heading share its block: tokenize it once. */
+  if (s->ctx_of != ctx) {
+    s->ctx_of = -1;
+    s->ctx.count = 0;
+    rc = add_block(c, tok, idf, &spans[ctx], c->seed ^ CTX_SALT, c->context_weight, s, &s->ctx,
+                   err);
+    if (rc) return td_err_prefix(err, "passage %zu: heading %ld", i, ctx);
+    s->ctx_of = ctx;
+  }
+  if (s->ctx.count) {
+    if (fvec_reserve(v, s->ctx.count)) return td_err_set(err, TD_ENOMEM, "out of memory");
+    memcpy(v->items + v->count, s->ctx.items, s->ctx.count * sizeof *v->items);
+    v->count += s->ctx.count;
+  }
+  finish(v, c->buckets, s);
+  return 0;
+}
+
+static int check_args(const td_feat_config_t *c, const td_tokenizer_t *tok, const td_span_t *spans,
+                      size_t n, td_fscratch_t *s, const void *out, td_err_t *err) {
+  if (!c || !tok || !s || (n && (!spans || !out)))
+    return td_err_set(err, TD_EINVAL, "features: bad arguments");
+  if (c->buckets < 2 || (c->buckets & (c->buckets - 1)))
+    return td_err_set(err, TD_EINVAL, "features: buckets %u is not a power of two", c->buckets);
+  for (size_t i = 0; i < n; i++)
+    if (spans[i].len && !spans[i].s)
+      return td_err_set(err, TD_EINVAL, "features: passage %zu has no text", i);
+  return 0;
+}
+
+int td_features_doc(const td_feat_config_t *c, const td_tokenizer_t *tok, const double *idf,
+                    const td_span_t *spans, const td_passage_t *ps, size_t n, td_fscratch_t *s,
+                    td_fvec_t *out, td_err_t *err) {
+  int rc = check_args(c, tok, spans, n, s, out, err);
+  if (rc) return rc;
+  s->ctx_of = -1; /* the cache never outlives a call: spans change */
+  for (size_t i = 0; i < n; i++)
+    if ((rc = passage_vec(c, tok, idf, spans, ps, n, i, s, &out[i], err))) break;
+  s->ctx_of = -1;
+  return rc;
+}
+
+int td_features_doc_df(const td_feat_config_t *c, const td_tokenizer_t *tok,
+                       const td_span_t *spans, const td_passage_t *ps, size_t n,
+                       td_fscratch_t *s, uint32_t *df, td_err_t *err) {
+  int rc = check_args(c, tok, spans, n, s, df, err);
+  if (rc) return rc;
+  s->ctx_of = -1;
+  for (size_t i = 0; i < n && !rc; i++) {
+    /* Without idf no value is zero, so the vector lists every index touched. */
+    if ((rc = passage_vec(c, tok, NULL, spans, ps, n, i, s, &s->tmp, err))) break;
+    for (size_t q = 0; q < s->tmp.count; q++)
+      if (df[s->tmp.items[q].index] != UINT32_MAX) df[s->tmp.items[q].index]++;
+  }
+  s->ctx_of = -1;
+  return rc;
+}
+
+double td_features_idf(uint32_t df, size_t n_docs) {
+  return log((1.0 + (double)n_docs) / (1.0 + (double)df)) + 1.0;
+}
+
+/* ---- explanations ---- */
+
+typedef struct tok_rec {
+  size_t off, len; /* in the byte buffer */
+  uint32_t hash;   /* full hash, before masking */
+} tok_rec_t;
+
+typedef struct tok_set {
+  td_buf_t bytes;
+  tok_rec_t *recs;
+  size_t n, cap;
+  uint32_t *slots; /* record number + 1, 0 = empty */
+  size_t nslot;
+  uint32_t seed;
+  int pairs, have_prev, oom;
+  td_buf_t prev; /* the previous token's bytes (pairs) */
+  uint32_t prev_hash;
+} tok_set_t;
+
+static int set_grow(tok_set_t *t) {
+  size_t nslot = t->nslot ? t->nslot * 2 : 256;
+  uint32_t *sl = calloc(nslot, sizeof *sl);
+  tok_rec_t *r = realloc(t->recs, nslot / 2 * sizeof *r);
+  if (r) t->recs = r;
+  if (!sl || !r) {
+    free(sl);
+    return TD_ENOMEM;
+  }
+  t->cap = nslot / 2;
+  free(t->slots);
+  t->slots = sl;
+  t->nslot = nslot;
+  for (size_t e = 0; e < t->n; e++) {
+    size_t s = slot_of(t->recs[e].hash, nslot);
+    while (sl[s]) s = (s + 1) & (nslot - 1);
+    sl[s] = (uint32_t)e + 1;
+  }
+  return 0;
+}
+
+/* Adds bytes (a token, or "a b" for a pair) unless already present; *rec
+ * gets its record number. */
+static int set_add(tok_set_t *t, uint32_t hash, const char *a, size_t alen, const char *b,
+                   size_t blen, size_t *rec) {
+  size_t len = b ? alen + 1 + blen : alen;
+  if (t->n >= t->cap && set_grow(t)) return TD_ENOMEM;
+  size_t s = slot_of(hash, t->nslot);
+  for (; t->slots[s]; s = (s + 1) & (t->nslot - 1)) {
+    tok_rec_t *r = &t->recs[t->slots[s] - 1];
+    if (r->hash != hash || r->len != len) continue;
+    const char *have = t->bytes.data + r->off;
+    if (memcmp(have, a, alen) == 0 &&
+        (!b || (have[alen] == ' ' && memcmp(have + alen + 1, b, blen) == 0))) {
+      *rec = t->slots[s] - 1;
+      return 0;
+    }
+  }
+  size_t off = t->bytes.len;
+  if (td_buf_append(&t->bytes, a, alen) ||
+      (b && (td_buf_append(&t->bytes, " ", 1) || td_buf_append(&t->bytes, b, blen))))
+    return TD_ENOMEM;
+  t->recs[t->n] = (tok_rec_t){off, len, hash};
+  t->slots[s] = (uint32_t)t->n + 1;
+  *rec = t->n++;
+  return 0;
+}
+
+static int collect_token(void *ud, const char *tok, size_t len) {
+  tok_set_t *t = ud;
+  if (!len) return 0;
+  uint32_t h = td_features_hash(tok, len, t->seed);
+  size_t rec;
+  if (set_add(t, h, tok, len, NULL, 0, &rec)) goto oom;
+  if (t->pairs) {
+    if (t->have_prev && set_add(t, pair_hash(t->prev_hash, h, t->seed), t->prev.data,
+                                t->prev.len, tok, len, &rec))
+      goto oom;
+    td_buf_reset(&t->prev);
+    if (td_buf_append(&t->prev, tok, len)) goto oom;
+    t->prev_hash = h;
+    t->have_prev = 1;
+  }
+  return 0;
+oom:
+  t->oom = 1;
+  return TD_ENOMEM;
+}
+
+int td_features_tokens(const td_feat_config_t *c, const td_tokenizer_t *tok, const char *text,
+                       size_t len, td_token_index_cb cb, void *ud, td_err_t *err) {
+  if (!c || !tok || !cb || (len && !text))
+    return td_err_set(err, TD_EINVAL, "features: bad arguments");
+  tok_set_t t = {.seed = c->seed, .pairs = c->ngram_max >= 2};
+  td_buf_init(&t.bytes);
+  td_buf_init(&t.prev);
+  int rc = 0;
+  if (len) {
+    rc = td_tokenizer_run(tok, text, len, collect_token, &t, err);
+    if (t.oom) rc = td_err_set(err, TD_ENOMEM, "out of memory");
+  }
+  uint32_t mask = c->buckets - 1;
+  for (size_t e = 0; !rc && e < t.n; e++)
+    rc = cb(ud, t.bytes.data + t.recs[e].off, t.recs[e].len, t.recs[e].hash & mask);
+  td_buf_free(&t.bytes);
+  td_buf_free(&t.prev);
+  free(t.recs);
+  free(t.slots);
+  return rc;
+}

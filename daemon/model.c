@@ -1,0 +1,1025 @@
+/*
+ * Model bundles: load + validate, write, collapse linear SVMs, score.
+ * The bundle format is documented field by field in docs/model-format.md.
+ */
+#include "model.h"
+
+#include <errno.h>
+#include <libsvm/svm.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* A model is shared between threads and freed by whoever drops the last
+ * reference; a wrong magic means memory corruption or a use after free, so
+ * there is nothing sane left to do but stop (Varnish's CHECK_OBJ). */
+static void model_bad_magic(const char *fn, const td_model_t *m) {
+  fprintf(stderr, "themed: %s: bad model object %p (magic %#x)\n", fn, (const void *)m,
+          m ? m->magic : 0u);
+  abort();
+}
+#define MODEL_CHECK(m)                                                                             \
+  do {                                                                                             \
+    if (!(m) || (m)->magic != TD_MODEL_MAGIC) model_bad_magic(__func__, (m));                      \
+  } while (0)
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                            */
+
+static char *path_join(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  while (la > 1 && a[la - 1] == '/') la--;
+  char *p = malloc(la + 1 + lb + 1);
+  if (!p) return NULL;
+  memcpy(p, a, la);
+  p[la] = '/';
+  memcpy(p + la + 1, b, lb + 1);
+  return p;
+}
+
+static char *xstrdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *p = malloc(n);
+  if (p) memcpy(p, s, n);
+  return p;
+}
+
+/* Theme names become file names (svm/<name>.model) and JSON keys, so they
+ * are kept to a portable alphabet. */
+static int theme_name_ok(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 64 || s[0] == '.' || s[0] == '-') return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+          c == '-' || c == '.'))
+      return 0;
+  }
+  return 1;
+}
+
+/* A file named in the manifest must stay inside the bundle directory. */
+static int rel_path_ok(const char *s) {
+  if (!s[0] || s[0] == '/') return 0;
+  for (const char *p = s; *p;) {
+    const char *e = strchr(p, '/');
+    size_t n = e ? (size_t)(e - p) : strlen(p);
+    if (n == 0 || (n == 2 && p[0] == '.' && p[1] == '.')) return 0;
+    p += n;
+    if (*p == '/') p++;
+  }
+  return 1;
+}
+
+/* What a JSON value looks like, for "expected X, got Y" messages. */
+static const char *describe(const json_t *v, char *buf, size_t n) {
+  if (!v) return "nothing (missing)";
+  switch (json_typeof(v)) {
+  case JSON_OBJECT: return "an object";
+  case JSON_ARRAY: return "an array";
+  case JSON_TRUE: return "true";
+  case JSON_FALSE: return "false";
+  case JSON_NULL: return "null";
+  case JSON_INTEGER: snprintf(buf, n, "%lld", (long long)json_integer_value(v)); return buf;
+  case JSON_REAL: snprintf(buf, n, "%g", json_real_value(v)); return buf;
+  case JSON_STRING: {
+    const char *s = json_string_value(v);
+    size_t len = json_string_length(v), cut = len;
+    if (cut > 40) { /* cut on a UTF-8 boundary */
+      cut = 40;
+      while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80) cut--;
+    }
+    snprintf(buf, n, "\"%.*s%s\"", (int)cut, s, cut < len ? "..." : "");
+    return buf;
+  }
+  }
+  return "?";
+}
+
+/* Validation context: the file a message names. */
+typedef struct vctx {
+  const char *file;
+  td_err_t *err;
+} vctx_t;
+
+static int expected(vctx_t *v, const char *field, const char *what, const json_t *got) {
+  char buf[96];
+  return td_err_set(v->err, TD_EMODEL, "%s: %s: expected %s, got %s", v->file, field, what,
+                    describe(got, buf, sizeof buf));
+}
+
+static int get_string(vctx_t *v, const json_t *obj, const char *key, const char *field,
+                      const char **out) {
+  const json_t *j = json_object_get(obj, key);
+  if (!json_is_string(j) || json_string_length(j) == 0 ||
+      strlen(json_string_value(j)) != json_string_length(j))
+    return expected(v, field, "a non-empty string", j);
+  *out = json_string_value(j);
+  return 0;
+}
+
+static int get_number(vctx_t *v, const json_t *obj, const char *key, const char *field,
+                      double *out) {
+  const json_t *j = json_object_get(obj, key);
+  if (!json_is_number(j) || !isfinite(json_number_value(j)))
+    return expected(v, field, "a number", j);
+  *out = json_number_value(j);
+  return 0;
+}
+
+static int get_int(vctx_t *v, const json_t *obj, const char *key, const char *field, long long lo,
+                   long long hi, long long *out) {
+  const json_t *j = json_object_get(obj, key);
+  if (!json_is_integer(j) || json_integer_value(j) < lo || json_integer_value(j) > hi) {
+    char what[96];
+    snprintf(what, sizeof what, "an integer in [%lld, %lld]", lo, hi);
+    return expected(v, field, what, j);
+  }
+  *out = json_integer_value(j);
+  return 0;
+}
+
+static int get_object(vctx_t *v, const json_t *obj, const char *key, const char *field,
+                      int optional, const json_t **out) {
+  const json_t *j = json_object_get(obj, key);
+  if (!j && optional) {
+    *out = NULL;
+    return 0;
+  }
+  if (!json_is_object(j)) return expected(v, field, "an object", j);
+  *out = j;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* libsvm model files                                                       */
+
+/*
+ * libsvm's svm_load_model trusts its input: a truncated SV section makes it
+ * write past the nodes it counted, and nr_sv that does not add up to
+ * total_sv makes svm_predict_values read out of bounds. So every file is
+ * parsed here first, strictly in the shape svm_save_model writes, and only
+ * then handed to libsvm. This also gives errors that name the line.
+ */
+typedef struct svm_hdr {
+  int svm_type, kernel, nr_class;
+  long total_sv;
+  int have_degree, have_gamma, have_coef0, have_rho, have_label, have_nr_sv;
+  long sum_nr_sv;
+} svm_hdr_t;
+
+static const char *const svm_type_names[] = {"c_svc", "nu_svc", "one_class", "epsilon_svr",
+                                             "nu_svr"};
+static const char *const kernel_names[] = {"linear", "polynomial", "rbf", "sigmoid", "precomputed"};
+
+static int name_index(const char *w, const char *const *names, int n) {
+  for (int i = 0; i < n; i++)
+    if (!strcmp(w, names[i])) return i;
+  return -1;
+}
+
+static int parse_long(const char *w, long *out) {
+  if (!w || !*w) return 0;
+  char *end;
+  errno = 0;
+  long x = strtol(w, &end, 10);
+  if (errno || *end) return 0;
+  *out = x;
+  return 1;
+}
+
+static int parse_double(const char *w, double *out) {
+  if (!w || !*w) return 0;
+  char *end;
+  errno = 0;
+  double x = strtod(w, &end);
+  if (*end || !isfinite(x)) return 0;
+  *out = x;
+  return 1;
+}
+
+#define WS " \t\r"
+
+static int svm_line_err(const char *path, size_t line, td_err_t *err, const char *what) {
+  return td_err_set(err, TD_EMODEL, "%s line %zu: %s", path, line, what);
+}
+
+/* Reads `n` numbers (integers if ints) from the rest of a header line. */
+static int svm_hdr_numbers(char **save, long n, int ints, long *sum) {
+  char *w;
+  for (long i = 0; i < n; i++) {
+    w = strtok_r(NULL, WS, save);
+    if (ints) {
+      long x;
+      if (!parse_long(w, &x)) return 0;
+      if (sum) *sum += x;
+    } else {
+      double x;
+      if (!parse_double(w, &x)) return 0;
+    }
+  }
+  return strtok_r(NULL, WS, save) == NULL;
+}
+
+static int svm_precheck(const char *path, uint32_t buckets, td_err_t *err) {
+  char *buf;
+  size_t len;
+  int rc = td_read_file(path, &buf, &len, err);
+  if (rc) return rc;
+  svm_hdr_t h = {.svm_type = -1, .kernel = -1};
+  size_t line = 0;
+  char *p = buf, *end = buf + len, msg[160];
+  int in_sv = 0;
+  long nsv = 0;
+  rc = 0;
+  while (p < end && !rc) {
+    char *nl = memchr(p, '\n', (size_t)(end - p));
+    char *next = nl ? nl + 1 : end;
+    if (nl) *nl = '\0';
+    line++;
+    if (memchr(p, '\0', (size_t)((nl ? nl : end) - p))) {
+      rc = svm_line_err(path, line, err, "NUL byte in a text file");
+      break;
+    }
+    char *save = NULL, *w = strtok_r(p, WS, &save);
+    if (!in_sv) {
+      if (!w) {
+        rc = svm_line_err(path, line, err, "empty line in the header");
+      } else if (!strcmp(w, "svm_type")) {
+        h.svm_type = name_index(strtok_r(NULL, WS, &save), svm_type_names, 5);
+        if (h.svm_type != C_SVC)
+          rc = td_err_set(err, TD_EMODEL,
+                          "%s line %zu: expected a 2-class C-SVC with labels +1/-1, "
+                          "got svm_type %s",
+                          path, line, h.svm_type < 0 ? "(unknown)" : svm_type_names[h.svm_type]);
+      } else if (!strcmp(w, "kernel_type")) {
+        h.kernel = name_index(strtok_r(NULL, WS, &save), kernel_names, 5);
+        if (h.kernel < 0 || h.kernel == PRECOMPUTED)
+          rc = svm_line_err(path, line, err,
+                            "kernel_type: expected linear, polynomial, rbf or sigmoid");
+      } else if (!strcmp(w, "degree")) {
+        long d;
+        h.have_degree = 1;
+        if (!parse_long(strtok_r(NULL, WS, &save), &d) || d < 0 || d > 100)
+          rc = svm_line_err(path, line, err, "degree: expected an integer in [0, 100]");
+      } else if (!strcmp(w, "gamma") || !strcmp(w, "coef0")) {
+        double x;
+        if (w[0] == 'g')
+          h.have_gamma = 1;
+        else
+          h.have_coef0 = 1;
+        if (!parse_double(strtok_r(NULL, WS, &save), &x)) {
+          snprintf(msg, sizeof msg, "%s: expected a finite number", w);
+          rc = svm_line_err(path, line, err, msg);
+        }
+      } else if (!strcmp(w, "nr_class")) {
+        long x;
+        if (!parse_long(strtok_r(NULL, WS, &save), &x) || x < 2 || x > 1000)
+          rc = svm_line_err(path, line, err, "nr_class: expected an integer in [2, 1000]");
+        else
+          h.nr_class = (int)x;
+      } else if (!strcmp(w, "total_sv")) {
+        if (!parse_long(strtok_r(NULL, WS, &save), &h.total_sv) || h.total_sv < 0 ||
+            h.total_sv > 100000000)
+          rc = svm_line_err(path, line, err, "total_sv: expected an integer >= 0");
+      } else if (!strcmp(w, "rho") || !strcmp(w, "probA") || !strcmp(w, "probB") ||
+                 !strcmp(w, "label") || !strcmp(w, "nr_sv")) {
+        int ints = !strcmp(w, "label") || !strcmp(w, "nr_sv");
+        long n = ints ? h.nr_class : (long)h.nr_class * (h.nr_class - 1) / 2;
+        if (h.nr_class == 0) {
+          snprintf(msg, sizeof msg, "%s before nr_class", w);
+          rc = svm_line_err(path, line, err, msg);
+          break;
+        }
+        if (!strcmp(w, "rho")) h.have_rho = 1;
+        if (!strcmp(w, "label")) h.have_label = 1;
+        if (!strcmp(w, "nr_sv")) h.have_nr_sv = 1;
+        if (!svm_hdr_numbers(&save, n, ints, !strcmp(w, "nr_sv") ? &h.sum_nr_sv : NULL)) {
+          snprintf(msg, sizeof msg, "%s: expected %ld %s", w, n,
+                   ints ? "integers" : "finite numbers");
+          rc = svm_line_err(path, line, err, msg);
+        }
+      } else if (!strcmp(w, "SV")) {
+        in_sv = 1;
+        if (h.svm_type < 0 || h.kernel < 0 || h.nr_class == 0 || !h.have_rho || !h.have_label ||
+            !h.have_nr_sv || h.total_sv == 0)
+          rc = svm_line_err(path, line, err,
+                            "header lacks one of svm_type, kernel_type, nr_class, "
+                            "total_sv (> 0), rho, label, nr_sv");
+        else if (h.sum_nr_sv != h.total_sv)
+          rc = svm_line_err(path, line, err, "nr_sv does not add up to total_sv");
+        else if ((h.kernel == POLY && !(h.have_degree && h.have_gamma && h.have_coef0)) ||
+                 (h.kernel == RBF && !h.have_gamma) ||
+                 (h.kernel == SIGMOID && !(h.have_gamma && h.have_coef0)))
+          rc = svm_line_err(path, line, err, "kernel parameters (degree/gamma/coef0) missing");
+      } else {
+        snprintf(msg, sizeof msg, "unknown header key \"%.40s\"", w);
+        rc = svm_line_err(path, line, err, msg);
+      }
+    } else if (nsv < h.total_sv) {
+      /* <coef> x (nr_class-1), then index:value pairs, indexes ascending */
+      for (int c = 0; c < h.nr_class - 1 && !rc; c++) {
+        double x;
+        if (!parse_double(c ? strtok_r(NULL, WS, &save) : w, &x))
+          rc = svm_line_err(path, line, err, "expected a finite coefficient");
+      }
+      long prev = 0;
+      while (!rc && (w = strtok_r(NULL, WS, &save)) != NULL) {
+        char *colon = strchr(w, ':');
+        long idx;
+        double val;
+        if (!colon) {
+          rc = svm_line_err(path, line, err, "expected index:value");
+          break;
+        }
+        *colon = '\0';
+        if (!parse_long(w, &idx) || !parse_double(colon + 1, &val)) {
+          rc = svm_line_err(path, line, err,
+                            "expected index:value with an integer index and a finite value");
+        } else if (idx < 1 || idx > (long)buckets) {
+          rc = td_err_set(err, TD_EMODEL,
+                          "%s line %zu: index %ld out of range: the bundle has %u feature "
+                          "buckets (libsvm indexes 1..%u)",
+                          path, line, idx, buckets, buckets);
+        } else if (idx <= prev) {
+          rc = svm_line_err(path, line, err, "indexes not strictly ascending");
+        }
+        prev = idx;
+      }
+      nsv++;
+    } else if (w) {
+      rc = svm_line_err(path, line, err, "text after the last support vector");
+    }
+    p = next;
+  }
+  if (!rc && !in_sv)
+    rc = td_err_set(err, TD_EMODEL, "%s: no \"SV\" line (not a libsvm model file?)", path);
+  else if (!rc && nsv < h.total_sv)
+    rc = td_err_set(err, TD_EMODEL, "%s: truncated: %ld of %ld support vectors", path, nsv,
+                    h.total_sv);
+  free(buf);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Loading                                                                  */
+
+static void model_free(td_model_t *m) {
+  if (!m) return;
+  if (m->themes) {
+    for (size_t k = 0; k < m->ntheme; k++) {
+      free(m->themes[k].name);
+      if (m->themes[k].svm) svm_free_and_destroy_model(&m->themes[k].svm);
+    }
+    free(m->themes);
+  }
+  td_tokenizer_free(&m->tok);
+  free(m->dir);
+  free(m->name);
+  free(m->version);
+  free(m->label);
+  free(m->idf);
+  free(m->w);
+  free(m->bias);
+  if (m->manifest) json_decref(m->manifest);
+  m->magic = 0; /* a later use trips MODEL_CHECK instead of reading freed data */
+  free(m);
+}
+
+static int load_themes(td_model_t *m, vctx_t *v, const json_t *themes) {
+  char field[96];
+  if (!json_is_array(themes)) return expected(v, "themes", "an array of theme objects", themes);
+  size_t n = json_array_size(themes);
+  if (n == 0) return td_err_set(v->err, TD_EMODEL, "%s: themes: no themes", v->file);
+  if (n > TD_MAX_THEMES)
+    return td_err_set(v->err, TD_EMODEL, "%s: themes: %zu themes; at most %d are supported",
+                      v->file, n, TD_MAX_THEMES);
+  m->themes = calloc(n, sizeof *m->themes);
+  if (!m->themes) return td_err_set(v->err, TD_ENOMEM, "out of memory");
+  m->ntheme = n;
+  for (size_t k = 0; k < n; k++) {
+    const json_t *t = json_array_get(themes, k), *cal = NULL;
+    td_theme_t *th = &m->themes[k];
+    const char *name, *method, *svm;
+    int rc;
+    snprintf(field, sizeof field, "themes[%zu]", k);
+    if (!json_is_object(t)) return expected(v, field, "an object", t);
+    snprintf(field, sizeof field, "themes[%zu].name", k);
+    if ((rc = get_string(v, t, "name", field, &name))) return rc;
+    if (!theme_name_ok(name))
+      return expected(v, field, "a name of 1-64 characters from [A-Za-z0-9_.-]",
+                      json_object_get(t, "name"));
+    /* `other` is what a passage with no theme is called; only a multiclass
+     * bundle (where `other` is an ordinary class, see corpus.h) may have it. */
+    if (!strcmp(name, "other") && !m->multiclass)
+      return td_err_set(v->err, TD_EMODEL,
+                        "%s: %s: \"other\" means no theme and cannot be a theme "
+                        "(except in a multiclass bundle)",
+                        v->file, field);
+    for (size_t j = 0; j < k; j++)
+      if (!strcmp(m->themes[j].name, name))
+        return td_err_set(v->err, TD_EMODEL, "%s: %s: duplicate theme \"%s\" (also themes[%zu])",
+                          v->file, field, name, j);
+    if (!(th->name = xstrdup(name))) return td_err_set(v->err, TD_ENOMEM, "out of memory");
+
+    snprintf(field, sizeof field, "themes[%zu].threshold", k);
+    const json_t *jt = json_object_get(t, "threshold");
+    if (!json_is_number(jt) || !(json_number_value(jt) > 0 && json_number_value(jt) < 1))
+      return expected(v, field, "a number in (0,1)", jt);
+    th->threshold = json_number_value(jt);
+
+    snprintf(field, sizeof field, "themes[%zu].calibration", k);
+    if ((rc = get_object(v, t, "calibration", field, 0, &cal))) return rc;
+    snprintf(field, sizeof field, "themes[%zu].calibration.method", k);
+    if ((rc = get_string(v, cal, "method", field, &method))) return rc;
+    if (strcmp(method, "platt"))
+      return expected(v, field, "\"platt\"", json_object_get(cal, "method"));
+    snprintf(field, sizeof field, "themes[%zu].calibration.a", k);
+    if ((rc = get_number(v, cal, "a", field, &th->platt_a))) return rc;
+    snprintf(field, sizeof field, "themes[%zu].calibration.b", k);
+    if ((rc = get_number(v, cal, "b", field, &th->platt_b))) return rc;
+
+    snprintf(field, sizeof field, "themes[%zu].C", k);
+    const json_t *jc = json_object_get(t, "C");
+    if (!json_is_number(jc) || !(json_number_value(jc) > 0) || !isfinite(json_number_value(jc)))
+      return expected(v, field, "a number > 0", jc);
+    th->C = json_number_value(jc);
+
+    snprintf(field, sizeof field, "themes[%zu].svm", k);
+    if ((rc = get_string(v, t, "svm", field, &svm))) return rc;
+    if (!rel_path_ok(svm))
+      return expected(v, field, "a relative path inside the bundle", json_object_get(t, "svm"));
+
+    const json_t *cv;
+    snprintf(field, sizeof field, "themes[%zu].cv", k);
+    if ((rc = get_object(v, t, "cv", field, 1, &cv))) return rc;
+  }
+  return 0;
+}
+
+static int load_idf(td_model_t *m, vctx_t *v, const json_t *jidf) {
+  const char *file;
+  double dflt;
+  long long n_docs;
+  int rc;
+  if ((rc = get_string(v, jidf, "file", "idf.file", &file))) return rc;
+  if (!rel_path_ok(file))
+    return expected(v, "idf.file", "a relative path inside the bundle",
+                    json_object_get(jidf, "file"));
+  if ((rc = get_number(v, jidf, "default", "idf.default", &dflt))) return rc;
+  if (!(dflt > 0))
+    return expected(v, "idf.default", "a number > 0", json_object_get(jidf, "default"));
+  if ((rc = get_int(v, jidf, "n_docs", "idf.n_docs", 0, (long long)1 << 40, &n_docs))) return rc;
+
+  uint32_t nb = m->feat.buckets;
+  m->idf = malloc((size_t)nb * sizeof *m->idf);
+  if (!m->idf) return td_err_set(v->err, TD_ENOMEM, "out of memory");
+  for (uint32_t i = 0; i < nb; i++) m->idf[i] = NAN; /* NaN: not listed yet */
+
+  char *path = path_join(m->dir, file), *buf = NULL;
+  size_t len;
+  if (!path) return td_err_set(v->err, TD_ENOMEM, "out of memory");
+  if ((rc = td_read_file(path, &buf, &len, v->err))) goto done;
+  char *p = buf, *end = buf + len;
+  size_t line = 0;
+  while (p < end) {
+    char *nl = memchr(p, '\n', (size_t)(end - p));
+    char *next = nl ? nl + 1 : end;
+    size_t ll = (size_t)((nl ? nl : end) - p);
+    line++;
+    if (line == 1) {
+      if (ll != 9 || memcmp(p, "index\tidf", 9)) {
+        rc =
+            td_err_set(v->err, TD_EMODEL, "%s line 1: expected the header \"index<TAB>idf\"", path);
+        goto done;
+      }
+      p = next;
+      continue;
+    }
+    /* "<index>\t<idf>": digits, one tab, a number, nothing else */
+    char *q = p, *tab = memchr(p, '\t', ll), *e;
+    unsigned long idx = 0;
+    double x = 0;
+    int ok = tab && tab > q && (size_t)(tab - q) <= 10;
+    for (char *d = q; ok && d < tab; d++) {
+      if (*d < '0' || *d > '9')
+        ok = 0;
+      else
+        idx = idx * 10 + (unsigned long)(*d - '0');
+    }
+    if (ok) {
+      if (nl)
+        *nl = '\0';
+      else
+        buf[len] = '\0';
+      if (memchr(tab + 1, '\0', (size_t)((nl ? nl : end) - (tab + 1)))) {
+        ok = 0;
+      } else {
+        /* strtod would skip leading blanks: insist on the number itself */
+        char c = tab[1];
+        x = strtod(tab + 1, &e);
+        ok = e != tab + 1 && *e == '\0' &&
+             ((c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.');
+      }
+    }
+    if (!ok) {
+      size_t show = ll > 40 ? 40 : ll;
+      while (show > 0 && show < ll && ((unsigned char)p[show] & 0xC0) == 0x80) show--;
+      for (size_t i = 0; i < show; i++)
+        if (p[i] == '\0') show = i;
+      rc = td_err_set(v->err, TD_EMODEL,
+                      "%s line %zu: expected \"<index><TAB><idf>\", got \"%.*s%s\"", path, line,
+                      (int)show, p, show < ll ? "..." : "");
+      goto done;
+    }
+    if (idx >= nb) {
+      rc = td_err_set(v->err, TD_EMODEL, "%s line %zu: index %lu out of range (buckets %u)", path,
+                      line, idx, nb);
+      goto done;
+    }
+    if (!isfinite(x) || !(x > 0)) {
+      rc = td_err_set(v->err, TD_EMODEL, "%s line %zu: idf %g: expected a finite number > 0", path,
+                      line, x);
+      goto done;
+    }
+    if (!isnan(m->idf[idx])) {
+      rc = td_err_set(v->err, TD_EMODEL, "%s line %zu: index %lu listed twice", path, line, idx);
+      goto done;
+    }
+    m->idf[idx] = x;
+    p = next;
+  }
+  if (line == 0) {
+    rc = td_err_set(v->err, TD_EMODEL, "%s: empty file (expected the header \"index<TAB>idf\")",
+                    path);
+    goto done;
+  }
+  for (uint32_t i = 0; i < nb; i++)
+    if (isnan(m->idf[i])) m->idf[i] = dflt;
+done:
+  free(buf);
+  free(path);
+  return rc;
+}
+
+static int load_svms(td_model_t *m, vctx_t *v) {
+  m->linear = 1;
+  for (size_t k = 0; k < m->ntheme; k++) {
+    td_theme_t *t = &m->themes[k];
+    const json_t *jt = json_array_get(json_object_get(m->manifest, "themes"), k);
+    char *path = path_join(m->dir, json_string_value(json_object_get(jt, "svm")));
+    if (!path) return td_err_set(v->err, TD_ENOMEM, "out of memory");
+    int rc = svm_precheck(path, m->feat.buckets, v->err);
+    if (rc) {
+      free(path);
+      return rc;
+    }
+    t->svm = svm_load_model(path);
+    if (!t->svm) {
+      rc = td_err_set(v->err, TD_EMODEL, "%s: libsvm could not read the file", path);
+      free(path);
+      return rc;
+    }
+    const struct svm_model *s = t->svm;
+    if (svm_get_svm_type(s) != C_SVC || s->nr_class != 2 || !s->label ||
+        !((s->label[0] == 1 && s->label[1] == -1) || (s->label[0] == -1 && s->label[1] == 1))) {
+      if (s->nr_class != 2)
+        rc = td_err_set(v->err, TD_EMODEL,
+                        "%s: expected a 2-class C-SVC with labels +1/-1, got %d class%s", path,
+                        s->nr_class, s->nr_class == 1 ? "" : "es");
+      else
+        rc = td_err_set(v->err, TD_EMODEL,
+                        "%s: expected a 2-class C-SVC with labels +1/-1, got labels %d/%d", path,
+                        s->label ? s->label[0] : 0, s->label ? s->label[1] : 0);
+      free(path);
+      return rc;
+    }
+    t->sign = s->label[0] == 1 ? 1 : -1;
+    if (s->param.kernel_type != LINEAR) m->linear = 0;
+    free(path);
+  }
+  return 0;
+}
+
+/*
+ * For a linear kernel libsvm's decision value is
+ *   f(x) = sum_j coef_j <SV_j, x> - rho = <w, x> - rho,  w = sum_j coef_j SV_j,
+ * so the support vectors collapse into one primal vector per theme. The
+ * orientation (label[0] may be -1) is folded into w and bias so the hot loop
+ * is a bare multiply-add: dec_k = sum_i w[i*ntheme+k] x_i + bias[k].
+ */
+static int collapse(td_model_t *m, td_err_t *err) {
+  size_t nt = m->ntheme, nb = m->feat.buckets;
+  m->bias = calloc(nt, sizeof *m->bias);
+  if (!m->bias) return td_err_set(err, TD_ENOMEM, "out of memory");
+  for (size_t k = 0; k < nt; k++)
+    m->bias[k] = -(double)m->themes[k].sign * m->themes[k].svm->rho[0];
+  if (!m->linear) return 0;
+  if (nb > SIZE_MAX / sizeof(double) / nt) return td_err_set(err, TD_ENOMEM, "out of memory");
+  m->w = calloc(nb * nt, sizeof *m->w);
+  if (!m->w)
+    return td_err_set(err, TD_ENOMEM, "out of memory for %zu x %zu collapsed weights", nb, nt);
+  for (size_t k = 0; k < nt; k++) {
+    const struct svm_model *s = m->themes[k].svm;
+    double sign = m->themes[k].sign;
+    for (int j = 0; j < s->l; j++) {
+      double c = sign * s->sv_coef[0][j];
+      for (const struct svm_node *n = s->SV[j]; n->index != -1; n++)
+        m->w[(size_t)(n->index - 1) * nt + k] += c * n->value;
+    }
+  }
+  return 0;
+}
+
+static int load_manifest(td_model_t *m, const char *plugin_dir, const char *mpath, td_err_t *err) {
+  vctx_t v = {mpath, err};
+  char *text;
+  size_t len;
+  int rc = td_read_file(mpath, &text, &len, err);
+  if (rc) return rc;
+  json_error_t je;
+  m->manifest = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+  free(text);
+  if (!m->manifest)
+    return td_err_set(err, TD_EMODEL, "%s: line %d column %d: %s", mpath, je.line, je.column,
+                      je.text);
+  const json_t *j = m->manifest, *tok = NULL, *feat = NULL, *idf = NULL, *split = NULL, *opt = NULL;
+  if (!json_is_object(j)) return expected(&v, "(top level)", "an object", j);
+
+  const json_t *jf = json_object_get(j, "format");
+  if (!json_is_integer(jf)) return expected(&v, "format", "an integer", jf);
+  if (json_integer_value(jf) > TD_MODEL_FORMAT)
+    return td_err_set(err, TD_EMODEL, "%s: format %lld is newer than this themed supports (%d)",
+                      mpath, (long long)json_integer_value(jf), TD_MODEL_FORMAT);
+  if (json_integer_value(jf) != TD_MODEL_FORMAT) {
+    char what[32];
+    snprintf(what, sizeof what, "%d", TD_MODEL_FORMAT);
+    return expected(&v, "format", what, jf);
+  }
+
+  const char *name, *version, *created, *tokname;
+  if ((rc = get_string(&v, j, "name", "name", &name))) return rc;
+  if ((rc = get_string(&v, j, "version", "version", &version))) return rc;
+  if ((rc = get_string(&v, j, "created", "created", &created))) return rc;
+  const json_t *mc = json_object_get(j, "multiclass");
+  if (!json_is_boolean(mc)) return expected(&v, "multiclass", "true or false", mc);
+  m->multiclass = json_is_true(mc);
+
+  if ((rc = get_object(&v, j, "tokenizer", "tokenizer", 0, &tok))) return rc;
+  if ((rc = get_string(&v, tok, "name", "tokenizer.name", &tokname))) return rc;
+  if ((rc = get_object(&v, tok, "options", "tokenizer.options", 1, &opt))) return rc;
+
+  if ((rc = get_object(&v, j, "features", "features", 0, &feat))) return rc;
+  if ((rc = td_feat_config_from_json(feat, &m->feat, err))) {
+    td_err_prefix(err, "%s", mpath); /* its messages name "features.<key>" */
+    /* whatever features.c calls it, to a loader it is a bad bundle */
+    if (rc != TD_ENOMEM) {
+      rc = TD_EMODEL;
+      if (err) err->code = rc;
+    }
+    return rc;
+  }
+  if (m->feat.buckets == 0 || (m->feat.buckets & (m->feat.buckets - 1)))
+    return expected(&v, "features.buckets", "a power of two", json_object_get(feat, "buckets"));
+
+  long long maxc, headc;
+  if ((rc = get_object(&v, j, "split", "split", 0, &split))) return rc;
+  if ((rc = get_int(&v, split, "max_chars", "split.max_chars", 0, 1000000000, &maxc))) return rc;
+  if ((rc = get_int(&v, split, "heading_chars", "split.heading_chars", 0, 1000000000, &headc)))
+    return rc;
+  m->split.max_chars = (size_t)maxc;
+  m->split.heading_chars = (size_t)headc;
+
+  if ((rc = get_object(&v, j, "idf", "idf", 0, &idf))) return rc;
+  if ((rc = load_themes(m, &v, json_object_get(j, "themes")))) return rc;
+  const json_t *unused;
+  if ((rc = get_object(&v, j, "training", "training", 1, &unused))) return rc;
+  if ((rc = get_object(&v, j, "metrics", "metrics", 1, &unused))) return rc;
+
+  if (!(m->name = xstrdup(name)) || !(m->version = xstrdup(version)) ||
+      !(m->label = malloc(strlen(name) + strlen(version) + 2)))
+    return td_err_set(err, TD_ENOMEM, "out of memory");
+  sprintf(m->label, "%s@%s", name, version);
+
+  if ((rc = load_idf(m, &v, idf))) return rc;
+  if ((rc = load_svms(m, &v))) return rc;
+  if ((rc = collapse(m, err))) return rc;
+
+  /* Last: a plugin may be slow to create (dictionaries), and every cheaper
+   * check should already have had its say. */
+  if ((rc = td_tokenizer_open(plugin_dir, tokname, opt, &m->tok, err)))
+    return td_err_prefix(err, "%s: tokenizer \"%s\"", mpath, tokname);
+  return 0;
+}
+
+int td_model_load(const char *dir, const char *plugin_dir, td_model_t **out, td_err_t *err) {
+  uint64_t t0 = td_now_ns();
+  *out = NULL;
+  if (!dir || !*dir) return td_err_set(err, TD_EINVAL, "model directory not given");
+  td_model_t *m = calloc(1, sizeof *m);
+  if (!m) return td_err_set(err, TD_ENOMEM, "out of memory");
+  m->magic = TD_MODEL_MAGIC;
+  atomic_init(&m->refs, 1);
+  char *mpath = NULL;
+  int rc;
+  if (!(m->dir = xstrdup(dir)) || !(mpath = path_join(dir, "manifest.json"))) {
+    rc = td_err_set(err, TD_ENOMEM, "out of memory");
+  } else {
+    rc = load_manifest(m, plugin_dir, mpath, err);
+  }
+  free(mpath);
+  if (rc) {
+    model_free(m);
+    return rc;
+  }
+  m->load_ns = td_now_ns() - t0;
+  *out = m;
+  return 0;
+}
+
+td_model_t *td_model_ref(td_model_t *m) {
+  MODEL_CHECK(m);
+  atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+  return m;
+}
+
+void td_model_unref(td_model_t **mp) {
+  if (!mp || !*mp) return;
+  td_model_t *m = *mp;
+  *mp = NULL;
+  MODEL_CHECK(m);
+  /* acq_rel: every thread's last use happens-before the free */
+  long old = atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel);
+  if (old == 1)
+    model_free(m);
+  else if (old < 1)
+    model_bad_magic(__func__, m);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Scoring                                                                  */
+
+double td_model_decision_libsvm(const td_model_t *m, size_t k, const td_fvec_t *x) {
+  struct svm_node stack[256], *nodes = stack;
+  if (x->count + 1 > sizeof stack / sizeof stack[0]) {
+    nodes = malloc((x->count + 1) * sizeof *nodes);
+    if (!nodes) return NAN;
+  }
+  for (size_t i = 0; i < x->count; i++) {
+    nodes[i].index = (int)x->items[i].index + 1; /* libsvm indexes are 1-based */
+    nodes[i].value = x->items[i].value;
+  }
+  nodes[x->count].index = -1;
+  nodes[x->count].value = 0;
+  double dv = 0;
+  svm_predict_values(m->themes[k].svm, nodes, &dv);
+  if (nodes != stack) free(nodes);
+  return m->themes[k].sign * dv;
+}
+
+void td_model_decision(const td_model_t *m, const td_fvec_t *x, double *dec) {
+  size_t nt = m->ntheme;
+  if (!m->linear) {
+    for (size_t k = 0; k < nt; k++) dec[k] = td_model_decision_libsvm(m, k, x);
+    return;
+  }
+  for (size_t k = 0; k < nt; k++) dec[k] = 0;
+  const double *w = m->w;
+  for (size_t i = 0; i < x->count; i++) {
+    const double *row = w + (size_t)x->items[i].index * nt;
+    double v = x->items[i].value;
+    for (size_t k = 0; k < nt; k++) dec[k] += row[k] * v;
+  }
+  for (size_t k = 0; k < nt; k++) dec[k] += m->bias[k];
+}
+
+double td_model_score(const td_theme_t *t, double dec) {
+  /* libsvm's sigmoid_predict: never exp() of a large positive number */
+  double f = t->platt_a * dec + t->platt_b;
+  if (f >= 0) {
+    double e = exp(-f);
+    return e / (1.0 + e);
+  }
+  return 1.0 / (1.0 + exp(f));
+}
+
+long td_model_theme_index(const td_model_t *m, const char *name) {
+  for (size_t k = 0; k < m->ntheme; k++)
+    if (!strcmp(m->themes[k].name, name)) return (long)k;
+  return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writing                                                                  */
+
+static int mkdir_p(const char *dir, td_err_t *err) {
+  char *p = xstrdup(dir);
+  if (!p) return td_err_set(err, TD_ENOMEM, "out of memory");
+  int rc = 0;
+  for (char *s = p + 1;; s++) {
+    if (*s == '/' || *s == '\0') {
+      char c = *s;
+      *s = '\0';
+      struct stat st;
+      if (mkdir(p, 0755) && errno != EEXIST)
+        rc = td_err_set(err, TD_EIO, "%s: mkdir: %s", p, strerror(errno));
+      else if (stat(p, &st) || !S_ISDIR(st.st_mode))
+        rc = td_err_set(err, TD_EIO, "%s: not a directory", p);
+      *s = c;
+      if (rc || c == '\0') break;
+    }
+  }
+  free(p);
+  return rc;
+}
+
+/* Every file goes to "<path>.tmp" first and is renamed into place, so a
+ * reader sees either the old file or the complete new one. */
+static int commit_file(const char *tmp, const char *path, td_err_t *err) {
+  if (rename(tmp, path)) {
+    int e = errno;
+    unlink(tmp);
+    return td_err_set(err, TD_EIO, "%s: rename: %s", path, strerror(e));
+  }
+  return 0;
+}
+
+static int tmp_name(td_buf_t *b, const char *path) {
+  td_buf_reset(b);
+  return td_buf_printf(b, "%s.tmp.%ld", path, (long)getpid());
+}
+
+static int write_idf(const char *path, const td_bundle_spec_t *sp, td_err_t *err) {
+  td_buf_t tmp;
+  td_buf_init(&tmp);
+  if (tmp_name(&tmp, path)) return td_err_set(err, TD_ENOMEM, "out of memory");
+  FILE *f = fopen(tmp.data, "w");
+  if (!f) {
+    int rc = td_err_set(err, TD_EIO, "%s: %s", tmp.data, strerror(errno));
+    td_buf_free(&tmp);
+    return rc;
+  }
+  int bad = fputs("index\tidf\n", f) < 0;
+  for (uint32_t i = 0; sp->df && i < sp->feat->buckets && !bad; i++)
+    if (sp->df[i] > 0)
+      bad = fprintf(f, "%u\t%.17g\n", i, td_features_idf(sp->df[i], sp->n_docs)) < 0;
+  bad |= fclose(f) != 0;
+  int rc = bad ? td_err_set(err, TD_EIO, "%s: write failed", tmp.data)
+               : commit_file(tmp.data, path, err);
+  if (bad) unlink(tmp.data);
+  td_buf_free(&tmp);
+  return rc;
+}
+
+static json_t *copy_or_empty(const json_t *j) { return j ? json_deep_copy(j) : json_object(); }
+
+static json_t *build_manifest(const td_bundle_spec_t *sp) {
+  char created[32];
+  time_t now = time(NULL);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+
+  json_t *root = json_object(), *themes = json_array();
+  if (!root || !themes) goto fail;
+  /* json_object_set_new ignores a NULL value (and returns -1): caught by
+   * checking every call. Keys stay in insertion order (jansson >= 2.8), so the
+   * file reads top-down: identity, tokenizer, features, themes, provenance. */
+  int bad = 0;
+  bad |= json_object_set_new(root, "format", json_integer(TD_MODEL_FORMAT));
+  bad |= json_object_set_new(root, "name", json_string(sp->name));
+  bad |= json_object_set_new(root, "version", json_string(sp->version));
+  bad |= json_object_set_new(root, "created", json_string(created));
+  bad |= json_object_set_new(root, "multiclass", json_boolean(sp->multiclass));
+  bad |= json_object_set_new(root, "tokenizer",
+                             json_pack("{s:s, s:o}", "name", sp->tokenizer, "options",
+                                       copy_or_empty(sp->tokenizer_options)));
+  bad |= json_object_set_new(root, "features", td_feat_config_to_json(sp->feat));
+  bad |= json_object_set_new(root, "idf",
+                             json_pack("{s:s, s:f, s:I}", "file", "idf.tsv", "default",
+                                       td_features_idf(0, sp->n_docs), "n_docs",
+                                       (json_int_t)sp->n_docs));
+  bad |= json_object_set_new(root, "split",
+                             json_pack("{s:I, s:I}", "max_chars", (json_int_t)sp->split->max_chars,
+                                       "heading_chars", (json_int_t)sp->split->heading_chars));
+  for (size_t k = 0; k < sp->ntheme && !bad; k++) {
+    char svm[96];
+    snprintf(svm, sizeof svm, "svm/%s.model", sp->themes[k]);
+    json_t *t = json_pack("{s:s, s:f, s:{s:s, s:f, s:f}, s:f, s:s}", "name", sp->themes[k],
+                          "threshold", sp->thresholds[k], "calibration", "method", "platt", "a",
+                          sp->platt_a[k], "b", sp->platt_b[k], "C", sp->C[k], "svm", svm);
+    if (t && sp->theme_cv && sp->theme_cv[k])
+      bad |= json_object_set_new(t, "cv", json_deep_copy(sp->theme_cv[k]));
+    bad |= json_array_append_new(themes, t);
+  }
+  bad |= json_object_set_new(root, "themes", themes);
+  themes = NULL;
+  bad |= json_object_set_new(root, "training", copy_or_empty(sp->training));
+  bad |= json_object_set_new(root, "metrics", copy_or_empty(sp->metrics));
+  if (!bad) return root;
+fail:
+  json_decref(themes);
+  json_decref(root);
+  return NULL;
+}
+
+static int check_spec(const td_bundle_spec_t *sp, td_err_t *err) {
+  if (!sp || !sp->name || !*sp->name || !sp->version || !*sp->version || !sp->tokenizer ||
+      !*sp->tokenizer || !sp->feat || !sp->split || !sp->themes || !sp->svms || !sp->thresholds ||
+      !sp->platt_a || !sp->platt_b || !sp->C)
+    return td_err_set(err, TD_EINVAL, "bundle spec: a required member is missing");
+  if (sp->tokenizer_options && !json_is_object(sp->tokenizer_options))
+    return td_err_set(err, TD_EINVAL, "bundle spec: tokenizer options must be an object");
+  if (sp->feat->buckets == 0 || (sp->feat->buckets & (sp->feat->buckets - 1)))
+    return td_err_set(err, TD_EINVAL, "bundle spec: buckets %u is not a power of two",
+                      sp->feat->buckets);
+  if (sp->ntheme == 0 || sp->ntheme > TD_MAX_THEMES)
+    return td_err_set(err, TD_EINVAL, "bundle spec: %zu themes (expected 1..%d)", sp->ntheme,
+                      TD_MAX_THEMES);
+  for (size_t k = 0; k < sp->ntheme; k++) {
+    const char *n = sp->themes[k];
+    if (!n || !theme_name_ok(n))
+      return td_err_set(err, TD_EINVAL, "bundle spec: theme %zu: bad name \"%s\"", k, n ? n : "");
+    if (!strcmp(n, "other") && !sp->multiclass)
+      return td_err_set(err, TD_EINVAL, "bundle spec: \"other\" cannot be a theme");
+    for (size_t j = 0; j < k; j++)
+      if (!strcmp(sp->themes[j], n))
+        return td_err_set(err, TD_EINVAL, "bundle spec: duplicate theme \"%s\"", n);
+    if (!(sp->thresholds[k] > 0 && sp->thresholds[k] < 1))
+      return td_err_set(err, TD_EINVAL, "bundle spec: theme %s: threshold %g not in (0,1)", n,
+                        sp->thresholds[k]);
+    if (!isfinite(sp->platt_a[k]) || !isfinite(sp->platt_b[k]) || !(sp->C[k] > 0) ||
+        !isfinite(sp->C[k]))
+      return td_err_set(err, TD_EINVAL, "bundle spec: theme %s: bad Platt A/B or C", n);
+    const struct svm_model *s = sp->svms[k];
+    if (!s || svm_get_svm_type(s) != C_SVC || s->nr_class != 2 || !s->label ||
+        s->label[0] * s->label[1] != -1 || s->param.kernel_type == PRECOMPUTED)
+      return td_err_set(err, TD_EINVAL,
+                        "bundle spec: theme %s: expected a 2-class C-SVC with labels +1/-1", n);
+  }
+  return 0;
+}
+
+int td_model_write(const char *dir, const td_bundle_spec_t *sp, td_err_t *err) {
+  if (!dir || !*dir) return td_err_set(err, TD_EINVAL, "bundle directory not given");
+  int rc = check_spec(sp, err);
+  if (rc) return rc;
+  char *svmdir = path_join(dir, "svm"), *path = NULL, *text = NULL;
+  json_t *man = NULL;
+  td_buf_t tmp, rel;
+  td_buf_init(&tmp);
+  td_buf_init(&rel);
+  if (!svmdir) return td_err_set(err, TD_ENOMEM, "out of memory");
+  if ((rc = mkdir_p(dir, err)) || (rc = mkdir_p(svmdir, err))) goto done;
+
+  for (size_t k = 0; k < sp->ntheme; k++) {
+    td_buf_reset(&rel);
+    if (td_buf_printf(&rel, "svm/%s.model", sp->themes[k])) goto nomem;
+    free(path);
+    if (!(path = path_join(dir, rel.data)) || tmp_name(&tmp, path)) goto nomem;
+    if (svm_save_model(tmp.data, sp->svms[k])) {
+      unlink(tmp.data);
+      rc = td_err_set(err, TD_EIO, "%s: libsvm could not write the file", tmp.data);
+      goto done;
+    }
+    if ((rc = commit_file(tmp.data, path, err))) goto done;
+  }
+
+  free(path);
+  if (!(path = path_join(dir, "idf.tsv"))) goto nomem;
+  if ((rc = write_idf(path, sp, err))) goto done;
+
+  free(path);
+  if (!(path = path_join(dir, "manifest.json")) || tmp_name(&tmp, path)) goto nomem;
+  if (!(man = build_manifest(sp))) goto nomem;
+  /* 17 significant digits: every double reads back bit for bit */
+  if (!(text = json_dumps(man, JSON_INDENT(2) | JSON_REAL_PRECISION(17)))) goto nomem;
+  FILE *f = fopen(tmp.data, "w");
+  if (!f || fputs(text, f) < 0 || fputc('\n', f) < 0 || fflush(f) || fsync(fileno(f))) {
+    rc = td_err_set(err, TD_EIO, "%s: %s", tmp.data, strerror(errno));
+    if (f) fclose(f);
+    unlink(tmp.data);
+    goto done;
+  }
+  if (fclose(f)) {
+    rc = td_err_set(err, TD_EIO, "%s: %s", tmp.data, strerror(errno));
+    unlink(tmp.data);
+    goto done;
+  }
+  rc = commit_file(tmp.data, path, err);
+  goto done;
+nomem:
+  rc = td_err_set(err, TD_ENOMEM, "out of memory");
+done:
+  json_decref(man);
+  free(text);
+  free(path);
+  free(svmdir);
+  td_buf_free(&tmp);
+  td_buf_free(&rel);
+  return rc;
+}

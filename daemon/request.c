@@ -1,0 +1,411 @@
+#include "request.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "classify.h"
+#include "log.h"
+#include "plugin.h"
+#include "reload.h"
+
+/* ------------------------------------------------------------------ */
+/* Per-thread scratch                                                   */
+
+typedef struct worker_tls {
+  td_scratch_t *scratch;
+  td_result_t result;
+} worker_tls_t;
+
+static pthread_key_t g_key;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static _Thread_local worker_tls_t *t_tls;
+
+static void tls_destroy(void *p) {
+  worker_tls_t *t = p;
+  td_scratch_free(&t->scratch);
+  td_result_free(&t->result);
+  free(t);
+}
+
+/* The key's destructor frees a worker's buffers when libuv joins its
+ * threads (uv_library_shutdown at exit). */
+static void key_init(void) { pthread_key_create(&g_key, tls_destroy); }
+
+static worker_tls_t *tls_get(void) {
+  if (t_tls) return t_tls;
+  pthread_once(&g_once, key_init);
+  worker_tls_t *t = calloc(1, sizeof *t);
+  if (!t) return NULL;
+  if (!(t->scratch = td_scratch_new())) {
+    free(t);
+    return NULL;
+  }
+  td_result_init(&t->result);
+  pthread_setspecific(g_key, t);
+  return t_tls = t;
+}
+
+void td_request_thread_cleanup(void) {
+  if (!t_tls) return;
+  pthread_setspecific(g_key, NULL);
+  tls_destroy(t_tls);
+  t_tls = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Decoding                                                             */
+
+typedef struct fail {
+  td_ecode_t code;
+  char msg[512];
+} fail_t;
+
+static td_ecode_t failf(fail_t *f, td_ecode_t code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static td_ecode_t failf(fail_t *f, td_ecode_t code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(f->msg, sizeof f->msg, fmt, ap);
+  va_end(ap);
+  return f->code = code;
+}
+
+/* jansson validates UTF-8 while it parses, so its error code tells a bad
+ * encoding apart from bad JSON. */
+static json_t *parse(const td_req_t *r, const char *what, fail_t *f) {
+  json_error_t je;
+  json_t *j = json_loadb(r->in, r->inlen, 0, &je);
+  if (j) return j;
+  enum json_error_code ec = json_error_code(&je);
+  if (ec == json_error_invalid_utf8)
+    failf(f, TD_EC_INVALID_UTF8, "%s is not valid UTF-8 (byte %d)", what, je.position);
+  else if (ec == json_error_null_character)
+    failf(f, TD_EC_INVALID_UTF8, "%s contains U+0000, which is not allowed in text", what);
+  else if (strstr(je.text, "Unicode")) /* a lone surrogate escape such as \ud800 */
+    failf(f, TD_EC_INVALID_UTF8, "%s: %s", what, je.text);
+  else
+    failf(f, TD_EC_INVALID_JSON, "%s is not valid JSON: %s (byte %d)", what, je.text, je.position);
+  return NULL;
+}
+
+static int is_scalar(const json_t *j) {
+  return json_is_string(j) || json_is_number(j) || json_is_boolean(j) || json_is_null(j);
+}
+
+/* Options from one object over what o already holds. */
+static td_ecode_t read_opts(const json_t *j, td_classify_opts_t *o, fail_t *f) {
+  json_t *v;
+  if ((v = json_object_get(j, "threshold")) && !json_is_null(v)) {
+    double t = json_number_value(v);
+    if (!json_is_number(v) || !(t >= 0 && t <= 1))
+      return failf(f, TD_EC_INVALID_REQUEST, "threshold: expected a number in [0,1]");
+    o->threshold = t;
+  }
+  if ((v = json_object_get(j, "top_k")) && !json_is_null(v)) {
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 1000000)
+      return failf(f, TD_EC_INVALID_REQUEST, "top_k: expected an integer >= 0");
+    o->top_k = (int)json_integer_value(v);
+  }
+  if ((v = json_object_get(j, "explain")) && !json_is_null(v)) {
+    if (!json_is_boolean(v)) return failf(f, TD_EC_INVALID_REQUEST, "explain: expected true or false");
+    o->explain = json_is_true(v);
+  }
+  if ((v = json_object_get(j, "include_text")) && !json_is_null(v)) {
+    if (!json_is_boolean(v))
+      return failf(f, TD_EC_INVALID_REQUEST, "include_text: expected true or false");
+    o->include_text = json_is_true(v);
+  }
+  return TD_EC_NONE;
+}
+
+static td_ecode_t map_engine(int rc, const td_err_t *err, fail_t *f) {
+  switch (rc) {
+  case TD_EUTF8: return failf(f, TD_EC_INVALID_UTF8, "%s", err->msg);
+  case TD_ELIMIT: return failf(f, TD_EC_TOO_MANY_PASSAGES, "%s", err->msg);
+  case TD_EINVAL:
+  case TD_EFORMAT: return failf(f, TD_EC_INVALID_REQUEST, "%s", err->msg);
+  default: return failf(f, TD_EC_INTERNAL, "classification failed: %s", err->msg);
+  }
+}
+
+/*
+ * Classifies one document object. defaults: an object whose options apply
+ * unless doc overrides them (a batch's top level), or NULL. On success *out
+ * is the response object and the passage counts are added to r.
+ */
+static td_ecode_t classify_doc(td_req_t *r, const json_t *doc, const json_t *defaults,
+                               worker_tls_t *t, json_t **out, fail_t *f) {
+  const td_config_t *cfg = r->conn->srv->cfg;
+  const td_model_t *m = r->model;
+  json_t *id = json_object_get(doc, "id");
+  json_t *text = json_object_get(doc, "text");
+  json_t *ps = json_object_get(doc, "passages");
+  td_classify_opts_t o;
+  td_doc_t d = {0};
+  td_span_t *spans = NULL;
+  td_err_t err = {0};
+  *out = NULL;
+
+  if (id && !is_scalar(id)) return failf(f, TD_EC_INVALID_REQUEST, "id: expected a JSON scalar");
+  td_classify_opts_default(&o);
+  if ((defaults && read_opts(defaults, &o, f)) || read_opts(doc, &o, f)) return f->code;
+  o.max_passages = cfg->max_passages;
+  if (text && ps) return failf(f, TD_EC_INVALID_REQUEST, "give either \"text\" or \"passages\", not both");
+  if (text) {
+    if (!json_is_string(text)) return failf(f, TD_EC_INVALID_REQUEST, "text: expected a string");
+    d.text = json_string_value(text);
+    d.len = json_string_length(text);
+  } else if (ps) {
+    if (!json_is_array(ps))
+      return failf(f, TD_EC_INVALID_REQUEST, "passages: expected an array of strings");
+    size_t n = json_array_size(ps);
+    if (n > cfg->max_passages)
+      return failf(f, TD_EC_TOO_MANY_PASSAGES, "%zu passages, the limit is %zu", n, cfg->max_passages);
+    if (n && !(spans = malloc(n * sizeof *spans))) return failf(f, TD_EC_INTERNAL, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+      json_t *p = json_array_get(ps, i);
+      if (!json_is_string(p)) {
+        free(spans);
+        return failf(f, TD_EC_INVALID_REQUEST, "passages[%zu]: expected a string", i);
+      }
+      spans[i].s = json_string_value(p);
+      spans[i].len = json_string_length(p);
+    }
+    d.passages = spans;
+    d.npassages = n;
+  } else {
+    return failf(f, TD_EC_INVALID_REQUEST,
+                 "missing \"text\" (a string) or \"passages\" (an array of strings)");
+  }
+  /* A non-string id takes the engine's "id" slot (so it stays first) and is
+   * replaced by the original JSON value below. */
+  d.id = id ? (json_is_string(id) ? json_string_value(id) : "") : NULL;
+
+  int rc = td_classify(m, &d, &o, t->scratch, &t->result, &err);
+  if (rc) {
+    free(spans);
+    return map_engine(rc, &err, f);
+  }
+  json_t *res = td_result_json(m, &d, &o, &t->result, t->scratch);
+  if (!res) {
+    free(spans);
+    return failf(f, TD_EC_INTERNAL, "out of memory");
+  }
+  if (id) json_object_set(res, "id", id);
+  else json_object_del(res, "id");
+
+  const td_result_t *tr = &t->result;
+  for (size_t i = 0; i < tr->passages.count; i++) {
+    int any = 0;
+    for (size_t k = 0; k < m->ntheme; k++)
+      if (td_result_tagged(m, &o, tr, i, k)) {
+        r->theme_passages[k]++;
+        any = 1;
+      }
+    if (!any) r->theme_passages[m->ntheme]++;
+  }
+  r->passages += tr->passages.count;
+  free(spans);
+  *out = res;
+  return TD_EC_NONE;
+}
+
+static td_ecode_t classify_batch(td_req_t *r, const json_t *j, worker_tls_t *t, json_t **out,
+                                 fail_t *f) {
+  const td_config_t *cfg = r->conn->srv->cfg;
+  json_t *docs = json_object_get(j, "documents");
+  *out = NULL;
+  if (!json_is_array(docs))
+    return failf(f, TD_EC_INVALID_REQUEST, "documents: expected an array of objects");
+  size_t n = json_array_size(docs);
+  if (n > cfg->max_documents)
+    return failf(f, TD_EC_TOO_MANY_DOCUMENTS, "%zu documents, the limit is %zu", n, cfg->max_documents);
+  json_t *results = json_array();
+  if (!results) return failf(f, TD_EC_INTERNAL, "out of memory");
+  for (size_t i = 0; i < n; i++) {
+    json_t *d = json_array_get(docs, i), *res;
+    if (!json_is_object(d)) {
+      json_decref(results);
+      return failf(f, TD_EC_INVALID_REQUEST, "documents[%zu]: expected an object", i);
+    }
+    if (classify_doc(r, d, j, t, &res, f)) {
+      char pre[40];
+      size_t n = (size_t)snprintf(pre, sizeof pre, "documents[%zu]: ", i);
+      size_t ml = strlen(f->msg);
+      if (n + ml >= sizeof f->msg) ml = sizeof f->msg - n - 1;
+      memmove(f->msg + n, f->msg, ml);
+      memcpy(f->msg, pre, n);
+      f->msg[n + ml] = '\0';
+      json_decref(results);
+      return f->code;
+    }
+    json_array_append_new(results, res);
+  }
+  json_t *o = json_object();
+  if (r->id) json_object_set(o, "id", r->id);
+  json_object_set_new(o, "results", results);
+  *out = o;
+  return TD_EC_NONE;
+}
+
+void td_request_work(uv_work_t *w) {
+  td_req_t *r = w->data;
+  fail_t f = {0};
+  json_t *j = NULL, *out = NULL;
+  const char *what = r->proto == TD_PROTO_JSONL ? "line" : "body";
+
+  if (r->kind == TD_REQ_HTTP_RELOAD) {
+    r->op = TD_OP_RELOAD;
+    if (r->inlen == 0) return; /* no body: reload the current path */
+  }
+  if (!(j = parse(r, what, &f))) goto fail;
+  if (!json_is_object(j)) {
+    failf(&f, TD_EC_INVALID_REQUEST, "request must be a JSON object");
+    goto fail;
+  }
+  json_t *id = json_object_get(j, "id");
+  if (id && is_scalar(id)) r->id = json_incref(id);
+
+  if (r->kind == TD_REQ_JSONL) {
+    json_t *op = json_object_get(j, "op");
+    r->op = TD_OP_CLASSIFY;
+    if (op) {
+      if (!json_is_string(op)) {
+        failf(&f, TD_EC_INVALID_REQUEST, "op: expected a string");
+        goto fail;
+      }
+      r->op = td_op_parse(json_string_value(op));
+      if (r->op == TD_OP_UNKNOWN || r->op == TD_OP_METRICS) {
+        r->op = TD_OP_UNKNOWN;
+        failf(&f, TD_EC_UNKNOWN_OP, "unknown op \"%.64s\" (classify, health, model, stats, reload)",
+              json_string_value(op));
+        goto fail;
+      }
+    }
+    if (r->op != TD_OP_CLASSIFY) { /* answered on the loop thread */
+      r->json = j;
+      return;
+    }
+  } else if (r->kind == TD_REQ_HTTP_RELOAD) {
+    r->json = j;
+    return;
+  } else {
+    r->op = TD_OP_CLASSIFY;
+  }
+
+  worker_tls_t *t = tls_get();
+  if (!t || !(r->theme_passages = calloc(r->model->ntheme + 1, sizeof *r->theme_passages))) {
+    failf(&f, TD_EC_INTERNAL, "out of memory");
+    goto fail;
+  }
+  if (r->kind == TD_REQ_HTTP_CLASSIFY && json_object_get(j, "documents"))
+    classify_batch(r, j, t, &out, &f);
+  else
+    classify_doc(r, j, NULL, t, &out, &f);
+  if (f.code) goto fail;
+  json_decref(j);
+  if (td_req_set_json(r, out)) td_req_set_error(r, TD_EC_INTERNAL, "out of memory");
+  return;
+fail:
+  json_decref(j);
+  r->passages = 0;
+  td_req_set_error(r, f.code ? f.code : TD_EC_INTERNAL, "%s", f.msg);
+}
+
+/* ------------------------------------------------------------------ */
+/* Loop-side operations                                                 */
+
+static json_t *with_id(td_req_t *r) {
+  json_t *o = json_object();
+  if (o && r->id) json_object_set(o, "id", r->id);
+  return o;
+}
+
+static json_t *model_json(td_server_t *s) {
+  const td_model_t *m = s->model;
+  json_t *themes = json_array();
+  for (size_t k = 0; k < m->ntheme; k++) json_array_append_new(themes, json_string(m->themes[k].name));
+  json_t *tok = json_pack("{s:s?, s:s?, s:O?}", "name", m->tok ? td_tokenizer_name(m->tok) : NULL,
+                          "version", m->tok ? td_tokenizer_version(m->tok) : NULL, "options",
+                          m->tok ? (json_t *)td_tokenizer_options(m->tok) : NULL);
+  return json_pack("{s:s?, s:s?, s:s?, s:o, s:b, s:o?, s:s, s:f, s:s?}", "name", m->name,
+                   "version", m->version, "label", m->label, "themes", themes, "multiclass",
+                   m->multiclass, "tokenizer", tok, "loaded_at", s->model_loaded_at, "load_ms",
+                   (double)m->load_ns / 1e6, "path", m->dir);
+}
+
+/* Constant time, so the token cannot be guessed byte by byte. */
+static int token_eq(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  unsigned char d = (unsigned char)(la != lb);
+  for (size_t i = 0; i < lb; i++) d |= (unsigned char)(a[i % (la ? la : 1)] ^ b[i]);
+  return d == 0;
+}
+
+static int authorized(td_req_t *r) {
+  const char *tok = r->conn->srv->cfg->admin_token;
+  if (!tok || !r->conn->is_tcp) return 1; /* unix sockets: file permissions */
+  const char *given = r->proto == TD_PROTO_HTTP ? r->auth
+                                                : json_string_value(json_object_get(r->json, "token"));
+  return given && token_eq(given, tok);
+}
+
+void td_request_local(td_req_t *r) {
+  td_server_t *s = r->conn->srv;
+  json_t *o = NULL;
+  switch (r->op) {
+  case TD_OP_HEALTH:
+    if ((o = with_id(r))) {
+      json_object_set_new(o, "status", json_string("ok"));
+      json_object_set_new(o, "model", json_string(s->model->label));
+    }
+    break;
+  case TD_OP_READY:
+    if (s->draining) {
+      td_req_set_error(r, TD_EC_SHUTTING_DOWN, "server is shutting down");
+      td_req_done(r);
+      return;
+    }
+    if ((o = with_id(r))) {
+      json_object_set_new(o, "status", json_string("ready"));
+      json_object_set_new(o, "model", json_string(s->model->label));
+    }
+    break;
+  case TD_OP_MODEL:
+    if ((o = with_id(r))) json_object_set_new(o, "model", model_json(s));
+    break;
+  case TD_OP_STATS: {
+    json_t *st = td_metrics_stats_json(&s->metrics, s->model, s->workers);
+    if ((o = with_id(r)) && st) json_object_update(o, st);
+    json_decref(st);
+    break;
+  }
+  case TD_OP_METRICS:
+    r->ctype = "text/plain; version=0.0.4; charset=utf-8";
+    if (td_metrics_render(&s->metrics, s->model, &r->body))
+      td_req_set_error(r, TD_EC_INTERNAL, "out of memory");
+    td_req_done(r);
+    return;
+  case TD_OP_RELOAD: {
+    if (!authorized(r)) {
+      td_req_set_error(r, TD_EC_UNAUTHORIZED, "reload over TCP needs the admin token");
+      break;
+    }
+    json_t *p = r->json ? json_object_get(r->json, "path") : NULL;
+    if (p && !json_is_null(p) && (!json_is_string(p) || !*json_string_value(p))) {
+      td_req_set_error(r, TD_EC_INVALID_REQUEST, "path: expected a non-empty string");
+      break;
+    }
+    td_reload_request(s, p && json_is_string(p) ? json_string_value(p) : NULL, r);
+    return; /* answered when the load finishes */
+  }
+  default:
+    if (!r->body.len) td_req_set_error(r, TD_EC_INTERNAL, "no handler for op %s", td_op_name(r->op));
+    break;
+  }
+  if (o && td_req_set_json(r, o)) td_req_set_error(r, TD_EC_INTERNAL, "out of memory");
+  else if (!o && !r->body.len) td_req_set_error(r, TD_EC_INTERNAL, "out of memory");
+  td_req_done(r);
+}

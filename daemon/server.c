@@ -1,0 +1,662 @@
+/*
+ * Connections, the per-connection response queue, backpressure, timeouts,
+ * signals and the graceful stop. Listening sockets live in listener.c,
+ * protocol framing in proto_jsonl.c / proto_http.c, request handling in
+ * request.c, model reloads in reload.c.
+ */
+#include "server.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "classify.h"
+#include "log.h"
+#include "proto_http.h"
+#include "proto_jsonl.h"
+#include "reload.h"
+#include "request.h"
+
+#define TD_READ_CHUNK 65536
+#define TD_LINGER_MS 2000
+#define TD_REJECT_WAIT_MS 1000 /* how long a refused client may take to speak */
+#define TD_MAX_REJECTING 64    /* refused connections waiting for their error */
+
+static void conn_close(td_conn_t *c);
+static void on_data(td_conn_t *c);
+static void maybe_finished(td_server_t *s);
+
+/* ------------------------------------------------------------------ */
+/* Requests                                                             */
+
+td_req_t *td_req_new(td_conn_t *c, int kind, td_proto_t proto) {
+  td_req_t *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  r->conn = c;
+  r->kind = kind;
+  r->proto = proto;
+  r->status = 200;
+  r->ctype = "application/json";
+  r->keepalive = 1;
+  r->t0 = uv_hrtime();
+  r->work.data = r;
+  r->wr.data = r;
+  td_buf_init(&r->head);
+  td_buf_init(&r->body);
+  c->refs++;
+  return r;
+}
+
+static void conn_unref(td_conn_t *c) {
+  if (--c->refs > 0) return;
+  td_buf_free(&c->rbuf);
+  td_http_free(c);
+  free(c);
+}
+
+void td_req_free(td_req_t *r) {
+  if (!r) return;
+  td_conn_t *c = r->conn;
+  free(r->in);
+  free(r->auth);
+  json_decref(r->json);
+  json_decref(r->id);
+  td_buf_free(&r->head);
+  td_buf_free(&r->body);
+  free(r->theme_passages);
+  if (r->model) td_model_unref(&r->model);
+  free(r);
+  conn_unref(c);
+}
+
+static int dump_cb(const char *buf, size_t n, void *ud) { return td_buf_append(ud, buf, n) ? -1 : 0; }
+
+int td_req_set_json(td_req_t *r, json_t *v) {
+  td_buf_reset(&r->body);
+  if (!v) return TD_ENOMEM;
+  /* One pass straight into the response buffer, however big the result. */
+  int rc = json_dump_callback(v, dump_cb, &r->body, TD_JSON_DUMP_FLAGS) ? TD_ENOMEM : 0;
+  if (!rc && r->proto == TD_PROTO_JSONL) rc = td_buf_append(&r->body, "\n", 1);
+  if (rc) td_buf_reset(&r->body);
+  json_decref(v);
+  return rc;
+}
+
+void td_req_set_error(td_req_t *r, td_ecode_t code, const char *fmt, ...) {
+  char msg[600];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  r->ecode = code;
+  r->status = td_ecode_status(code);
+  r->ctype = "application/json";
+  if (td_req_set_json(r, td_wire_error(r->id, code, msg))) {
+    /* Out of memory while reporting: a fixed error still keeps the order. */
+    static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}\n";
+    r->ecode = TD_EC_INTERNAL;
+    r->status = 500;
+    td_buf_reset(&r->body);
+    td_buf_append(&r->body, oom, sizeof oom - (r->proto == TD_PROTO_JSONL ? 1 : 2));
+  }
+}
+
+static void after_work(uv_work_t *w, int status) {
+  td_req_t *r = w->data;
+  if (status == UV_ECANCELED) td_req_set_error(r, TD_EC_SHUTTING_DOWN, "server is shutting down");
+  if (r->body.len == 0) td_request_local(r); /* parsed on the worker, answered here */
+  else td_req_done(r);
+}
+
+void td_server_dispatch(td_req_t *r) {
+  td_conn_t *c = r->conn;
+  td_server_t *s = c->srv;
+  if (c->qtail) c->qtail->next = r;
+  else c->qhead = r;
+  c->qtail = r;
+  c->qlen++;
+  if (r->body.len) { /* already answered (an error found while framing) */
+    td_req_done(r);
+    return;
+  }
+  if (s->draining) {
+    td_req_set_error(r, TD_EC_SHUTTING_DOWN, "server is shutting down");
+    td_req_done(r);
+    return;
+  }
+  if (r->kind == TD_REQ_LOCAL) {
+    td_request_local(r);
+    return;
+  }
+  if (r->kind != TD_REQ_HTTP_RELOAD) r->model = td_model_ref(s->model);
+  int rc = uv_queue_work(s->loop, &r->work, td_request_work, after_work);
+  if (rc) {
+    td_req_set_error(r, TD_EC_INTERNAL, "cannot queue work: %s", uv_strerror(rc));
+    td_req_done(r);
+  }
+}
+
+void td_req_done(td_req_t *r) {
+  td_conn_t *c = r->conn;
+  td_server_t *s = c->srv;
+  td_metrics_t *m = &s->metrics;
+  r->done = 1;
+  td_metrics_request(m, r->proto, r->op, r->ecode, (double)(uv_hrtime() - r->t0) / 1e9);
+  if (r->passages) {
+    m->passages += r->passages;
+    if (r->theme_passages && r->model) {
+      for (size_t k = 0; k < r->model->ntheme; k++)
+        if (r->theme_passages[k]) td_metrics_theme(m, r->model->themes[k].name, r->theme_passages[k]);
+      td_metrics_theme(m, "other", r->theme_passages[r->model->ntheme]);
+    }
+  }
+  /* The model may be freed here if a reload replaced it meanwhile. */
+  if (r->model) td_model_unref(&r->model);
+  td_conn_flush(c);
+  td_conn_check(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Writing                                                              */
+
+static void on_write(uv_write_t *wr, int status) {
+  td_req_t *r = wr->data;
+  td_conn_t *c = r->conn;
+  c->out_bytes -= r->wlen;
+  if (c->state == TD_CONN_CLOSING) {
+    td_req_free(r);
+    return;
+  }
+  td_req_free(r); /* c stays: its handles are open, so refs > 0 */
+  if (status < 0) {
+    td_log_debug("conn %llu: write failed: %s", (unsigned long long)c->id, uv_strerror(status));
+    conn_close(c);
+    return;
+  }
+  td_conn_check(c);
+}
+
+void td_conn_flush(td_conn_t *c) {
+  td_server_t *s = c->srv;
+  while (c->qhead && c->qhead->done) {
+    td_req_t *r = c->qhead;
+    c->qhead = r->next;
+    if (!c->qhead) c->qtail = NULL;
+    c->qlen--;
+    r->next = NULL;
+    if (c->state == TD_CONN_CLOSING || c->state == TD_CONN_SHUTDOWN) {
+      td_req_free(r);
+      continue;
+    }
+    if (r->proto == TD_PROTO_HTTP && s->draining) r->close_after = 1;
+    if (r->proto == TD_PROTO_HTTP && td_http_head(r)) {
+      td_req_free(r);
+      conn_close(c);
+      continue;
+    }
+    uv_buf_t bufs[2];
+    unsigned n = 0;
+    if (r->head.len) bufs[n++] = uv_buf_init(r->head.data, (unsigned)r->head.len);
+    bufs[n++] = uv_buf_init(r->body.data ? r->body.data : "", (unsigned)r->body.len);
+    r->wlen = r->head.len + r->body.len;
+    c->out_bytes += r->wlen;
+    int close_after = r->close_after;
+    int rc = uv_write(&r->wr, &c->h.stream, bufs, n, on_write);
+    if (rc) {
+      c->out_bytes -= r->wlen;
+      td_log_debug("conn %llu: write: %s", (unsigned long long)c->id, uv_strerror(rc));
+      td_req_free(r);
+      conn_close(c);
+      continue;
+    }
+    if (close_after && c->state == TD_CONN_OPEN) c->state = TD_CONN_FINISHING;
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* Connection lifecycle                                                 */
+
+static void on_close(uv_handle_t *h) { conn_unref(h->data); }
+
+static void conn_close(td_conn_t *c) {
+  if (c->state == TD_CONN_CLOSING) return;
+  td_server_t *s = c->srv;
+  c->state = TD_CONN_CLOSING;
+  if (c->prev) c->prev->next = c->next;
+  else s->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  if (c->rejecting) s->nrejecting--;
+  else {
+    s->nconns--;
+    s->metrics.connections--;
+  }
+  td_log_debug("conn %llu: closed", (unsigned long long)c->id);
+  uv_close(&c->h.handle, on_close);
+  uv_close((uv_handle_t *)&c->idle_timer, on_close);
+  uv_close((uv_handle_t *)&c->header_timer, on_close);
+  td_conn_flush(c); /* frees answered requests; the rest free as they finish */
+  maybe_finished(s);
+}
+
+static void on_linger_timer(uv_timer_t *t) { conn_close(t->data); }
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  td_conn_t *c = req->data;
+  if (c->state == TD_CONN_CLOSING) return;
+  if (status < 0 || c->eof || c->srv->draining) {
+    conn_close(c);
+    return;
+  }
+  /* Lingering close: read and drop what the client still sends, so our
+   * close does not turn into a reset that destroys the answer we just sent
+   * (a client still writing a too-large request, say). read_cb closes at
+   * EOF; the timer bounds the wait. */
+  uv_timer_start(&c->idle_timer, on_linger_timer, TD_LINGER_MS, 0);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  td_conn_t *c = h->data;
+  static char discard[TD_READ_CHUNK]; /* loop thread only */
+  if (c->state == TD_CONN_SHUTDOWN || c->state == TD_CONN_CLOSING) {
+    *buf = uv_buf_init(discard, sizeof discard);
+    return;
+  }
+  if (td_buf_reserve(&c->rbuf, TD_READ_CHUNK)) {
+    *buf = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS */
+    return;
+  }
+  *buf = uv_buf_init(c->rbuf.data + c->rbuf.len, TD_READ_CHUNK);
+}
+
+static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+  td_conn_t *c = st->data;
+  if (c->state == TD_CONN_CLOSING) return;
+  if (c->state == TD_CONN_SHUTDOWN) {
+    if (nread < 0) conn_close(c);
+    return;
+  }
+  if (nread > 0) {
+    c->rbuf.len += (size_t)nread;
+    if (c->state != TD_CONN_OPEN) { /* an error ends this connection: drop input */
+      td_buf_reset(&c->rbuf);
+      return;
+    }
+    if (!c->rejecting) uv_timer_again(&c->idle_timer);
+    on_data(c);
+  } else if (nread == UV_EOF) {
+    c->eof = 1;
+    uv_read_stop(st);
+    c->reading = 0;
+    if (c->state == TD_CONN_OPEN) on_data(c);
+    td_conn_check(c);
+  } else if (nread < 0) {
+    td_log_debug("conn %llu: read: %s", (unsigned long long)c->id, uv_strerror((int)nread));
+    conn_close(c);
+  }
+}
+
+static void conn_shutdown(td_conn_t *c) {
+  c->state = TD_CONN_SHUTDOWN;
+  uv_timer_stop(&c->header_timer);
+  uv_timer_stop(&c->idle_timer);
+  if (c->eof || c->srv->draining) {
+    conn_close(c);
+    return;
+  }
+  if (!c->reading) {
+    uv_read_start(&c->h.stream, alloc_cb, read_cb);
+    c->reading = 1;
+  }
+  c->sreq.data = c;
+  if (uv_shutdown(&c->sreq, &c->h.stream, on_shutdown)) conn_close(c);
+}
+
+void td_conn_check(td_conn_t *c) {
+  td_server_t *s = c->srv;
+  const td_config_t *cfg = s->cfg;
+  if (c->state == TD_CONN_CLOSING || c->state == TD_CONN_SHUTDOWN || c->in_process) return;
+  if (c->state == TD_CONN_OPEN && c->paused && c->qlen < cfg->max_pending) {
+    c->paused = 0;
+    on_data(c);
+    if (c->state == TD_CONN_CLOSING || c->state == TD_CONN_SHUTDOWN) return;
+  }
+  int want = c->state == TD_CONN_OPEN && !c->eof && !c->paused && c->qlen < cfg->max_pending &&
+             c->out_bytes <= cfg->max_output_bytes;
+  if (want && !c->reading) {
+    if (uv_read_start(&c->h.stream, alloc_cb, read_cb) == 0) c->reading = 1;
+  } else if (!want && c->reading) {
+    uv_read_stop(&c->h.stream);
+    c->reading = 0;
+  }
+  if (c->qhead || c->out_bytes) return;
+  if (c->state == TD_CONN_FINISHING || c->eof || s->draining) conn_shutdown(c);
+}
+
+void td_conn_fail(td_conn_t *c, td_proto_t proto, td_ecode_t code, const char *msg) {
+  if (c->state != TD_CONN_OPEN) return;
+  td_req_t *r = td_req_new(c, TD_REQ_LOCAL, proto);
+  c->state = TD_CONN_FINISHING; /* no more framing; input is dropped */
+  td_buf_reset(&c->rbuf);
+  c->scan = 0;
+  if (!r) {
+    conn_close(c);
+    return;
+  }
+  r->close_after = 1;
+  r->keepalive = 0;
+  td_req_set_error(r, code, "%s", msg);
+  td_server_dispatch(r);
+}
+
+/* The first byte decides the protocol (docs/protocol.md). */
+static void on_data(td_conn_t *c) {
+  if (c->proto == TD_PROTO_NONE) {
+    if (c->rbuf.len == 0) return;
+    unsigned char b = (unsigned char)c->rbuf.data[0];
+    if (b == '{' || b == '[' || b == ' ' || b == '\t' || b == '\r' || b == '\n') {
+      c->proto = TD_PROTO_JSONL;
+    } else if (isalpha(b)) {
+      c->proto = TD_PROTO_HTTP;
+      if (td_http_init(c)) {
+        conn_close(c);
+        return;
+      }
+    } else {
+      td_conn_fail(c, TD_PROTO_JSONL, TD_EC_INVALID_REQUEST,
+                   "unrecognized protocol: send JSON Lines or HTTP/1.1");
+      return;
+    }
+    td_log_debug("conn %llu: %s", (unsigned long long)c->id, td_proto_name(c->proto));
+    if (c->rejecting) {
+      char msg[128];
+      uv_timer_stop(&c->header_timer);
+      snprintf(msg, sizeof msg, "too many connections (limit %zu)", c->srv->cfg->max_connections);
+      td_conn_fail(c, c->proto, TD_EC_TOO_MANY_CONNECTIONS, msg);
+      return;
+    }
+  }
+  c->in_process = 1;
+  if (c->proto == TD_PROTO_JSONL) td_jsonl_process(c);
+  else td_http_process(c);
+  c->in_process = 0;
+  td_conn_check(c);
+}
+
+static void on_idle_timer(uv_timer_t *t) {
+  td_conn_t *c = t->data;
+  if (c->state == TD_CONN_SHUTDOWN) {
+    conn_close(c);
+    return;
+  }
+  if (c->qhead || c->out_bytes) { /* busy, not idle */
+    uv_timer_again(t);
+    return;
+  }
+  td_log_debug("conn %llu: idle timeout", (unsigned long long)c->id);
+  td_metrics_error(&c->srv->metrics, TD_EC_IDLE_TIMEOUT);
+  conn_close(c);
+}
+
+static void on_header_timer(uv_timer_t *t) {
+  td_conn_t *c = t->data;
+  char msg[128];
+  if (c->rejecting) { /* said nothing: the error goes out as a JSON line */
+    snprintf(msg, sizeof msg, "too many connections (limit %zu)", c->srv->cfg->max_connections);
+    td_conn_fail(c, TD_PROTO_JSONL, TD_EC_TOO_MANY_CONNECTIONS, msg);
+    return;
+  }
+  snprintf(msg, sizeof msg, "request headers not complete within %.3gs",
+           (double)c->srv->cfg->header_timeout_ms / 1000);
+  td_log_debug("conn %llu: header timeout", (unsigned long long)c->id);
+  td_conn_fail(c, TD_PROTO_HTTP, TD_EC_HEADER_TIMEOUT, msg);
+}
+
+void td_conn_header_timer(td_conn_t *c, int on) {
+  if (!on) uv_timer_stop(&c->header_timer);
+  else if (!uv_is_active((uv_handle_t *)&c->header_timer))
+    uv_timer_start(&c->header_timer, on_header_timer, c->srv->cfg->header_timeout_ms, 0);
+}
+
+void td_server_on_connection(uv_stream_t *ls, int status) {
+  td_listener_t *l = ls->data;
+  td_server_t *s = l->srv;
+  if (status < 0) {
+    td_log_warn("accept on %s: %s", l->name, uv_strerror(status));
+    return;
+  }
+  td_conn_t *c = calloc(1, sizeof *c);
+  if (!c) return;
+  c->srv = s;
+  c->id = ++s->next_conn_id;
+  c->proto = TD_PROTO_NONE;
+  c->is_tcp = !l->is_unix;
+  c->refs = 3;
+  td_buf_init(&c->rbuf);
+  if (l->is_unix) uv_pipe_init(s->loop, &c->h.pipe, 0);
+  else uv_tcp_init(s->loop, &c->h.tcp);
+  uv_timer_init(s->loop, &c->idle_timer);
+  uv_timer_init(s->loop, &c->header_timer);
+  c->h.handle.data = c->idle_timer.data = c->header_timer.data = c;
+  c->next = s->conns;
+  if (s->conns) s->conns->prev = c;
+  s->conns = c;
+  int rc = uv_accept(ls, &c->h.stream);
+  if (rc) {
+    td_log_warn("accept on %s: %s", l->name, uv_strerror(rc));
+    c->rejecting = 1; /* not counted: undo the bookkeeping conn_close does */
+    s->nrejecting++;
+    conn_close(c);
+    return;
+  }
+  if (!l->is_unix) uv_tcp_nodelay(&c->h.tcp, 1);
+  if (s->draining) {
+    c->rejecting = 1;
+    s->nrejecting++;
+    conn_close(c);
+    return;
+  }
+  if (s->nconns >= s->cfg->max_connections) {
+    /* Over the limit: wait (briefly) for the first byte so the refusal is in
+     * the client's protocol, then close. Bounded so refusing stays cheap. */
+    c->rejecting = 1;
+    s->nrejecting++;
+    s->metrics.connections_rejected++;
+    td_log_warn("%s: connection refused: too many connections (limit %zu)", l->name,
+                s->cfg->max_connections);
+    if (s->nrejecting > TD_MAX_REJECTING) {
+      td_metrics_error(&s->metrics, TD_EC_TOO_MANY_CONNECTIONS);
+      conn_close(c);
+      return;
+    }
+    uint64_t wait = s->cfg->header_timeout_ms < TD_REJECT_WAIT_MS ? s->cfg->header_timeout_ms
+                                                                   : TD_REJECT_WAIT_MS;
+    uv_timer_start(&c->header_timer, on_header_timer, wait, 0);
+  } else {
+    s->nconns++;
+    s->metrics.connections++;
+    s->metrics.connections_total++;
+    uv_timer_start(&c->idle_timer, on_idle_timer, s->cfg->idle_timeout_ms, s->cfg->idle_timeout_ms);
+  }
+  td_log_debug("conn %llu: accepted on %s", (unsigned long long)c->id, l->name);
+  if (uv_read_start(&c->h.stream, alloc_cb, read_cb) == 0) c->reading = 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Model, readiness, watchdog                                           */
+
+void td_server_set_model(td_server_t *s, td_model_t *m) {
+  td_model_t *old = s->model;
+  s->model = m; /* new requests take this one; old ones keep theirs */
+  if (old) td_model_unref(&old);
+  td_metrics_model_loaded(&s->metrics, m);
+  time_t now = time(NULL);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  strftime(s->model_loaded_at, sizeof s->model_loaded_at, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void td_server_notify_ready(td_server_t *s) {
+  sd_notifyf(0, "READY=1\nSTATUS=serving %s", s->model->label);
+}
+
+static void on_watchdog(uv_timer_t *t) { sd_notify(0, "WATCHDOG=1"); }
+
+/* ------------------------------------------------------------------ */
+/* Graceful stop                                                        */
+
+/* Everything a client wrote before the stop signal is already in our socket
+ * buffers; read it now so those requests are served rather than refused. */
+static void sweep_read(td_conn_t *c) {
+  uv_os_fd_t fd;
+  if (uv_fileno(&c->h.handle, &fd)) return;
+  while (c->state == TD_CONN_OPEN && !c->eof && !c->paused && c->reading) {
+    if (td_buf_reserve(&c->rbuf, TD_READ_CHUNK)) return;
+    ssize_t n = recv(fd, c->rbuf.data + c->rbuf.len, TD_READ_CHUNK, MSG_DONTWAIT);
+    if (n > 0) {
+      c->rbuf.len += (size_t)n;
+      on_data(c);
+    } else if (n == 0) {
+      c->eof = 1;
+      uv_read_stop(&c->h.stream);
+      c->reading = 0;
+      on_data(c);
+    } else {
+      return; /* EAGAIN: nothing more was sent */
+    }
+  }
+}
+
+static void close_all(td_server_t *s) {
+  while (s->conns) conn_close(s->conns);
+}
+
+static void on_drain_timeout(uv_timer_t *t) {
+  td_server_t *s = t->data;
+  size_t pending = 0;
+  for (td_conn_t *c = s->conns; c; c = c->next) pending += c->qlen;
+  td_log_warn("drain timeout: closing %zu connections, %zu requests unanswered", s->nconns,
+              pending);
+  close_all(s);
+}
+
+static void maybe_finished(td_server_t *s) {
+  if (!s->draining || s->stopped || s->conns || td_reload_busy(s)) return;
+  s->stopped = 1;
+  td_log_info("drained: all connections closed");
+  uv_close((uv_handle_t *)&s->drain_timer, NULL);
+  /* The loop now ends as soon as the last worker completion has run. The
+   * signal handlers and the watchdog stay (unreferenced) until then, so
+   * another SIGTERM is still handled rather than killing the process. */
+  uv_unref((uv_handle_t *)&s->watchdog);
+  uv_unref((uv_handle_t *)&s->sig_term);
+  uv_unref((uv_handle_t *)&s->sig_int);
+  uv_unref((uv_handle_t *)&s->sig_hup);
+}
+
+void td_server_stop(td_server_t *s) {
+  if (s->draining) {
+    td_log_warn("second stop signal: closing every connection now");
+    close_all(s);
+    return;
+  }
+  sd_notify(0, "STOPPING=1\nSTATUS=draining");
+  td_log_info("stopping: closing listeners");
+  td_listeners_close(s);
+  for (td_conn_t *c = s->conns, *next; c; c = next) {
+    next = c->next;
+    sweep_read(c);
+  }
+  s->draining = 1;
+  td_reload_cancel_queued(s);
+  size_t pending = 0;
+  for (td_conn_t *c = s->conns; c; c = c->next) pending += c->qlen;
+  td_log_info("draining %zu connections, %zu requests in flight (timeout %.3gs)", s->nconns,
+              pending, (double)s->cfg->drain_timeout_ms / 1000);
+  for (td_conn_t *c = s->conns, *next; c; c = next) {
+    next = c->next;
+    td_conn_check(c); /* idle ones close now */
+  }
+  uv_timer_start(&s->drain_timer, on_drain_timeout, s->cfg->drain_timeout_ms, 0);
+  maybe_finished(s);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  td_server_t *s = h->data;
+  if (signum == SIGHUP) {
+    if (s->draining) return;
+    td_log_info("SIGHUP: reloading the model");
+    td_reload_request(s, NULL, NULL);
+    return;
+  }
+  td_log_info("%s received", signum == SIGINT ? "SIGINT" : "SIGTERM");
+  td_server_stop(s);
+}
+
+/* Called by reload.c when a load finishes during the drain. */
+void td_server_reload_finished(td_server_t *s) { maybe_finished(s); }
+
+/* ------------------------------------------------------------------ */
+/* Init / start / free                                                  */
+
+int td_server_init(td_server_t *s, uv_loop_t *loop, const td_config_t *cfg, int workers,
+                   td_model_t *model, td_err_t *err) {
+  memset(s, 0, sizeof *s);
+  s->loop = loop;
+  s->cfg = cfg;
+  s->workers = workers;
+  td_metrics_init(&s->metrics);
+  td_server_set_model(s, model);
+  uv_timer_init(loop, &s->watchdog);
+  uv_timer_init(loop, &s->drain_timer);
+  uv_signal_init(loop, &s->sig_term);
+  uv_signal_init(loop, &s->sig_int);
+  uv_signal_init(loop, &s->sig_hup);
+  s->watchdog.data = s->drain_timer.data = s;
+  s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
+  return 0;
+}
+
+int td_server_start(td_server_t *s) {
+  uv_signal_start(&s->sig_term, on_signal, SIGTERM);
+  uv_signal_start(&s->sig_int, on_signal, SIGINT);
+  uv_signal_start(&s->sig_hup, on_signal, SIGHUP);
+  uint64_t usec = 0;
+  if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+    uint64_t ms = usec / 2000;
+    if (ms == 0) ms = 1;
+    uv_timer_start(&s->watchdog, on_watchdog, ms, ms);
+    td_log_info("watchdog: pinging every %llums", (unsigned long long)ms);
+  }
+  td_log_info("serving %s with %d workers", s->model->label, s->workers);
+  td_server_notify_ready(s);
+  return 0;
+}
+
+void td_server_close(td_server_t *s) {
+  td_listeners_close(s);
+  uv_handle_t *hs[] = {(uv_handle_t *)&s->watchdog, (uv_handle_t *)&s->drain_timer,
+                       (uv_handle_t *)&s->sig_term, (uv_handle_t *)&s->sig_int,
+                       (uv_handle_t *)&s->sig_hup};
+  for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
+    if (!uv_is_closing(hs[i])) uv_close(hs[i], NULL);
+}
+
+void td_server_free(td_server_t *s) {
+  for (size_t i = 0; i < s->nlisteners; i++) free(s->listeners[i].unlink_path);
+  TD_FREE(s->listeners);
+  if (s->model) td_model_unref(&s->model);
+  td_metrics_free(&s->metrics);
+}
+
+void td_server_abort(td_server_t *s) {
+  td_listeners_close(s);
+  s->draining = 1;
+  close_all(s);
+  maybe_finished(s);
+}

@@ -1,0 +1,1071 @@
+#include "train.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <libsvm/svm.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "model.h"
+#include "plugin.h"
+#include "sha256.h"
+
+static const double default_grid[] = {0.125, 0.25, 0.5, 1, 2, 4};
+
+void td_train_opts_default(td_train_opts_t *o) {
+  memset(o, 0, sizeof *o);
+  o->version = "1.0.0";
+  o->tokenizer = "bigram";
+  o->folds = 5;
+  o->seed = 1;
+  o->kernel = LINEAR;
+  td_feat_config_default(&o->feat);
+  td_split_opts_default(&o->split);
+}
+
+/* ---- Platt scaling: a transcription of libsvm's sigmoid_train ---- */
+
+void td_platt_fit(const double *dec, const int *label, size_t n, double *A, double *B) {
+  double prior1 = 0, prior0 = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (label[i] > 0) prior1 += 1;
+    else prior0 += 1;
+  }
+  const int max_iter = 100;
+  const double min_step = 1e-10, sigma = 1e-12, eps = 1e-5;
+  /* Targets from the priors rather than 0/1 keep the fit from going
+   * infinite on separable data (Platt 1999). */
+  const double hi = (prior1 + 1.0) / (prior1 + 2.0), lo = 1 / (prior0 + 2.0);
+  double a = 0.0, b = log((prior0 + 1.0) / (prior1 + 1.0)), fval = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    double t = label[i] > 0 ? hi : lo, f = dec[i] * a + b;
+    fval += f >= 0 ? t * f + log(1 + exp(-f)) : (t - 1) * f + log(1 + exp(f));
+  }
+  for (int iter = 0; iter < max_iter; iter++) {
+    double h11 = sigma, h22 = sigma, h21 = 0, g1 = 0, g2 = 0;
+    for (size_t i = 0; i < n; i++) {
+      double f = dec[i] * a + b, p, q;
+      if (f >= 0) {
+        p = exp(-f) / (1.0 + exp(-f));
+        q = 1.0 / (1.0 + exp(-f));
+      } else {
+        p = 1.0 / (1.0 + exp(f));
+        q = exp(f) / (1.0 + exp(f));
+      }
+      double d2 = p * q, d1 = (label[i] > 0 ? hi : lo) - p;
+      h11 += dec[i] * dec[i] * d2;
+      h22 += d2;
+      h21 += dec[i] * d2;
+      g1 += dec[i] * d1;
+      g2 += d1;
+    }
+    if (fabs(g1) < eps && fabs(g2) < eps) break;
+    double det = h11 * h22 - h21 * h21;
+    double da = -(h22 * g1 - h21 * g2) / det, db = -(-h21 * g1 + h11 * g2) / det;
+    double gd = g1 * da + g2 * db, step = 1;
+    while (step >= min_step) {
+      double na = a + step * da, nb = b + step * db, nf = 0.0;
+      for (size_t i = 0; i < n; i++) {
+        double t = label[i] > 0 ? hi : lo, f = dec[i] * na + nb;
+        nf += f >= 0 ? t * f + log(1 + exp(-f)) : (t - 1) * f + log(1 + exp(f));
+      }
+      if (nf < fval + 0.0001 * step * gd) {
+        a = na;
+        b = nb;
+        fval = nf;
+        break;
+      }
+      step /= 2.0;
+    }
+    if (step < min_step) break; /* line search failed: keep the last point */
+  }
+  *A = a;
+  *B = b;
+}
+
+static double platt_score(double A, double B, double dec) {
+  double f = dec * A + B;
+  /* the two forms avoid overflow of exp() on either side */
+  return f >= 0 ? exp(-f) / (1.0 + exp(-f)) : 1.0 / (1.0 + exp(f));
+}
+
+/* ---- grouped folds ---- */
+
+static uint64_t splitmix64(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+int td_train_folds(const td_corpus_t *c, int k, uint64_t seed, int *fold, td_err_t *err) {
+  if (k < 1) return td_err_set(err, TD_EINVAL, "folds must be at least 1, got %d", k);
+  if ((size_t)k > c->ndocs)
+    return td_err_set(err, TD_EINVAL, "%d folds need at least %d docs, the corpus has %zu",
+                      k, k, c->ndocs);
+  size_t *order = malloc(c->ndocs * sizeof *order);
+  size_t *size = calloc((size_t)k, sizeof *size);
+  if (!order || !size) {
+    free(order);
+    free(size);
+    return td_err_set(err, TD_ENOMEM, "out of memory");
+  }
+  for (size_t d = 0; d < c->ndocs; d++) order[d] = d;
+  uint64_t s = seed;
+  for (size_t d = c->ndocs; d > 1; d--) {
+    size_t j = (size_t)(splitmix64(&s) % d);
+    size_t t = order[d - 1];
+    order[d - 1] = order[j];
+    order[j] = t;
+  }
+  /* Greedy: each doc goes to the fold with the fewest passages so far, so
+   * folds stay balanced by passages even though docs vary in length. */
+  for (size_t r = 0; r < c->ndocs; r++) {
+    size_t d = order[r], best = 0;
+    for (size_t f = 1; f < (size_t)k; f++)
+      if (size[f] < size[best]) best = f;
+    for (size_t i = c->doc_start[d]; i < c->doc_start[d + 1]; i++) fold[i] = (int)best;
+    size[best] += c->doc_start[d + 1] - c->doc_start[d];
+  }
+  free(order);
+  free(size);
+  return 0;
+}
+
+/* ---- state of one run ---- */
+
+typedef struct trainer {
+  const td_train_opts_t *o;
+  const td_corpus_t *c;
+  size_t n, K, nc, F;
+  double *grid;             /* sorted ascending, so ties go to the smaller C */
+  size_t *perm;             /* theme k -> corpus theme bit */
+  int *lab;                 /* K * n: +1 / -1, lab[k*n+i] */
+  struct svm_node *pool;    /* all passages' nodes, contiguous */
+  struct svm_node **x;      /* n pointers into pool */
+  int *fold;
+  double *oof;              /* K * nc * n out-of-fold decision values */
+  struct svm_model **final; /* K */
+  const double *chosen_c;   /* K, for the final fits */
+  /* job pool */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  size_t next, done, njobs;
+  int failed;
+  void (*fn)(struct trainer *, size_t);
+} trainer_t;
+
+static void svm_quiet(const char *s) { (void)s; }
+
+static void set_param(const trainer_t *t, double C, size_t npos, size_t nneg,
+                      struct svm_parameter *p, int *wl, double *w) {
+  memset(p, 0, sizeof *p);
+  p->svm_type = C_SVC;
+  p->kernel_type = t->o->kernel;
+  p->degree = 3;
+  p->gamma = 1.0; /* vectors are L2-normalized: 1 is the natural scale */
+  p->coef0 = 0;
+  p->cache_size = 100;
+  p->eps = 1e-3;
+  p->C = C;
+  p->shrinking = 1;
+  p->probability = 0;
+  if (t->o->balanced && npos > 0) {
+    double r = (double)nneg / (double)npos;
+    wl[0] = +1;
+    wl[1] = -1;
+    w[0] = r > 10 ? 10 : r;
+    w[1] = 1;
+    p->nr_weight = 2;
+    p->weight_label = wl;
+    p->weight = w;
+  }
+}
+
+/* Trains theme k at C on the passages where keep(i); NULL model when the
+ * selection holds one class only (*constant gets its sign). */
+static struct svm_model *fit_one(trainer_t *t, size_t k, double C, int skip_fold,
+                                 int *constant, int *oom) {
+  size_t n = t->n, l = 0, npos = 0;
+  struct svm_problem prob;
+  prob.y = malloc(n * sizeof *prob.y);
+  prob.x = malloc(n * sizeof *prob.x);
+  *constant = 0;
+  *oom = 0;
+  if (!prob.y || !prob.x) {
+    free(prob.y);
+    free(prob.x);
+    *oom = 1;
+    return NULL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (skip_fold >= 0 && t->fold[i] == skip_fold) continue;
+    int y = t->lab[k * n + i];
+    prob.y[l] = y;
+    prob.x[l] = t->x[i];
+    npos += y > 0;
+    l++;
+  }
+  prob.l = (int)l;
+  struct svm_model *m = NULL;
+  if (npos == 0 || npos == l) {
+    *constant = npos ? 1 : -1;
+  } else {
+    struct svm_parameter p;
+    int wl[2];
+    double w[2];
+    set_param(t, C, npos, l - npos, &p, wl, w);
+    m = svm_train(&prob, &p);
+    if (!m) *oom = 1;
+  }
+  free(prob.y);
+  free(prob.x);
+  return m;
+}
+
+/* Decision value oriented so > 0 means the theme is present. */
+static double decision(const struct svm_model *m, const struct svm_node *x) {
+  double dv = 0;
+  svm_predict_values(m, x, &dv);
+  return m->label[0] == 1 ? dv : -dv;
+}
+
+static void cv_job(trainer_t *t, size_t j) {
+  /* Large C converges slowest: hand those jobs out first. */
+  size_t F = t->F, nc = t->nc;
+  size_t f = j % F, ci = nc - 1 - (j / F) % nc, k = j / (F * nc);
+  int constant, oom;
+  struct svm_model *m = fit_one(t, k, t->grid[ci], (int)f, &constant, &oom);
+  double *out = t->oof + (k * nc + ci) * t->n;
+  for (size_t i = 0; i < t->n; i++) {
+    if (t->fold[i] != (int)f) continue;
+    out[i] = m ? decision(m, t->x[i]) : constant;
+  }
+  if (m) svm_free_and_destroy_model(&m);
+  if (oom) {
+    pthread_mutex_lock(&t->mu);
+    t->failed = TD_ENOMEM;
+    pthread_mutex_unlock(&t->mu);
+  }
+}
+
+static void fit_job(trainer_t *t, size_t k) {
+  int constant, oom;
+  t->final[k] = fit_one(t, k, t->chosen_c[k], -1, &constant, &oom);
+  if (!t->final[k]) {
+    pthread_mutex_lock(&t->mu);
+    t->failed = oom ? TD_ENOMEM : TD_EINVAL;
+    pthread_mutex_unlock(&t->mu);
+  }
+}
+
+static void *worker(void *arg) {
+  trainer_t *t = arg;
+  for (;;) {
+    pthread_mutex_lock(&t->mu);
+    if (t->next >= t->njobs || t->failed) {
+      pthread_mutex_unlock(&t->mu);
+      return NULL;
+    }
+    size_t j = t->next++;
+    pthread_mutex_unlock(&t->mu);
+    t->fn(t, j);
+    pthread_mutex_lock(&t->mu);
+    t->done++;
+    pthread_cond_signal(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+  }
+}
+
+/* Runs njobs jobs on the pool; results land in preallocated slots, so the
+ * outcome does not depend on the number of threads or their timing. The
+ * progress callback runs on the calling thread only. */
+static int run_pool(trainer_t *t, size_t njobs, void (*fn)(trainer_t *, size_t),
+                    const char *stage, td_err_t *err) {
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  size_t nth = t->o->threads > 0 ? (size_t)t->o->threads : (cpus > 0 ? (size_t)cpus : 1);
+  if (nth > njobs) nth = njobs;
+  t->fn = fn;
+  t->next = t->done = 0;
+  t->njobs = njobs;
+  t->failed = 0;
+  pthread_t *th = calloc(nth, sizeof *th);
+  if (!th) return td_err_set(err, TD_ENOMEM, "out of memory");
+  size_t started = 0;
+  for (; started < nth; started++)
+    if (pthread_create(&th[started], NULL, worker, t)) break;
+  if (started == 0) {
+    free(th);
+    return td_err_set(err, TD_ENOMEM, "cannot start training threads");
+  }
+  size_t reported = (size_t)-1;
+  pthread_mutex_lock(&t->mu);
+  for (;;) {
+    size_t done = t->done;
+    int stop = done == njobs || (t->failed && t->next == t->done);
+    if (done != reported && t->o->progress) {
+      pthread_mutex_unlock(&t->mu);
+      t->o->progress(t->o->progress_ud, stage, done, njobs);
+      reported = done;
+      pthread_mutex_lock(&t->mu);
+      continue;
+    }
+    if (stop) break;
+    pthread_cond_wait(&t->cv, &t->mu);
+  }
+  pthread_mutex_unlock(&t->mu);
+  for (size_t i = 0; i < started; i++) pthread_join(th[i], NULL);
+  free(th);
+  if (t->failed == TD_ENOMEM) return td_err_set(err, TD_ENOMEM, "out of memory in training");
+  if (t->failed) return td_err_set(err, t->failed, "a theme has only one class of passages");
+  return 0;
+}
+
+/* ---- features ---- */
+
+static int featurize(trainer_t *t, td_tokenizer_t *tok, uint32_t **df_out, td_err_t *err) {
+  const td_train_opts_t *o = t->o;
+  const td_corpus_t *c = t->c;
+  size_t maxd = 0;
+  for (size_t d = 0; d < c->ndocs; d++)
+    if (c->doc_start[d + 1] - c->doc_start[d] > maxd) maxd = c->doc_start[d + 1] - c->doc_start[d];
+  int rc = 0;
+  uint32_t *df = calloc(o->feat.buckets, sizeof *df);
+  double *idf = malloc(o->feat.buckets * sizeof *idf);
+  td_span_t *spans = malloc(maxd * sizeof *spans);
+  td_passage_t *ps = malloc(maxd * sizeof *ps);
+  td_fvec_t *vec = malloc(maxd * sizeof *vec);
+  size_t *off = malloc((t->n + 1) * sizeof *off);
+  td_fscratch_t *s = td_fscratch_new();
+  size_t pool_cap = 0, pool_len = 0;
+  if (vec)
+    for (size_t j = 0; j < maxd; j++) td_fvec_init(&vec[j]);
+  if (!df || !idf || !spans || !ps || !vec || !off || !s) {
+    rc = td_err_set(err, TD_ENOMEM, "out of memory");
+    goto out;
+  }
+  for (int pass = 0; pass < 2; pass++) {
+    for (size_t d = 0; d < c->ndocs; d++) {
+      size_t b = c->doc_start[d], nd = c->doc_start[d + 1] - b, pos = 0, cpos = 0;
+      /* The article as serving sees it: passages in order, headings marked
+       * and linked, offsets as if the rows were joined by "\n". */
+      for (size_t j = 0; j < nd; j++) {
+        const td_item_t *it = &c->items[b + j];
+        size_t nch = td_text_count_chars(it->text, it->len);
+        spans[j].s = it->text;
+        spans[j].len = it->len;
+        ps[j].start = pos;
+        ps[j].end = pos + it->len;
+        ps[j].cstart = cpos;
+        ps[j].cend = cpos + nch;
+        ps[j].is_heading = td_text_is_heading(it->text, it->len, o->split.heading_chars);
+        ps[j].context = -1;
+        pos += it->len + 1;
+        cpos += nch + 1;
+      }
+      td_text_link_headings(ps, nd);
+      if (pass == 0) {
+        rc = td_features_doc_df(&o->feat, tok, spans, ps, nd, s, df, err);
+      } else {
+        rc = td_features_doc(&o->feat, tok, idf, spans, ps, nd, s, vec, err);
+        for (size_t j = 0; !rc && j < nd; j++) {
+          size_t need = pool_len + vec[j].count + 1;
+          if (need > pool_cap) {
+            size_t cap = pool_cap ? pool_cap : 4096;
+            while (cap < need) cap *= 2;
+            struct svm_node *p = realloc(t->pool, cap * sizeof *p);
+            if (!p) {
+              rc = td_err_set(err, TD_ENOMEM, "out of memory");
+              break;
+            }
+            t->pool = p;
+            pool_cap = cap;
+          }
+          off[b + j] = pool_len;
+          for (size_t q = 0; q < vec[j].count; q++) {
+            t->pool[pool_len].index = (int)vec[j].items[q].index + 1;
+            t->pool[pool_len++].value = vec[j].items[q].value;
+          }
+          t->pool[pool_len++].index = -1;
+        }
+      }
+      if (rc) {
+        td_err_prefix(err, "doc \"%s\"", c->items[b].doc);
+        goto out;
+      }
+      if (o->progress && (d + 1 == c->ndocs || d % 64 == 0))
+        o->progress(o->progress_ud, pass ? "features" : "df", d + 1, c->ndocs);
+    }
+    if (pass == 0)
+      for (uint32_t q = 0; q < o->feat.buckets; q++) idf[q] = td_features_idf(df[q], t->n);
+  }
+  if (!(t->x = malloc(t->n * sizeof *t->x))) {
+    rc = td_err_set(err, TD_ENOMEM, "out of memory");
+    goto out;
+  }
+  for (size_t i = 0; i < t->n; i++) t->x[i] = t->pool + off[i];
+out:
+  if (vec)
+    for (size_t j = 0; j < maxd; j++) td_fvec_free(&vec[j]);
+  td_fscratch_free(&s);
+  free(vec);
+  free(ps);
+  free(spans);
+  free(off);
+  free(idf);
+  if (rc) free(df);
+  else *df_out = df;
+  return rc;
+}
+
+/* ---- thresholds and metrics ---- */
+
+typedef struct scored {
+  double s;
+  size_t i;
+} scored_t;
+
+static int cmp_scored(const void *a, const void *b) {
+  const scored_t *x = a, *y = b;
+  if (x->s != y->s) return x->s > y->s ? -1 : 1;
+  return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* Best F1 over all cut points between distinct scores; *thr is the midpoint
+ * of the cut (tag when s >= thr). tmp has n entries. */
+static double sweep_f1(const double *s, const int *lab, size_t n, scored_t *tmp, double *thr) {
+  size_t P = 0;
+  for (size_t i = 0; i < n; i++) {
+    tmp[i].s = s[i];
+    tmp[i].i = i;
+    P += lab[i] > 0;
+  }
+  qsort(tmp, n, sizeof *tmp, cmp_scored);
+  double best = 0, bthr = n ? tmp[0].s + 1 : 1;
+  size_t tp = 0, fp = 0;
+  for (size_t r = 0; r < n; r++) {
+    if (lab[tmp[r].i] > 0) tp++;
+    else fp++;
+    if (r + 1 < n && tmp[r + 1].s == tmp[r].s) continue;
+    double f1 = P ? 2.0 * (double)tp / (double)(2 * tp + fp + (P - tp)) : 0;
+    if (f1 > best) {
+      best = f1;
+      bthr = r + 1 < n ? (tmp[r].s + tmp[r + 1].s) / 2 : tmp[r].s - 0.5 * fabs(tmp[r].s) - 1e-9;
+    }
+  }
+  if (thr) *thr = bthr;
+  return best;
+}
+
+typedef struct prf {
+  size_t tp, fp, fn, support;
+  double p, r, f1;
+} prf_t;
+
+static void prf_finish(prf_t *m) {
+  m->p = m->tp + m->fp ? (double)m->tp / (double)(m->tp + m->fp) : 0;
+  m->r = m->tp + m->fn ? (double)m->tp / (double)(m->tp + m->fn) : 0;
+  m->f1 = m->tp ? 2.0 * (double)m->tp / (double)(2 * m->tp + m->fp + m->fn) : 0;
+  m->support = m->tp + m->fn;
+}
+
+static json_t *prf_json(const prf_t *m) {
+  return json_pack("{s:f,s:f,s:f,s:I}", "precision", m->p, "recall", m->r, "f1", m->f1,
+                   "support", (json_int_t)m->support);
+}
+
+/* ---- the training digest ---- */
+
+static int digest_files(const char *const *files, size_t nfiles, json_t *training,
+                        td_err_t *err) {
+  json_t *arr = json_array();
+  if (!arr) return td_err_set(err, TD_ENOMEM, "out of memory");
+  json_object_set_new(training, "files", arr);
+  td_sha256_t all;
+  td_sha256_init(&all);
+  for (size_t f = 0; f < nfiles; f++) {
+    char *data = NULL;
+    size_t len = 0;
+    int rc = td_read_file(files[f], &data, &len, err);
+    if (rc) return rc;
+    td_sha256_t one;
+    td_sha256_init(&one);
+    td_sha256_update(&one, data, len);
+    td_sha256_update(&all, data, len);
+    char hex[TD_SHA256_HEX_LEN + 1];
+    td_sha256_final_hex(&one, hex);
+    size_t items = 0;
+    for (size_t p = 0; p < len;) {
+      const char *nl = memchr(data + p, '\n', len - p);
+      size_t e = nl ? (size_t)(nl - data) : len, q = p;
+      while (q < e && (data[q] == ' ' || data[q] == '\t' || data[q] == '\r')) q++;
+      items += q < e;
+      p = e + 1;
+    }
+    free(data);
+    const char *base = strrchr(files[f], '/');
+    json_array_append_new(arr, json_pack("{s:s,s:s,s:I}", "path", base ? base + 1 : files[f],
+                                         "sha256", hex, "items", (json_int_t)items));
+  }
+  char hex[TD_SHA256_HEX_LEN + 1];
+  td_sha256_final_hex(&all, hex);
+  json_object_set_new(training, "sha256", json_string(hex));
+  return 0;
+}
+
+/* ---- replacing the bundle ---- */
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb;
+  (void)flag;
+  (void)ftw;
+  return remove(p);
+}
+
+static void rm_rf(const char *p) { nftw(p, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
+
+/* An existing out_dir is replaced only if it looks like a bundle (or is
+ * empty), so a mistyped --out cannot wipe an unrelated directory. */
+static int check_replaceable(const char *dir, int *exists, td_err_t *err) {
+  struct stat st;
+  *exists = 0;
+  if (stat(dir, &st) != 0) {
+    if (errno == ENOENT) return 0;
+    return td_err_set(err, TD_EIO, "%s: %s", dir, strerror(errno));
+  }
+  if (!S_ISDIR(st.st_mode)) return td_err_set(err, TD_EINVAL, "%s: exists and is not a directory", dir);
+  *exists = 1;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/manifest.json", dir);
+  if (access(path, F_OK) == 0) return 0;
+  if (rmdir(dir) == 0) { /* empty: nothing to keep */
+    *exists = 0;
+    return 0;
+  }
+  return td_err_set(err, TD_EINVAL,
+                    "%s: exists and is not a model bundle (no manifest.json); refusing to replace it",
+                    dir);
+}
+
+static int swap_in(const char *tmp, const char *dir, int exists, td_err_t *err) {
+  if (!exists) {
+    if (rename(tmp, dir) != 0)
+      return td_err_set(err, TD_EIO, "rename %s -> %s: %s", tmp, dir, strerror(errno));
+    return 0;
+  }
+#ifdef RENAME_EXCHANGE
+  /* Atomic on Linux: a reloading daemon sees the old bundle or the new one. */
+  if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
+    rm_rf(tmp);
+    return 0;
+  }
+#endif
+  char old[4096];
+  snprintf(old, sizeof old, "%s.old.%ld", dir, (long)getpid());
+  rm_rf(old);
+  if (rename(dir, old) != 0)
+    return td_err_set(err, TD_EIO, "rename %s -> %s: %s", dir, old, strerror(errno));
+  if (rename(tmp, dir) != 0) {
+    int e = errno;
+    rename(old, dir);
+    return td_err_set(err, TD_EIO, "rename %s -> %s: %s", tmp, dir, strerror(e));
+  }
+  rm_rf(old);
+  return 0;
+}
+
+
+/* ---- choosing C, calibrating, tuning thresholds ---- */
+
+typedef struct outcome {
+  double *C, *A, *B, *thr; /* K each */
+  size_t *best_ci;         /* K */
+  double *grid_score;      /* K * nc: OOF F1 (multi-label) or accuracy (multiclass) */
+  prf_t *m;                /* K: CV figures at the chosen threshold */
+  double micro_f1, macro_f1, exact, accuracy;
+} outcome_t;
+
+static double clamp_thr(double x) { return x < 0.01 ? 0.01 : x > 0.99 ? 0.99 : x; }
+
+static int select_multilabel(trainer_t *t, outcome_t *r, td_err_t *err) {
+  size_t n = t->n, K = t->K, nc = t->nc;
+  scored_t *tmp = malloc(n * sizeof *tmp);
+  double *sc = malloc(K * n * sizeof *sc);
+  if (!tmp || !sc) {
+    free(tmp);
+    free(sc);
+    return td_err_set(err, TD_ENOMEM, "out of memory");
+  }
+  for (size_t k = 0; k < K; k++) {
+    const int *lab = t->lab + k * n;
+    size_t best = 0;
+    for (size_t ci = 0; ci < nc; ci++) {
+      double f1 = sweep_f1(t->oof + (k * nc + ci) * n, lab, n, tmp, NULL);
+      r->grid_score[k * nc + ci] = f1;
+      if (f1 > r->grid_score[k * nc + best]) best = ci;
+    }
+    r->best_ci[k] = best;
+    r->C[k] = t->grid[best];
+    const double *dec = t->oof + (k * nc + best) * n;
+    td_platt_fit(dec, lab, n, &r->A[k], &r->B[k]);
+    double *s = sc + k * n;
+    for (size_t i = 0; i < n; i++) s[i] = platt_score(r->A[k], r->B[k], dec[i]);
+    double thr;
+    sweep_f1(s, lab, n, tmp, &thr);
+    r->thr[k] = clamp_thr(thr);
+  }
+  /* Figures at the thresholds actually recorded (after clamping). */
+  size_t exact = 0;
+  prf_t micro = {0};
+  memset(r->m, 0, K * sizeof *r->m);
+  for (size_t i = 0; i < n; i++) {
+    int ok = 1;
+    for (size_t k = 0; k < K; k++) {
+      int pred = sc[k * n + i] >= r->thr[k], gold = t->lab[k * n + i] > 0;
+      r->m[k].tp += pred && gold;
+      r->m[k].fp += pred && !gold;
+      r->m[k].fn += !pred && gold;
+      ok &= pred == gold;
+    }
+    exact += ok;
+  }
+  r->macro_f1 = 0;
+  for (size_t k = 0; k < K; k++) {
+    prf_finish(&r->m[k]);
+    micro.tp += r->m[k].tp;
+    micro.fp += r->m[k].fp;
+    micro.fn += r->m[k].fn;
+    r->macro_f1 += r->m[k].f1 / (double)K;
+  }
+  prf_finish(&micro);
+  r->micro_f1 = micro.f1;
+  r->exact = (double)exact / (double)n;
+  r->accuracy = NAN;
+  free(tmp);
+  free(sc);
+  return 0;
+}
+
+/* One C for every class, chosen by the accuracy of argmax over the
+ * calibrated scores, which is how a multiclass model tags at serving time. */
+static int select_multiclass(trainer_t *t, outcome_t *r, td_err_t *err) {
+  size_t n = t->n, K = t->K, nc = t->nc;
+  double *A = malloc(K * sizeof *A), *B = malloc(K * sizeof *B);
+  size_t *pred = malloc(n * sizeof *pred), *bpred = malloc(n * sizeof *bpred);
+  if (!A || !B || !pred || !bpred) {
+    free(A);
+    free(B);
+    free(pred);
+    free(bpred);
+    return td_err_set(err, TD_ENOMEM, "out of memory");
+  }
+  size_t best = 0;
+  double best_acc = -1;
+  for (size_t ci = 0; ci < nc; ci++) {
+    for (size_t k = 0; k < K; k++)
+      td_platt_fit(t->oof + (k * nc + ci) * n, t->lab + k * n, n, &A[k], &B[k]);
+    size_t hit = 0;
+    for (size_t i = 0; i < n; i++) {
+      size_t arg = 0;
+      double top = -1;
+      for (size_t k = 0; k < K; k++) {
+        double s = platt_score(A[k], B[k], t->oof[(k * nc + ci) * n + i]);
+        if (s > top) {
+          top = s;
+          arg = k;
+        }
+      }
+      pred[i] = arg;
+      hit += t->lab[arg * n + i] > 0;
+    }
+    double acc = (double)hit / (double)n;
+    for (size_t k = 0; k < K; k++) r->grid_score[k * nc + ci] = acc;
+    if (acc > best_acc) {
+      best_acc = acc;
+      best = ci;
+      memcpy(r->A, A, K * sizeof *A);
+      memcpy(r->B, B, K * sizeof *B);
+      memcpy(bpred, pred, n * sizeof *pred);
+    }
+  }
+  memset(r->m, 0, K * sizeof *r->m);
+  for (size_t i = 0; i < n; i++)
+    for (size_t k = 0; k < K; k++) {
+      int p = bpred[i] == k, g = t->lab[k * n + i] > 0;
+      r->m[k].tp += p && g;
+      r->m[k].fp += p && !g;
+      r->m[k].fn += !p && g;
+    }
+  r->macro_f1 = 0;
+  for (size_t k = 0; k < K; k++) {
+    prf_finish(&r->m[k]);
+    r->macro_f1 += r->m[k].f1 / (double)K;
+    r->best_ci[k] = best;
+    r->C[k] = t->grid[best];
+    r->thr[k] = 0.5; /* unused: multiclass tags the argmax */
+  }
+  r->accuracy = r->micro_f1 = r->exact = best_acc;
+  free(A);
+  free(B);
+  free(pred);
+  free(bpred);
+  return 0;
+}
+
+/* ---- checking the written bundle against the models in memory ---- */
+
+static int validate_bundle(trainer_t *t, const td_model_t *m, const char *const *names,
+                           td_err_t *err) {
+  if (m->ntheme != t->K)
+    return td_err_set(err, TD_EMODEL, "written bundle has %zu themes, expected %zu", m->ntheme, t->K);
+  for (size_t k = 0; k < t->K; k++)
+    if (strcmp(m->themes[k].name, names[k]) != 0)
+      return td_err_set(err, TD_EMODEL, "written bundle has theme \"%s\" at %zu, expected \"%s\"",
+                        m->themes[k].name, k, names[k]);
+  double *dec = malloc(t->K * sizeof *dec);
+  td_fvec_t v;
+  td_fvec_init(&v);
+  int rc = dec ? 0 : td_err_set(err, TD_ENOMEM, "out of memory");
+  size_t check = t->n < 200 ? t->n : 200;
+  for (size_t i = 0; !rc && i < check; i++) {
+    size_t len = 0;
+    while (t->x[i][len].index != -1) len++;
+    if (len > v.cap) {
+      td_feat_t *p = realloc(v.items, len * sizeof *p);
+      if (!p) {
+        rc = td_err_set(err, TD_ENOMEM, "out of memory");
+        break;
+      }
+      v.items = p;
+      v.cap = len;
+    }
+    for (size_t q = 0; q < len; q++) {
+      v.items[q].index = (uint32_t)(t->x[i][q].index - 1);
+      v.items[q].value = t->x[i][q].value;
+    }
+    v.count = len;
+    td_model_decision(m, &v, dec);
+    for (size_t k = 0; k < t->K; k++) {
+      /* libsvm writes support vectors with 8 significant digits */
+      double want = decision(t->final[k], t->x[i]);
+      if (fabs(dec[k] - want) > 1e-5 * (1 + fabs(want))) {
+        rc = td_err_set(err, TD_EMODEL,
+                        "written bundle scores passage \"%s\" theme \"%s\" %.9g, trained model %.9g",
+                        t->c->items[i].id, names[k], dec[k], want);
+        break;
+      }
+    }
+  }
+  td_fvec_free(&v);
+  free(dec);
+  return rc;
+}
+
+/* ---- the run ---- */
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double secs(uint64_t a, uint64_t b) { return (double)(b - a) / 1e9; }
+
+static int setup(trainer_t *t, const char ***names_out, td_err_t *err) {
+  const td_train_opts_t *o = t->o;
+  const td_corpus_t *c = t->c;
+  if (!o->out_dir || !*o->out_dir) return td_err_set(err, TD_EINVAL, "no output directory");
+  if (c->n == 0 || !c->doc_start) return td_err_set(err, TD_EINVAL, "empty corpus: no items");
+  if (o->feat.buckets == 0 || (o->feat.buckets & (o->feat.buckets - 1)) || o->feat.buckets > (1u << 30))
+    return td_err_set(err, TD_EINVAL, "buckets must be a power of two up to 2^30, got %u", o->feat.buckets);
+  t->nc = o->c_grid ? o->nc : sizeof default_grid / sizeof *default_grid;
+  if (t->nc == 0) return td_err_set(err, TD_EINVAL, "empty C grid");
+  if (!(t->grid = malloc(t->nc * sizeof *t->grid))) return td_err_set(err, TD_ENOMEM, "out of memory");
+  memcpy(t->grid, o->c_grid ? o->c_grid : default_grid, t->nc * sizeof *t->grid);
+  qsort(t->grid, t->nc, sizeof *t->grid, cmp_double);
+  for (size_t i = 0; i < t->nc; i++) {
+    if (!(t->grid[i] > 0) || !isfinite(t->grid[i]))
+      return td_err_set(err, TD_EINVAL, "C must be a positive number, got %g", t->grid[i]);
+    if (i && t->grid[i] == t->grid[i - 1])
+      return td_err_set(err, TD_EINVAL, "C %g appears twice in the grid", t->grid[i]);
+  }
+  if (o->folds < 1) return td_err_set(err, TD_EINVAL, "folds must be at least 1, got %d", o->folds);
+  t->F = (size_t)o->folds;
+  if (t->F == 1 && t->nc != 1)
+    return td_err_set(err, TD_EINVAL,
+                      "folds 1 means no cross-validation, so nothing can choose C: give one C");
+  /* theme order */
+  t->K = o->theme_order ? o->ntheme_order : c->ntheme;
+  if (t->K == 0) return td_err_set(err, TD_EINVAL, "no themes: every item is \"other\"");
+  if (o->multiclass && t->K < 2) return td_err_set(err, TD_EINVAL, "multiclass needs at least 2 classes");
+  t->perm = malloc(t->K * sizeof *t->perm);
+  const char **names = malloc(t->K * sizeof *names);
+  *names_out = names;
+  if (!t->perm || !names) return td_err_set(err, TD_ENOMEM, "out of memory");
+  for (size_t k = 0; k < t->K; k++) {
+    if (!o->theme_order) {
+      t->perm[k] = k;
+    } else {
+      size_t j = 0;
+      while (j < c->ntheme && strcmp(c->themes[j], o->theme_order[k]) != 0) j++;
+      if (j == c->ntheme)
+        return td_err_set(err, TD_EINVAL, "theme \"%s\" has no passages in the corpus", o->theme_order[k]);
+      for (size_t q = 0; q < k; q++)
+        if (t->perm[q] == j) return td_err_set(err, TD_EINVAL, "theme \"%s\" listed twice", o->theme_order[k]);
+      t->perm[k] = j;
+    }
+    names[k] = c->themes[t->perm[k]];
+  }
+  for (size_t j = 0; j < c->ntheme; j++) {
+    size_t k = 0;
+    while (k < t->K && t->perm[k] != j) k++;
+    if (k == t->K)
+      return td_err_set(err, TD_EINVAL, "corpus theme \"%s\" is missing from the theme list", c->themes[j]);
+  }
+  t->n = c->n;
+  if (!(t->lab = malloc(t->K * t->n * sizeof *t->lab))) return td_err_set(err, TD_ENOMEM, "out of memory");
+  for (size_t k = 0; k < t->K; k++) {
+    size_t pos = 0;
+    for (size_t i = 0; i < t->n; i++) {
+      int y = (c->items[i].labels >> t->perm[k]) & 1;
+      t->lab[k * t->n + i] = y ? 1 : -1;
+      pos += (size_t)y;
+    }
+    if (pos == 0) return td_err_set(err, TD_EINVAL, "theme \"%s\" has no passages in the corpus", names[k]);
+    if (pos == t->n)
+      return td_err_set(err, TD_EINVAL, "theme \"%s\" is on every passage: nothing to contrast", names[k]);
+  }
+  return 0;
+}
+
+static json_t *make_training(trainer_t *t, const char *const *files, size_t nfiles, td_err_t *err) {
+  const td_train_opts_t *o = t->o;
+  json_t *grid = json_array();
+  for (size_t i = 0; i < t->nc; i++) json_array_append_new(grid, json_real(t->grid[i]));
+  json_t *tr = json_pack("{s:I,s:I,s:I,s:i,s:o,s:s,s:b,s:b}", "items", (json_int_t)t->n, "docs",
+                         (json_int_t)t->c->ndocs, "seed", (json_int_t)o->seed, "folds", o->folds,
+                         "c_grid", grid, "tokenizer", o->tokenizer, "balanced", o->balanced != 0,
+                         "multiclass", o->multiclass != 0);
+  if (!tr) {
+    td_err_set(err, TD_ENOMEM, "out of memory");
+    return NULL;
+  }
+  if (digest_files(files, nfiles, tr, err)) {
+    json_decref(tr);
+    return NULL;
+  }
+  return tr;
+}
+
+static json_t *num_or_null(double x) { return isnan(x) ? json_null() : json_real(x); }
+
+int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *files,
+             size_t nfiles, json_t **report, td_err_t *err) {
+  uint64_t t0 = td_now_ns(), t_feat = 0, t_cv = 0, t_fit = 0, t_write = 0;
+  trainer_t t;
+  memset(&t, 0, sizeof t);
+  t.o = o;
+  t.c = c;
+  pthread_mutex_init(&t.mu, NULL);
+  pthread_cond_init(&t.cv, NULL);
+  const char **names = NULL;
+  td_tokenizer_t *tok = NULL;
+  uint32_t *df = NULL;
+  outcome_t r;
+  memset(&r, 0, sizeof r);
+  json_t **theme_cv = NULL, *training = NULL, *metrics = NULL, *rep = NULL, *opts_empty = NULL;
+  char *tmp = NULL;
+  td_model_t *m = NULL;
+  int rc;
+  *report = NULL;
+  svm_set_print_string_function(svm_quiet);
+
+  if ((rc = setup(&t, &names, err))) goto out;
+  size_t n = t.n, K = t.K, nc = t.nc;
+  if ((rc = td_tokenizer_open(o->plugin_dir, o->tokenizer, o->tokenizer_options, &tok, err))) goto out;
+  if ((rc = featurize(&t, tok, &df, err))) goto out;
+  t_feat = td_now_ns();
+
+  r.C = calloc(K, sizeof *r.C);
+  r.A = calloc(K, sizeof *r.A);
+  r.B = calloc(K, sizeof *r.B);
+  r.thr = calloc(K, sizeof *r.thr);
+  r.best_ci = calloc(K, sizeof *r.best_ci);
+  r.grid_score = calloc(K * nc, sizeof *r.grid_score);
+  r.m = calloc(K, sizeof *r.m);
+  t.fold = calloc(n, sizeof *t.fold);
+  t.final = calloc(K, sizeof *t.final);
+  theme_cv = calloc(K, sizeof *theme_cv);
+  if (!r.C || !r.A || !r.B || !r.thr || !r.best_ci || !r.grid_score || !r.m || !t.fold ||
+      !t.final || !theme_cv) {
+    rc = td_err_set(err, TD_ENOMEM, "out of memory");
+    goto out;
+  }
+  if (t.F > 1) {
+    if ((rc = td_train_folds(c, o->folds, o->seed, t.fold, err))) goto out;
+    if (!(t.oof = malloc(K * nc * n * sizeof *t.oof))) {
+      rc = td_err_set(err, TD_ENOMEM, "out of memory");
+      goto out;
+    }
+    if ((rc = run_pool(&t, K * nc * t.F, cv_job, "cv", err))) goto out;
+    rc = o->multiclass ? select_multiclass(&t, &r, err) : select_multilabel(&t, &r, err);
+    if (rc) goto out;
+  } else {
+    for (size_t k = 0; k < K; k++) {
+      r.C[k] = t.grid[0];
+      r.thr[k] = 0.5;
+    }
+    r.micro_f1 = r.macro_f1 = r.exact = r.accuracy = NAN;
+  }
+  t_cv = td_now_ns();
+
+  t.chosen_c = r.C;
+  if ((rc = run_pool(&t, K, fit_job, "fit", err))) goto out;
+  if (t.F == 1) {
+    /* No held-out values: calibrate on the training decisions (optimistic,
+     * but monotone, so tags at 0.5 still follow the SVM's sign roughly). */
+    double *dec = malloc(n * sizeof *dec);
+    if (!dec) {
+      rc = td_err_set(err, TD_ENOMEM, "out of memory");
+      goto out;
+    }
+    for (size_t k = 0; k < K; k++) {
+      for (size_t i = 0; i < n; i++) dec[i] = decision(t.final[k], t.x[i]);
+      td_platt_fit(dec, t.lab + k * n, n, &r.A[k], &r.B[k]);
+    }
+    free(dec);
+  }
+  t_fit = td_now_ns();
+
+  /* manifest pieces */
+  for (size_t k = 0; k < K && t.F > 1; k++) {
+    json_t *g = json_array();
+    for (size_t ci = 0; ci < nc; ci++)
+      json_array_append_new(g, json_pack("{s:f,s:f}", "C", t.grid[ci], o->multiclass ? "accuracy" : "f1",
+                                         r.grid_score[k * nc + ci]));
+    theme_cv[k] = prf_json(&r.m[k]);
+    json_object_set_new(theme_cv[k], "grid", g);
+  }
+  if (!(training = make_training(&t, files, nfiles, err))) {
+    rc = err ? err->code : TD_ENOMEM;
+    goto out;
+  }
+  if (t.F > 1)
+    metrics = json_pack("{s:s,s:i,s:I,s:o,s:o,s:o,s:o,s:I,s:I}", "method", "grouped-kfold-by-doc",
+                        "folds", o->folds, "seed", (json_int_t)o->seed, "micro_f1", json_real(r.micro_f1),
+                        "macro_f1", json_real(r.macro_f1), "exact_match", json_real(r.exact),
+                        "accuracy", num_or_null(r.accuracy), "items", (json_int_t)n, "docs",
+                        (json_int_t)c->ndocs);
+  else
+    metrics = json_pack("{s:s,s:I,s:I}", "method", "none", "items", (json_int_t)n, "docs",
+                        (json_int_t)c->ndocs);
+  if (!o->tokenizer_options) opts_empty = json_object();
+  const char *name = o->name;
+  if (!name) {
+    const char *sl = strrchr(o->out_dir, '/');
+    name = sl && sl[1] ? sl + 1 : o->out_dir;
+  }
+  td_bundle_spec_t spec = {
+      .name = name,
+      .version = o->version ? o->version : "1.0.0",
+      .multiclass = o->multiclass,
+      .tokenizer = o->tokenizer,
+      .tokenizer_options = o->tokenizer_options ? o->tokenizer_options : opts_empty,
+      .feat = &o->feat,
+      .split = &o->split,
+      .df = df,
+      .n_docs = n,
+      .ntheme = K,
+      .themes = names,
+      .svms = t.final,
+      .thresholds = r.thr,
+      .platt_a = r.A,
+      .platt_b = r.B,
+      .C = r.C,
+      .theme_cv = t.F > 1 ? (const json_t *const *)theme_cv : NULL,
+      .training = training,
+      .metrics = metrics,
+  };
+  /* Write beside the target, validate by loading it back, then swap it in:
+   * a daemon reloading out_dir never sees a half-written bundle. */
+  size_t ol = strlen(o->out_dir);
+  while (ol > 1 && o->out_dir[ol - 1] == '/') ol--;
+  char *out = strndup(o->out_dir, ol);
+  tmp = malloc(ol + 32);
+  if (!out || !tmp) {
+    free(out);
+    rc = td_err_set(err, TD_ENOMEM, "out of memory");
+    goto out;
+  }
+  snprintf(tmp, ol + 32, "%s.tmp.%ld", out, (long)getpid());
+  int exists = 0;
+  rm_rf(tmp);
+  if (!(rc = check_replaceable(out, &exists, err)) && !(rc = td_model_write(tmp, &spec, err))) {
+    if (!(rc = td_model_load(tmp, o->plugin_dir, &m, err)))
+      rc = validate_bundle(&t, m, names, err);
+    if (rc) td_err_prefix(err, "validating the written bundle");
+    td_model_unref(&m);
+    if (!rc) rc = swap_in(tmp, out, exists, err);
+  }
+  free(out);
+  if (rc) {
+    rm_rf(tmp);
+    goto out;
+  }
+  t_write = td_now_ns();
+
+  /* report */
+  json_t *themes = json_array();
+  for (size_t k = 0; k < K; k++) {
+    json_t *th = json_pack("{s:s,s:f,s:f,s:f,s:f}", "theme", names[k], "C", r.C[k], "threshold", r.thr[k],
+                           "platt_a", r.A[k], "platt_b", r.B[k]);
+    if (theme_cv[k]) json_object_update(th, theme_cv[k]);
+    else json_object_set_new(th, "support", json_integer(0));
+    json_array_append_new(themes, th);
+  }
+  rep = json_pack("{s:s,s:s,s:b,s:I,s:I,s:i,s:s,s:o,s:O,s:{s:f,s:f,s:f,s:f,s:f}}", "out", o->out_dir,
+                  "name", name, "multiclass", o->multiclass != 0, "items", (json_int_t)n, "docs",
+                  (json_int_t)c->ndocs, "folds", o->folds, "tokenizer", o->tokenizer, "themes", themes,
+                  "metrics", metrics, "timings", "features_s", secs(t0, t_feat), "cv_s", secs(t_feat, t_cv),
+                  "fit_s", secs(t_cv, t_fit), "write_s", secs(t_fit, t_write), "total_s",
+                  secs(t0, td_now_ns()));
+  if (!rep) rc = td_err_set(err, TD_ENOMEM, "out of memory");
+  *report = rep;
+out:
+  if (t.final)
+    for (size_t k = 0; k < t.K; k++)
+      if (t.final[k]) svm_free_and_destroy_model(&t.final[k]);
+  if (theme_cv)
+    for (size_t k = 0; k < t.K; k++) json_decref(theme_cv[k]);
+  free(theme_cv);
+  json_decref(training);
+  json_decref(metrics);
+  json_decref(opts_empty);
+  td_tokenizer_free(&tok);
+  free(tmp);
+  free(df);
+  free(r.C);
+  free(r.A);
+  free(r.B);
+  free(r.thr);
+  free(r.best_ci);
+  free(r.grid_score);
+  free(r.m);
+  free(t.grid);
+  free(t.perm);
+  free(t.lab);
+  free(t.pool);
+  free(t.x);
+  free(t.fold);
+  free(t.oof);
+  free(t.final);
+  free(names);
+  pthread_mutex_destroy(&t.mu);
+  pthread_cond_destroy(&t.cv);
+  return rc;
+}

@@ -1,0 +1,85 @@
+#include "wire.h"
+
+#include <string.h>
+
+static const struct {
+  const char *name;
+  int status;
+} g_codes[TD_EC_COUNT] = {
+    [TD_EC_NONE] = {"none", 200},
+    [TD_EC_INVALID_JSON] = {"invalid_json", 400},
+    [TD_EC_INVALID_REQUEST] = {"invalid_request", 400},
+    [TD_EC_INVALID_UTF8] = {"invalid_utf8", 400},
+    [TD_EC_UNKNOWN_OP] = {"unknown_op", 400},
+    [TD_EC_NOT_FOUND] = {"not_found", 404},
+    [TD_EC_METHOD_NOT_ALLOWED] = {"method_not_allowed", 405},
+    [TD_EC_TOO_LARGE] = {"too_large", 413},
+    [TD_EC_TOO_MANY_PASSAGES] = {"too_many_passages", 413},
+    [TD_EC_TOO_MANY_DOCUMENTS] = {"too_many_documents", 413},
+    [TD_EC_HEADER_TIMEOUT] = {"header_timeout", 408},
+    [TD_EC_IDLE_TIMEOUT] = {"idle_timeout", 408},
+    [TD_EC_TOO_MANY_CONNECTIONS] = {"too_many_connections", 503},
+    [TD_EC_RELOAD_FAILED] = {"reload_failed", 500},
+    [TD_EC_UNAUTHORIZED] = {"unauthorized", 401},
+    [TD_EC_SHUTTING_DOWN] = {"shutting_down", 503},
+    [TD_EC_INTERNAL] = {"internal", 500},
+};
+
+const char *td_ecode_name(td_ecode_t c) {
+  return c >= 0 && c < TD_EC_COUNT ? g_codes[c].name : "internal";
+}
+
+int td_ecode_status(td_ecode_t c) { return c >= 0 && c < TD_EC_COUNT ? g_codes[c].status : 500; }
+
+const char *td_http_reason(int status) {
+  switch (status) {
+  case 100: return "Continue";
+  case 200: return "OK";
+  case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 408: return "Request Timeout";
+  case 413: return "Payload Too Large";
+  case 500: return "Internal Server Error";
+  case 503: return "Service Unavailable";
+  default: return "Unknown";
+  }
+}
+
+static const char *const g_ops[TD_OP_COUNT] = {
+    [TD_OP_UNKNOWN] = "unknown", [TD_OP_CLASSIFY] = "classify", [TD_OP_HEALTH] = "health",
+    [TD_OP_READY] = "ready",     [TD_OP_MODEL] = "model",       [TD_OP_STATS] = "stats",
+    [TD_OP_RELOAD] = "reload",   [TD_OP_METRICS] = "metrics",
+};
+
+const char *td_op_name(td_op_t op) { return op >= 0 && op < TD_OP_COUNT ? g_ops[op] : "unknown"; }
+
+td_op_t td_op_parse(const char *s) {
+  for (int i = TD_OP_CLASSIFY; i < TD_OP_COUNT; i++)
+    if (!strcmp(s, g_ops[i])) return (td_op_t)i;
+  return TD_OP_UNKNOWN;
+}
+
+const char *td_proto_name(td_proto_t p) { return p == TD_PROTO_HTTP ? "http" : "jsonl"; }
+
+json_t *td_wire_error(const json_t *id, td_ecode_t code, const char *message) {
+  json_t *o = json_object();
+  json_t *e = json_object();
+  if (!o || !e) {
+    json_decref(o);
+    json_decref(e);
+    return NULL;
+  }
+  /* A message that is not valid UTF-8 must not cost the client its error. */
+  json_t *msg = json_string(message ? message : "");
+  if (!msg) msg = json_string("(message not valid UTF-8)");
+  int bad = (id && json_object_set(o, "id", (json_t *)id)) ||
+            json_object_set_new(e, "code", json_string(td_ecode_name(code))) ||
+            json_object_set_new(e, "message", msg);
+  if (json_object_set_new(o, "error", e) || bad) { /* set_new took e either way */
+    json_decref(o);
+    return NULL;
+  }
+  return o;
+}

@@ -1,0 +1,136 @@
+/*
+ * bigram: character n-grams for CJK, whole words for everything else, over
+ * the same NFKC_Casefold (+ optional Traditional->Simplified) text as the
+ * icu plugin (plugins/textprep.h).
+ *
+ * After preparation each code point is one of:
+ *   CJK   alphabetic and of Han, Hiragana, Katakana or Hangul script
+ *         (Script_Extensions, so the prolonged sound mark ー counts);
+ *   word  any other alphabetic character or decimal digit, and combining
+ *         marks that continue a word;
+ *   separator  everything else: spaces, punctuation, symbols, emoji, and
+ *         U+FFFD (what invalid UTF-8 became).
+ * A run of CJK characters c1 c2 ... cn emits, in text order,
+ *   c1, c1c2, c2, c2c3, c3, ..., cn
+ * (unigrams and/or bigrams as configured; with unigrams off, a run of one
+ * character emits nothing). A run of word characters emits one token, so
+ * letters and digits stay together ("5g", "covid19").
+ *
+ * Options: {"unigrams": true, "bigrams": true, "traditional_to_simplified": false}
+ */
+#include <themed/plugin.h>
+
+#include <unicode/uchar.h>
+#include <unicode/uscript.h>
+#include <unicode/utf8.h>
+
+#include "textprep.h"
+
+typedef struct bigram_tok {
+  tp_core_t core;
+  int unigrams, bigrams;
+} bigram_tok_t;
+
+enum { CLS_SEP, CLS_CJK, CLS_WORD };
+
+static int classify(UChar32 c, int in_word) {
+  if (c < 0x80)
+    return ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c >= '0' && c <= '9') ? CLS_WORD
+                                                                              : CLS_SEP;
+  if (c >= 0x4E00 && c <= 0x9FFF) return CLS_CJK; /* the common case, no lookups */
+  if (u_hasBinaryProperty(c, UCHAR_ALPHABETIC)) {
+    UErrorCode st = U_ZERO_ERROR;
+    UScriptCode sc = uscript_getScript(c, &st);
+    if (sc == USCRIPT_HAN || sc == USCRIPT_HIRAGANA || sc == USCRIPT_KATAKANA ||
+        sc == USCRIPT_HANGUL)
+      return CLS_CJK;
+    /* Shared characters (ー, 々-like marks) carry their scripts in scx. */
+    if ((sc == USCRIPT_COMMON || sc == USCRIPT_INHERITED) &&
+        (uscript_hasScript(c, USCRIPT_HAN) || uscript_hasScript(c, USCRIPT_HIRAGANA) ||
+         uscript_hasScript(c, USCRIPT_KATAKANA) || uscript_hasScript(c, USCRIPT_HANGUL)))
+      return CLS_CJK;
+    return CLS_WORD;
+  }
+  if (u_isdigit(c)) return CLS_WORD;
+  if (in_word && (U_GET_GC_MASK(c) & U_GC_M_MASK)) return CLS_WORD;
+  return CLS_SEP;
+}
+
+static int bigram_create(const json_t *options, void **out, char *errbuf, size_t errlen) {
+  int uni = 1, bi = 1, t2s = 0;
+  const tp_bool_opt_t opts[] = {
+      {"unigrams", &uni}, {"bigrams", &bi}, {"traditional_to_simplified", &t2s}};
+  if (tp_parse_bool_opts(options, opts, 3, errbuf, errlen) != 0) return -1;
+  if (!uni && !bi) {
+    tp_errf(errbuf, errlen, "options \"unigrams\" and \"bigrams\" are both false: "
+                            "nothing would be emitted for CJK text");
+    return -1;
+  }
+  bigram_tok_t *t = malloc(sizeof *t);
+  if (!t) {
+    tp_errf(errbuf, errlen, "out of memory");
+    return -1;
+  }
+  t->unigrams = uni;
+  t->bigrams = bi;
+  if (tp_core_init(&t->core, 0, t2s, errbuf, errlen) != 0) {
+    free(t);
+    return -1;
+  }
+  *out = t;
+  return 0;
+}
+
+static void bigram_destroy(void *inst) {
+  bigram_tok_t *t = inst;
+  tp_core_free(&t->core);
+  free(t);
+}
+
+static int bigram_tokenize(void *inst, const char *text, size_t len, themed_emit_cb emit,
+                           void *ud, char *errbuf, size_t errlen) {
+  bigram_tok_t *t = inst;
+  if (len == 0) return 0;
+  tp_state_t *s = tp_acquire(&t->core, errbuf, errlen);
+  if (!s) return -1;
+  const UChar *u;
+  int32_t n16, n = -1;
+  int rc = tp_prepare(&t->core, s, text, len, &u, &n16, errbuf, errlen);
+  /* Tokens are slices of the prepared text, converted to UTF-8 once. */
+  if (rc == 0) n = tp_to_utf8(s, u, n16, errbuf, errlen);
+  if (n < 0) rc = -1;
+  const char *p = s->u8;
+  int32_t prev = -1;  /* start of the previous CJK character of this run */
+  int32_t word = -1;  /* start of the current word run */
+  for (int32_t i = 0; rc == 0 && i < n;) {
+    int32_t at = i;
+    UChar32 c;
+    U8_NEXT(p, i, n, c);
+    int cls = classify(c, word >= 0);
+    if (cls != CLS_WORD && word >= 0) {
+      rc = emit(ud, p + word, (size_t)(at - word));
+      word = -1;
+      if (rc) break;
+    }
+    if (cls == CLS_CJK) {
+      if (prev >= 0 && t->bigrams) rc = emit(ud, p + prev, (size_t)(i - prev));
+      if (rc == 0 && t->unigrams) rc = emit(ud, p + at, (size_t)(i - at));
+      prev = at;
+    } else {
+      prev = -1;
+      if (cls == CLS_WORD && word < 0) word = at;
+    }
+  }
+  if (rc == 0 && word >= 0) rc = emit(ud, p + word, (size_t)(n - word));
+  tp_release(&t->core, s);
+  return rc;
+}
+
+static const themed_tokenizer_api_t bigram_api = THEMED_TOKENIZER_INIT(
+    .name = "bigram", .version = "1.0.0",
+    .description = "CJK unigrams+bigrams, whole Latin/digit words, NFKC_Casefold, "
+                   "optional Traditional->Simplified",
+    .create = bigram_create, .destroy = bigram_destroy, .tokenize = bigram_tokenize);
+
+THEMED_EXPORT const themed_tokenizer_api_t *themed_tokenizer_get_api(void);
+const themed_tokenizer_api_t *themed_tokenizer_get_api(void) { return &bigram_api; }

@@ -1,0 +1,376 @@
+"""themectl as a client of the real daemon: health/stats/model/reload,
+classify --socket against the offline classify, stream (order, resume,
+errors, reconnect), and the one-line failures."""
+import json
+import os
+import random
+import re
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+from harness import (ROOT, THEMECTL, Daemon, check, model_b_dir, model_dir, plugin_dir, wait)
+
+SUMMARY = re.compile(r"^stream: (\d+) articles, (\d+) passages, (\d+) errors, [0-9.]+ s \(\d+ articles/s\)$")
+
+
+def ctl(*args, stdin=None, env=None, timeout=None):
+    """Runs themectl; returns (exit code, stdout text, stderr text)."""
+    e = dict(os.environ, THEMED_PLUGIN_DIR=plugin_dir())
+    e.pop("THEMED_SOCKET", None)
+    if env:
+        e.update(env)
+    r = subprocess.run([THEMECTL] + list(args), input=stdin.encode() if isinstance(stdin, str) else stdin,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e, timeout=timeout or wait(120))
+    return r.returncode, r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace")
+
+
+def _passages():
+    out = []
+    for name in ("classify-corpus.jsonl", "labelled-train.jsonl"):
+        with open(os.path.join(ROOT, "tests", "fixtures", name), encoding="utf-8") as f:
+            out += [json.loads(l)["text"] for l in f if l.strip()]
+    return out
+
+
+def make_articles(n, seed=7):
+    """n synthetic articles: 1..8 fixture passages each, ids art-0000..."""
+    rng = random.Random(seed)
+    pool = _passages()
+    return [{"id": "art-%04d" % i, "text": "\n".join(rng.choice(pool) for _ in range(rng.randint(1, 8)))}
+            for i in range(n)]
+
+
+def write_jsonl(path, objs):
+    with open(path, "w", encoding="utf-8") as f:
+        for o in objs:
+            f.write(json.dumps(o, ensure_ascii=False) + "\n")
+
+
+def read_lines(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def one_error_line(err):
+    lines = err.splitlines()
+    check(len(lines) == 1 and lines[0].startswith("themectl: "), "want one error line, got %r" % err)
+    return lines[0]
+
+
+# ------------------------------------------------------------ one-shot commands
+
+def test_client_health_stats_model():
+    with Daemon() as d:
+        rc, out, err = ctl("health", "--socket", d.sock)
+        check(rc == 0 and err == "", (rc, err))
+        h = json.loads(out)
+        check(h["status"] == "ok" and "@" in h["model"], h)
+        ctl("classify", "--socket", d.sock, stdin="发展集体经济，壮大村级产业。")
+        rc, out, err = ctl("stats", "--socket", d.sock)
+        check(rc == 0, err)
+        st = json.loads(out)["stats"]
+        check(st["requests"] >= 2 and st["passages"] >= 1, st)
+        rc, out, err = ctl("model", "--socket", d.sock, "--pretty")
+        check(rc == 0 and out.startswith("{\n"), out)
+        m = json.loads(out)["model"]
+        check("%s@%s" % (m["name"], m["version"]) == h["model"], (m, h))
+        # $THEMED_SOCKET is the default endpoint
+        rc, out, _ = ctl("health", env={"THEMED_SOCKET": d.sock})
+        check(rc == 0 and json.loads(out)["status"] == "ok", out)
+
+
+def test_client_reload_and_refusal():
+    with Daemon() as d:
+        with open(os.path.join(model_b_dir(), "manifest.json")) as f:
+            mb = json.load(f)
+        label_b = "%s@%s" % (mb["name"], mb["version"])
+        rc, out, err = ctl("reload", "--socket", d.sock, "--path", model_b_dir())
+        check(rc == 0, err)
+        r = json.loads(out)
+        check(r["reloaded"] is True and r["model"] == label_b, r)
+        check(json.loads(ctl("health", "--socket", d.sock)[1])["model"] == label_b)
+        # a refused bundle: exit 1, the daemon's reason on one line, the model keeps serving
+        bad = tempfile.mkdtemp(prefix="themed-it-bad-")
+        rc, out, err = ctl("reload", "--socket", d.sock, "--path", bad)
+        line = one_error_line(err)
+        check(rc == 1 and out == "", (rc, out))
+        check(line.startswith("themectl: reload failed: ") and bad in line and "reload_failed" in line, line)
+        check(json.loads(ctl("health", "--socket", d.sock)[1])["model"] == label_b)
+        os.rmdir(bad)
+
+
+def test_client_reload_token_over_tcp():
+    with Daemon("--admin-token", "s3cret-token", tcp=True) as d:
+        addr = "127.0.0.1:%d" % d.port
+        rc, _, err = ctl("reload", "--connect", addr)
+        check(rc == 1 and "unauthorized" in one_error_line(err), err)
+        tok = os.path.join(d.dir, "token")
+        with open(tok, "w") as f:
+            f.write("s3cret-token\n")
+        rc, out, err = ctl("reload", "--connect", addr, "--token-file", tok)
+        check(rc == 0 and json.loads(out)["reloaded"] is True, (rc, out, err))
+        rc, out, _ = ctl("health", "--connect", addr)
+        check(rc == 0 and json.loads(out)["status"] == "ok", out)
+
+
+def test_client_unreachable_one_line():
+    missing = "/nonexistent-themed-dir/themed.sock"
+    rc, out, err = ctl("health", "--socket", missing)
+    check(rc == 1 and out == "", (rc, out))
+    check(one_error_line(err) == "themectl: cannot connect to unix:%s: No such file or directory" % missing, err)
+    # a closed TCP port
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    rc, out, err = ctl("stats", "--connect", "127.0.0.1:%d" % port)
+    check(rc == 1 and one_error_line(err) ==
+          "themectl: cannot connect to tcp:127.0.0.1:%d: Connection refused" % port, err)
+    # stream: one line too, and an earlier output is not truncated
+    tmp = tempfile.mkdtemp(prefix="themed-it-ctl-")
+    out_path = os.path.join(tmp, "out.jsonl")
+    with open(out_path, "w") as f:
+        f.write('{"id":"keep"}\n')
+    rc, _, err = ctl("stream", "--socket", missing, "--out", out_path, stdin='{"id":1,"text":"x"}\n')
+    check(rc == 1 and "cannot connect to unix:" + missing in one_error_line(err), err)
+    check(read_lines(out_path) == ['{"id":"keep"}'], "output kept")
+    rc, _, err = ctl("classify", "--socket", missing, stdin="x")
+    check(rc == 1 and "cannot connect" in one_error_line(err), err)
+
+
+def test_client_timeout_when_the_daemon_never_answers():
+    tmp = tempfile.mkdtemp(prefix="themed-it-mute-")
+    path = os.path.join(tmp, "mute.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(4)
+    held = []
+    t = threading.Thread(target=lambda: held.append(srv.accept()), daemon=True)
+    t.start()
+    t0 = time.monotonic()
+    rc, _, err = ctl("health", "--socket", path, "--timeout", "0.5")
+    took = time.monotonic() - t0
+    check(rc == 1 and "no response from unix:%s within 0.5 s" % path in one_error_line(err), err)
+    check(took < wait(5), took)
+    srv.close()
+
+
+# ------------------------------------------------------------ classify --socket
+
+def test_classify_socket_matches_offline():
+    tmp = tempfile.mkdtemp(prefix="themed-it-ctl-")
+    arts = make_articles(6, seed=3)
+    files = []
+    for a in arts:
+        p = os.path.join(tmp, a["id"] + ".txt")
+        with open(p, "w", encoding="utf-8") as f:
+            f.write(a["text"] + "\n")
+        files.append(p)
+    jsonl = os.path.join(tmp, "arts.jsonl")
+    write_jsonl(jsonl, arts)
+    offline = ["classify", "--model", model_dir(), "--plugins", plugin_dir()]
+    with Daemon() as d:
+        for opts in ([], ["--explain"], ["--text", "--top-k", "1"], ["--threshold", "0.35"]):
+            rc1, off, err1 = ctl(*(offline + opts + files))
+            rc2, on, err2 = ctl(*(["classify", "--socket", d.sock] + opts + files))
+            check(rc1 == 0 and rc2 == 0, (err1, err2))
+            check(len(off.splitlines()) == len(files), off)
+            check(on == off, "classify --socket %s differs from offline:\n%s\n%s" % (opts, on[:400], off[:400]))
+        # ids are the files' base names
+        check([json.loads(l)["id"] for l in on.splitlines()] == [a["id"] + ".txt" for a in arts])
+        # --jsonl (file and stdin), and a whole article on stdin
+        rc, off, _ = ctl(*(offline + ["--jsonl", jsonl]))
+        check(rc == 0 and ctl("classify", "--socket", d.sock, "--jsonl", jsonl)[1] == off)
+        with open(jsonl, encoding="utf-8") as f:
+            data = f.read()
+        check(ctl("classify", "--socket", d.sock, "--jsonl", stdin=data)[1] == off)
+        rc, off, _ = ctl(*offline, stdin=arts[0]["text"])
+        rc2, on, _ = ctl("classify", "--socket", d.sock, stdin=arts[0]["text"])
+        check(rc == 0 and rc2 == 0 and on == off and json.loads(on)["id"] == "stdin", (on, off))
+        # an error response: the document named on stderr, exit 1, the others printed
+        bad = os.path.join(tmp, "bad.txt")
+        with open(bad, "wb") as f:
+            f.write(b"\xff\xfe broken\n")
+        rc, out, err = ctl("classify", "--socket", d.sock, files[0], bad, files[1])
+        check(rc == 1 and len(out.splitlines()) == 2, (rc, out))
+        check("bad.txt" in one_error_line(err) and "UTF-8" in err, err)
+
+
+# ------------------------------------------------------------ stream
+
+def _stream_ok(rc, err, n, errors=0):
+    check(rc == (3 if errors else 0), "exit %d: %s" % (rc, err))
+    m = SUMMARY.match(err.splitlines()[-1])
+    check(m, "summary line: %r" % err)
+    check(int(m.group(1)) == n and int(m.group(3)) == errors, err)
+    return int(m.group(2))
+
+
+def test_stream_500_in_order_equals_offline():
+    tmp = tempfile.mkdtemp(prefix="themed-it-stream-")
+    arts = make_articles(500)
+    inp = os.path.join(tmp, "in.jsonl")
+    write_jsonl(inp, arts)
+    out = os.path.join(tmp, "out.jsonl")
+    with Daemon() as d:
+        rc, _, err = ctl("stream", "--socket", d.sock, "--in", inp, "--out", out)
+        npass = _stream_ok(rc, err, 500)
+        lines = read_lines(out)
+        res = [json.loads(l) for l in lines]
+        check([r["id"] for r in res] == [a["id"] for a in arts], "every id, in input order")
+        check(all("error" not in r for r in res))
+        check(npass == sum(r["summary"]["passages"] for r in res), (npass, err))
+        # the same lines as the offline classifier
+        rc, off, _ = ctl("classify", "--model", model_dir(), "--plugins", plugin_dir(), "--jsonl", inp)
+        check(rc == 0 and off.splitlines() == lines, "stream output equals offline classify --jsonl")
+        # stdin -> stdout, one request at a time: the same bytes
+        with open(inp, encoding="utf-8") as f:
+            rc, so, err = ctl("stream", "--socket", d.sock, "--inflight", "1", stdin=f.read())
+        _stream_ok(rc, err, 500)
+        check(so.splitlines() == lines)
+
+
+def test_stream_resume_after_truncation():
+    tmp = tempfile.mkdtemp(prefix="themed-it-stream-")
+    arts = make_articles(400, seed=11)
+    inp = os.path.join(tmp, "in.jsonl")
+    write_jsonl(inp, arts)
+    out = os.path.join(tmp, "out.jsonl")
+    with Daemon() as d:
+        rc, _, err = ctl("stream", "--socket", d.sock, "--in", inp, "--out", out)
+        _stream_ok(rc, err, 400)
+        with open(out, "rb") as f:
+            full = f.read()
+        # cut half-way, in the middle of a line (an interrupted run)
+        cut = len(full) // 2
+        check(full[cut - 1:cut] != b"\n")
+        with open(out, "wb") as f:
+            f.write(full[:cut])
+        kept = full[:cut].count(b"\n")
+        rc, _, err = ctl("stream", "--socket", d.sock, "--in", inp, "--out", out, "--resume")
+        _stream_ok(rc, err, 400 - kept)
+        check("skipped %d articles" % kept in err, err)
+        with open(out, "rb") as f:
+            again = f.read()
+        check(again == full, "resumed output equals the uninterrupted one")
+        ids = [json.loads(l)["id"] for l in again.decode().splitlines()]
+        check(len(ids) == len(set(ids)) == 400, "no duplicates")
+        # nothing left to do
+        rc, _, err = ctl("stream", "--socket", d.sock, "--in", inp, "--out", out, "--resume")
+        _stream_ok(rc, err, 0)
+        with open(out, "rb") as f:
+            check(f.read() == full)
+        rc, _, err = ctl("stream", "--socket", d.sock, "--resume")
+        check(rc == 2 and "--out" in err, err)
+
+
+def test_stream_error_lines_in_place():
+    lines = ['{"id":"a","text":"发展集体经济，壮大村级产业。"}',
+             'not json at all',
+             '{"id":"b"}',
+             '',
+             '[1,2]',
+             '{"id":7,"text":"开展人居环境整治"}',
+             '{"id":"c","text":"抓队伍建设","threshold":5}']
+    with Daemon() as d:
+        rc, out, err = ctl("stream", "--socket", d.sock, stdin="\n".join(lines) + "\n")
+        _stream_ok(rc, err, 6, errors=4)
+        res = [json.loads(l) for l in out.splitlines()]
+        check(len(res) == 6, out)
+        check(res[0]["id"] == "a" and "passages" in res[0], res[0])
+        check(res[1]["error"]["code"] == "invalid_json" and "stdin:2" in res[1]["error"]["message"], res[1])
+        check(res[2]["id"] == "b" and res[2]["error"]["code"] == "invalid_request", res[2])
+        check(res[3]["error"]["code"] == "invalid_json" and "stdin:5" in res[3]["error"]["message"], res[3])
+        check(res[4]["id"] == 7 and "passages" in res[4], res[4])
+        check(res[5]["id"] == "c" and res[5]["error"]["code"] == "invalid_request", res[5])
+
+
+def test_stream_reconnects_and_resends():
+    """An oversized line makes the daemon answer too_large and close (framing
+    lost): the client reconnects, resends what was unanswered, and the output
+    still has every id once, in order."""
+    arts = make_articles(120, seed=5)
+    arts[40] = {"id": "huge-1", "text": "乡村振兴，产业兴旺。" * 3000}
+    arts[90] = {"id": "huge-2", "text": "生态宜居，乡风文明。" * 3000}
+    with Daemon("--max-line-bytes", "16K") as d:
+        stdin = "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in arts)
+        rc, out, err = ctl("stream", "--socket", d.sock, "--inflight", "16", stdin=stdin)
+        _stream_ok(rc, err, 120, errors=2)
+        res = [json.loads(l) for l in out.splitlines()]
+        check([r.get("id") for r in res] == [a["id"] for a in arts], "every id once, in order")
+        for i in (40, 90):
+            check(res[i]["error"]["code"] == "too_large", res[i])
+        # Whether requests were still unanswered when the daemon closed depends on
+        # timing (the oversized line may have been the last one in flight): a
+        # reconnect is then silent. Each notice is matched by the summary's count.
+        notices = err.count("reconnecting to resend")
+        check(notices == 0 or "reconnected %d time" % notices in err, err)
+
+
+class _FlakyServer:
+    """A stand-in daemon that answers the first `answer_first` requests of its
+    first connection, then closes it with the rest unanswered (a crash); later
+    connections are answered in full unless `die_again`. Records every id it saw."""
+
+    def __init__(self, answer_first, die_again=False):
+        self.dir = tempfile.mkdtemp(prefix="themed-it-flaky-")
+        self.path = os.path.join(self.dir, "flaky.sock")
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(self.path)
+        self.srv.listen(8)
+        self.answer_first, self.die_again = answer_first, die_again
+        self.seen, self.conns = [], 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            self.conns += 1
+            limit = self.answer_first if self.conns == 1 or self.die_again else None
+            f = c.makefile("rb")
+            n = 0
+            for line in f:
+                req = json.loads(line)
+                self.seen.append(req.get("id"))
+                if limit is not None and n == limit:
+                    break  # a crash: whatever was sent after this is never answered
+                c.sendall((json.dumps({"id": req.get("id"), "model": "fake@1", "passages": [],
+                                       "summary": {"passages": 0}}) + "\n").encode())
+                n += 1
+            f.close()
+            c.close()
+
+    def close(self):
+        self.srv.close()
+
+
+def test_stream_reconnect_resends_unanswered_at_least_once():
+    ids = ["r%03d" % i for i in range(200)]
+    stdin = "".join(json.dumps({"id": i, "text": "x"}) + "\n" for i in ids)
+    fake = _FlakyServer(answer_first=50)
+    try:
+        rc, out, err = ctl("stream", "--socket", fake.path, "--inflight", "16", stdin=stdin)
+        _stream_ok(rc, err, 200)
+        check([json.loads(l)["id"] for l in out.splitlines()] == ids, "every id once, in order")
+        check(err.count("reconnecting to resend") == 1 and "reconnected 1 time" in err, err)
+        check(fake.conns == 2, fake.conns)
+        # at-least-once: what the first connection swallowed went again
+        twice = [i for i in ids if fake.seen.count(i) > 1]
+        check(twice and twice[0] == "r050" and len(fake.seen) == 200 + len(twice), (twice, len(fake.seen)))
+    finally:
+        fake.close()
+    # once: a second loss with nothing answered in between is fatal, with one line
+    fake = _FlakyServer(answer_first=0, die_again=True)
+    try:
+        rc, out, err = ctl("stream", "--socket", fake.path, "--inflight", "4", stdin=stdin)
+        check(rc == 1 and out == "", (rc, out))
+        check(err.count("reconnecting to resend") == 1 and "lost: closed by the daemon; 4 requests unanswered" in err,
+              err)
+    finally:
+        fake.close()

@@ -1,0 +1,4 @@
+/* The entry returns NULL: must be rejected. */
+#include "testplug.h"
+
+T_ENTRY(NULL)

@@ -1,0 +1,764 @@
+/*
+ * themectl: the command-line tool. Offline commands (train, classify, eval)
+ * link the same engine as the daemon, so their output cannot disagree with
+ * what the daemon serves; client commands are in themectl_client.c.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "classify.h"
+#include "common.h"
+#include "corpus.h"
+#include "model.h"
+#include "themectl.h"
+#include "train.h"
+
+void themectl_errorf(const char *fmt, ...) {
+  va_list ap;
+  fputs("themectl: ", stderr);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+}
+
+static const char usage_main[] =
+    "usage: themectl <command> [options]\n"
+    "\n"
+    "offline (no daemon needed):\n"
+    "  train      train a model bundle from labelled JSON Lines\n"
+    "  classify   tag the passages of articles with a model bundle\n"
+    "  eval       score a model bundle against labelled JSON Lines\n"
+    "talking to a running themed:\n"
+    "  health, stats, model, reload, stream, classify --socket PATH\n"
+    "\n"
+    "  themectl <command> --help   options of one command\n"
+    "  themectl --version\n";
+
+static const char usage_train[] =
+    "usage: themectl train --data FILE.jsonl [--data FILE2.jsonl] --out DIR [options]\n"
+    "  --data FILE           labelled passages {\"id\",\"doc\",\"text\",\"themes\"} (repeatable)\n"
+    "  --out DIR             bundle directory, replaced atomically when training succeeds\n"
+    "  --name NAME           bundle name (default: the last component of DIR)\n"
+    "  --version VER         bundle version (default 1.0.0)\n"
+    "  --themes a,b,c        fixed theme order; data naming another theme is an error\n"
+    "  --tokenizer NAME      tokenizer plugin (default bigram)\n"
+    "  --tokenizer-options JSON   options object for the plugin\n"
+    "  --plugins DIR         plugin directory (default: $THEMED_PLUGIN_DIR or beside the binary)\n"
+    "  --folds K             grouped cross-validation folds by doc (default 5; 1 = none, needs one --c)\n"
+    "  --c C[,C...]          C grid (default 0.125,0.25,0.5,1,2,4)\n"
+    "  --balanced            weight a theme's passages by n_neg/n_pos (at most 10)\n"
+    "  --multiclass          exactly one label per passage, `other` an ordinary class\n"
+    "  --seed N              fold shuffle seed (default 1)\n"
+    "  --threads N           worker threads (default 0 = online CPUs)\n"
+    "  --context-weight X    weight of the heading-context block (0 = off)\n"
+    "  --buckets N           hashed feature space, a power of two\n"
+    "  --ngram N             1 = tokens, 2 = tokens and adjacent pairs\n"
+    "  --max-chars N         serving: cut longer passages at sentence ends (0 = never)\n"
+    "  --heading-chars N     a heading is at most N characters\n"
+    "  --quiet               no progress line and no report table\n";
+
+static const char usage_classify[] =
+    "usage: themectl classify --model DIR [options] [FILE...]\n"
+    "  Each FILE (or stdin) is one plain-text article; prints one JSON object per article.\n"
+    "  --model DIR           model bundle\n"
+    "  --plugins DIR         plugin directory\n"
+    "  --jsonl               input lines are {\"id\",\"text\"} or {\"id\",\"passages\":[...]}\n"
+    "  --threshold X         one threshold for every theme instead of the tuned ones\n"
+    "  --top-k K             at most K themes per passage\n"
+    "  --explain             add the tokens that contributed most to each tag\n"
+    "  --text                echo each passage's text\n"
+    "  --socket PATH | --connect ADDR   ask a running daemon instead\n";
+
+static const char usage_eval[] =
+    "usage: themectl eval --model DIR --data FILE.jsonl [--data ...] [options]\n"
+    "  Classifies the labelled passages article by article (so heading context applies)\n"
+    "  and compares the tags with the labels.\n"
+    "  --model DIR           model bundle\n"
+    "  --data FILE           labelled passages (repeatable)\n"
+    "  --plugins DIR         plugin directory\n"
+    "  --threshold X         one threshold for every theme instead of the tuned ones\n"
+    "  --top-k K             at most K themes per passage\n"
+    "  --json                one JSON object instead of the table\n";
+
+/* ---- small helpers ---- */
+
+static int usage_err(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_err(const char *cmd, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  themectl_errorf("%s: %s (see 'themectl %s --help')", cmd, msg, cmd);
+  return THEMECTL_EXIT_USAGE;
+}
+
+/* getopt's '?' and ':' returns, as one line. */
+static int bad_option(const char *cmd, int ch, char **argv) {
+  const char *arg = argv[optind - 1];
+  if (ch == ':') return usage_err(cmd, "option %s needs a value", arg);
+  if (optopt) return usage_err(cmd, "unknown option -%c", optopt);
+  return usage_err(cmd, "unknown option %s", arg);
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || end == s || *end || v < lo || v > hi) return -1;
+  *out = v;
+  return 0;
+}
+
+static int parse_double(const char *s, double *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || *end || !isfinite(v)) return -1;
+  *out = v;
+  return 0;
+}
+
+static const char *base_name(const char *p) {
+  const char *s = strrchr(p, '/');
+  return s && s[1] ? s + 1 : p;
+}
+
+static int read_stream(FILE *f, char **out, size_t *len) {
+  td_buf_t b;
+  td_buf_init(&b);
+  char chunk[65536];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+    if (td_buf_append(&b, chunk, n)) {
+      td_buf_free(&b);
+      return TD_ENOMEM;
+    }
+  if (ferror(f) || td_buf_reserve(&b, 0)) {
+    td_buf_free(&b);
+    return TD_EIO;
+  }
+  b.data[b.len] = '\0';
+  *out = b.data;
+  *len = b.len;
+  return 0;
+}
+
+/* Copies the model's theme names into c as its fixed theme list. */
+static int corpus_fix_themes(td_corpus_t *c, char *const *names, size_t n) {
+  if (!(c->themes = calloc(n ? n : 1, sizeof *c->themes))) return TD_ENOMEM;
+  for (c->ntheme = 0; c->ntheme < n; c->ntheme++)
+    if (!(c->themes[c->ntheme] = strdup(names[c->ntheme]))) return TD_ENOMEM;
+  return 0;
+}
+
+/* ---- train ---- */
+
+typedef struct progress {
+  uint64_t t0;
+} progress_t;
+
+static void on_progress(void *ud, const char *stage, size_t done, size_t total) {
+  const progress_t *p = ud;
+  const char *unit = strcmp(stage, "cv") == 0 ? "jobs" : strcmp(stage, "fit") == 0 ? "themes" : "docs";
+  fprintf(stderr, "\r[%s] %zu/%zu %s  %.1fs\033[K", stage, done, total, unit,
+          (double)(td_now_ns() - p->t0) / 1e9);
+  fflush(stderr);
+}
+
+static double jnum(const json_t *o, const char *key) {
+  const json_t *v = json_object_get(o, key);
+  return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+static void print_train_report(const json_t *rep) {
+  int mc = json_is_true(json_object_get(rep, "multiclass"));
+  const json_t *themes = json_object_get(rep, "themes"), *met = json_object_get(rep, "metrics");
+  int cv = json_object_get(met, "micro_f1") != NULL;
+  printf("%-14s %7s %9s %9s %9s %9s %8s\n", "theme", "C", mc ? "-" : "threshold",
+         "cv-P", "cv-R", "cv-F1", "support");
+  size_t i;
+  json_t *t;
+  json_array_foreach(themes, i, t) {
+    printf("%-14s %7g", json_string_value(json_object_get(t, "theme")), jnum(t, "C"));
+    if (mc) printf(" %9s", "-");
+    else printf(" %9.3f", jnum(t, "threshold"));
+    if (cv)
+      printf(" %9.3f %9.3f %9.3f %8.0f\n", jnum(t, "precision"), jnum(t, "recall"), jnum(t, "f1"),
+             jnum(t, "support"));
+    else
+      printf(" %9s %9s %9s %8s\n", "-", "-", "-", "-");
+  }
+  if (cv) {
+    if (mc) printf("cv accuracy %.4f  macro-F1 %.4f", jnum(met, "accuracy"), jnum(met, "macro_f1"));
+    else
+      printf("cv micro-F1 %.4f  macro-F1 %.4f  exact match %.4f", jnum(met, "micro_f1"),
+             jnum(met, "macro_f1"), jnum(met, "exact_match"));
+    printf("  (%d-fold by doc; %.0f passages, %.0f docs)\n",
+           (int)json_integer_value(json_object_get(rep, "folds")), jnum(rep, "items"), jnum(rep, "docs"));
+  } else {
+    printf("no cross-validation (folds 1); %.0f passages, %.0f docs\n", jnum(rep, "items"),
+           jnum(rep, "docs"));
+  }
+  const json_t *tm = json_object_get(rep, "timings");
+  printf("wrote %s (%s) in %.1fs: features %.1fs, cv %.1fs, fit %.1fs, write %.1fs\n",
+         json_string_value(json_object_get(rep, "out")), json_string_value(json_object_get(rep, "name")),
+         jnum(tm, "total_s"), jnum(tm, "features_s"), jnum(tm, "cv_s"), jnum(tm, "fit_s"),
+         jnum(tm, "write_s"));
+}
+
+enum {
+  O_DATA = 256, O_OUT, O_TOKENIZER, O_TOKOPTS, O_FOLDS, O_MULTICLASS, O_C, O_SEED, O_THREADS,
+  O_BALANCED, O_NAME, O_VERSION, O_CTXW, O_BUCKETS, O_NGRAM, O_MAXCHARS, O_HEADCHARS, O_THEMES,
+  O_PLUGINS, O_QUIET, O_MODEL, O_JSONL, O_THRESHOLD, O_TOPK, O_EXPLAIN, O_TEXT, O_JSON
+};
+
+static int cmd_train(int argc, char **argv) {
+  static const struct option lo[] = {
+      {"data", required_argument, 0, O_DATA}, {"out", required_argument, 0, O_OUT},
+      {"tokenizer", required_argument, 0, O_TOKENIZER},
+      {"tokenizer-options", required_argument, 0, O_TOKOPTS},
+      {"folds", required_argument, 0, O_FOLDS}, {"multiclass", no_argument, 0, O_MULTICLASS},
+      {"c", required_argument, 0, O_C}, {"seed", required_argument, 0, O_SEED},
+      {"threads", required_argument, 0, O_THREADS}, {"balanced", no_argument, 0, O_BALANCED},
+      {"name", required_argument, 0, O_NAME}, {"version", required_argument, 0, O_VERSION},
+      {"context-weight", required_argument, 0, O_CTXW}, {"buckets", required_argument, 0, O_BUCKETS},
+      {"ngram", required_argument, 0, O_NGRAM}, {"max-chars", required_argument, 0, O_MAXCHARS},
+      {"heading-chars", required_argument, 0, O_HEADCHARS}, {"themes", required_argument, 0, O_THEMES},
+      {"plugins", required_argument, 0, O_PLUGINS}, {"quiet", no_argument, 0, O_QUIET},
+      {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  const char *cmd = "train";
+  td_train_opts_t o;
+  td_train_opts_default(&o);
+  char **data = calloc((size_t)argc + 1, sizeof *data);
+  size_t ndata = 0, nc = 0, nthemes = 0;
+  double grid[64];
+  const char *topts = NULL, *themes_arg = NULL;
+  char *themes_buf = NULL;
+  char **themes = NULL;
+  int quiet = 0, rc = THEMECTL_EXIT_USAGE, ch;
+  long v;
+  json_t *tokopts = NULL, *report = NULL;
+  td_corpus_t c;
+  td_corpus_init(&c);
+  td_err_t err;
+  td_err_clear(&err);
+  if (!data) {
+    themectl_errorf("out of memory");
+    return THEMECTL_EXIT_FAIL;
+  }
+  while ((ch = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
+    switch (ch) {
+    case 'h': fputs(usage_train, stdout); rc = 0; goto out;
+    case O_DATA: data[ndata++] = optarg; break;
+    case O_OUT: o.out_dir = optarg; break;
+    case O_TOKENIZER: o.tokenizer = optarg; break;
+    case O_TOKOPTS: topts = optarg; break;
+    case O_FOLDS:
+      if (parse_long(optarg, 1, 1000, &v)) { usage_err(cmd, "--folds: expected an integer >= 1, got \"%s\"", optarg); goto out; }
+      o.folds = (int)v;
+      break;
+    case O_MULTICLASS: o.multiclass = 1; break;
+    case O_C: {
+      char *dup = strdup(optarg), *save = NULL;
+      nc = 0;
+      for (char *tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (nc == sizeof grid / sizeof *grid || parse_double(tok, &grid[nc]) || grid[nc] <= 0) {
+          free(dup);
+          usage_err(cmd, "--c: expected positive numbers separated by commas, got \"%s\"", optarg);
+          goto out;
+        }
+        nc++;
+      }
+      free(dup);
+      if (!nc) { usage_err(cmd, "--c: empty list"); goto out; }
+      break;
+    }
+    case O_SEED: {
+      char *end;
+      errno = 0;
+      unsigned long long s = strtoull(optarg, &end, 10);
+      if (errno || end == optarg || *end || optarg[0] == '-') { usage_err(cmd, "--seed: expected an unsigned integer, got \"%s\"", optarg); goto out; }
+      o.seed = s;
+      break;
+    }
+    case O_THREADS:
+      if (parse_long(optarg, 0, 1024, &v)) { usage_err(cmd, "--threads: expected an integer >= 0, got \"%s\"", optarg); goto out; }
+      o.threads = (int)v;
+      break;
+    case O_BALANCED: o.balanced = 1; break;
+    case O_NAME: o.name = optarg; break;
+    case O_VERSION: o.version = optarg; break;
+    case O_CTXW:
+      if (parse_double(optarg, &o.feat.context_weight) || o.feat.context_weight < 0) { usage_err(cmd, "--context-weight: expected a number >= 0, got \"%s\"", optarg); goto out; }
+      break;
+    case O_BUCKETS:
+      if (parse_long(optarg, 2, 1L << 30, &v) || (v & (v - 1))) { usage_err(cmd, "--buckets: expected a power of two up to 2^30, got \"%s\"", optarg); goto out; }
+      o.feat.buckets = (uint32_t)v;
+      break;
+    case O_NGRAM:
+      if (parse_long(optarg, 1, 2, &v)) { usage_err(cmd, "--ngram: expected 1 or 2, got \"%s\"", optarg); goto out; }
+      o.feat.ngram_max = (int)v;
+      break;
+    case O_MAXCHARS:
+      if (parse_long(optarg, 0, 1L << 30, &v)) { usage_err(cmd, "--max-chars: expected an integer >= 0, got \"%s\"", optarg); goto out; }
+      o.split.max_chars = (size_t)v;
+      break;
+    case O_HEADCHARS:
+      if (parse_long(optarg, 1, 10000, &v)) { usage_err(cmd, "--heading-chars: expected an integer >= 1, got \"%s\"", optarg); goto out; }
+      o.split.heading_chars = (size_t)v;
+      break;
+    case O_THEMES: themes_arg = optarg; break;
+    case O_PLUGINS: o.plugin_dir = optarg; break;
+    case O_QUIET: quiet = 1; break;
+    default: bad_option(cmd, ch, argv); goto out;
+    }
+  }
+  if (optind < argc) { usage_err(cmd, "unexpected argument \"%s\"", argv[optind]); goto out; }
+  if (!ndata) { usage_err(cmd, "--data is required"); goto out; }
+  if (!o.out_dir) { usage_err(cmd, "--out is required"); goto out; }
+  if (nc) {
+    o.c_grid = grid;
+    o.nc = nc;
+  }
+  if (topts) {
+    json_error_t je;
+    tokopts = json_loads(topts, 0, &je);
+    if (!json_is_object(tokopts)) {
+      usage_err(cmd, "--tokenizer-options: expected a JSON object%s%s", tokopts ? "" : ": ", tokopts ? "" : je.text);
+      goto out;
+    }
+    o.tokenizer_options = tokopts;
+  }
+  rc = THEMECTL_EXIT_FAIL;
+  if (themes_arg) {
+    /* The list becomes the corpus's fixed theme list (unknown labels are
+     * errors) and the bundle's theme order. */
+    themes_buf = strdup(themes_arg);
+    themes = calloc(strlen(themes_arg) + 1, sizeof *themes);
+    if (!themes_buf || !themes) { themectl_errorf("out of memory"); goto out; }
+    char *save = NULL;
+    for (char *t = strtok_r(themes_buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+      if (!o.multiclass && strcmp(t, "other") == 0) {
+        rc = usage_err(cmd, "--themes: \"other\" is not a theme (it means none) unless --multiclass");
+        goto out;
+      }
+      themes[nthemes++] = t;
+    }
+    if (!nthemes) { rc = usage_err(cmd, "--themes: empty list"); goto out; }
+    if (corpus_fix_themes(&c, themes, nthemes)) { themectl_errorf("out of memory"); goto out; }
+    o.theme_order = (const char *const *)themes;
+    o.ntheme_order = nthemes;
+  }
+  for (size_t i = 0; i < ndata; i++)
+    if (td_corpus_load(&c, data[i], o.multiclass, themes_arg != NULL, &err)) {
+      themectl_errorf("%s", err.msg);
+      goto out;
+    }
+  if (td_corpus_finish(&c, &err)) {
+    themectl_errorf("%s", err.msg);
+    goto out;
+  }
+  progress_t prog = {td_now_ns()};
+  int show = !quiet && isatty(STDERR_FILENO);
+  if (show) {
+    o.progress = on_progress;
+    o.progress_ud = &prog;
+  }
+  int trc = td_train(&o, &c, (const char *const *)data, ndata, &report, &err);
+  if (show) fputs("\r\033[K", stderr);
+  if (trc) {
+    themectl_errorf("train: %s", err.msg);
+    goto out;
+  }
+  if (!quiet) print_train_report(report);
+  rc = 0;
+out:
+  json_decref(report);
+  json_decref(tokopts);
+  td_corpus_free(&c);
+  free(themes);
+  free(themes_buf);
+  free(data);
+  return rc;
+}
+
+/* ---- classify ---- */
+
+typedef struct runner {
+  td_model_t *m;
+  td_classify_opts_t co;
+  td_scratch_t *s;
+  td_result_t r;
+} runner_t;
+
+static int classify_print(runner_t *rn, const td_doc_t *doc, const char *where) {
+  td_err_t err;
+  td_err_clear(&err);
+  if (td_classify(rn->m, doc, &rn->co, rn->s, &rn->r, &err)) {
+    themectl_errorf("%s: %s", where, err.msg);
+    return THEMECTL_EXIT_FAIL;
+  }
+  json_t *j = td_result_json(rn->m, doc, &rn->co, &rn->r, rn->s);
+  char *out = j ? json_dumps(j, TD_JSON_DUMP_FLAGS) : NULL;
+  json_decref(j);
+  if (!out) {
+    themectl_errorf("%s: out of memory", where);
+    return THEMECTL_EXIT_FAIL;
+  }
+  puts(out);
+  free(out);
+  fflush(stdout);
+  return 0;
+}
+
+/* One JSON Lines input: {"id","text"} or {"id","passages":[...]} per line. */
+static int classify_jsonl(runner_t *rn, const char *name, const char *data, size_t len) {
+  size_t lineno = 0;
+  int rc = 0;
+  for (size_t pos = 0; pos < len && !rc;) {
+    const char *line = data + pos, *nl = memchr(line, '\n', len - pos);
+    size_t ll = nl ? (size_t)(nl - line) : len - pos;
+    pos += ll + (nl != NULL);
+    lineno++;
+    size_t k = 0;
+    while (k < ll && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) k++;
+    if (k == ll) continue;
+    char where[512];
+    snprintf(where, sizeof where, "%s line %zu", name, lineno);
+    json_error_t je;
+    json_t *o = json_loadb(line, ll, 0, &je);
+    if (!json_is_object(o)) {
+      if (o) themectl_errorf("%s: not a JSON object", where);
+      else themectl_errorf("%s: not valid JSON: %s", where, je.text);
+      json_decref(o);
+      return THEMECTL_EXIT_FAIL;
+    }
+    td_doc_t doc = {0};
+    td_span_t *spans = NULL;
+    const json_t *id = json_object_get(o, "id"), *text = json_object_get(o, "text"),
+                 *ps = json_object_get(o, "passages");
+    if (id && !json_is_string(id)) {
+      themectl_errorf("%s: \"id\" must be a string", where);
+      rc = THEMECTL_EXIT_FAIL;
+    } else if (json_is_string(text) && !ps) {
+      doc.text = json_string_value(text);
+      doc.len = json_string_length(text);
+    } else if (json_is_array(ps) && !text) {
+      size_t n = json_array_size(ps), i;
+      json_t *p;
+      spans = calloc(n ? n : 1, sizeof *spans);
+      json_array_foreach(ps, i, p) {
+        if (!json_is_string(p)) break;
+        spans[i].s = json_string_value(p);
+        spans[i].len = json_string_length(p);
+      }
+      if (i < n) {
+        themectl_errorf("%s: \"passages\" must be an array of strings", where);
+        rc = THEMECTL_EXIT_FAIL;
+      }
+      doc.passages = spans;
+      doc.npassages = n;
+    } else {
+      themectl_errorf("%s: needs \"text\" (a string) or \"passages\" (an array of strings)", where);
+      rc = THEMECTL_EXIT_FAIL;
+    }
+    doc.id = id ? json_string_value(id) : NULL;
+    if (!rc) rc = classify_print(rn, &doc, where);
+    free(spans);
+    json_decref(o);
+  }
+  return rc;
+}
+
+static int cmd_classify(int argc, char **argv) {
+  static const struct option lo[] = {
+      {"model", required_argument, 0, O_MODEL}, {"plugins", required_argument, 0, O_PLUGINS},
+      {"jsonl", no_argument, 0, O_JSONL}, {"threshold", required_argument, 0, O_THRESHOLD},
+      {"top-k", required_argument, 0, O_TOPK}, {"explain", no_argument, 0, O_EXPLAIN},
+      {"text", no_argument, 0, O_TEXT}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  const char *cmd = "classify", *model = NULL, *plugins = NULL;
+  int jsonl = 0, ch, rc = 0;
+  long v;
+  runner_t rn;
+  memset(&rn, 0, sizeof rn);
+  td_classify_opts_default(&rn.co);
+  while ((ch = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
+    switch (ch) {
+    case 'h': fputs(usage_classify, stdout); return 0;
+    case O_MODEL: model = optarg; break;
+    case O_PLUGINS: plugins = optarg; break;
+    case O_JSONL: jsonl = 1; break;
+    case O_THRESHOLD:
+      if (parse_double(optarg, &rn.co.threshold) || rn.co.threshold < 0 || rn.co.threshold > 1)
+        return usage_err(cmd, "--threshold: expected a number in [0,1], got \"%s\"", optarg);
+      break;
+    case O_TOPK:
+      if (parse_long(optarg, 0, TD_MAX_THEMES, &v))
+        return usage_err(cmd, "--top-k: expected an integer >= 0, got \"%s\"", optarg);
+      rn.co.top_k = (int)v;
+      break;
+    case O_EXPLAIN: rn.co.explain = 1; break;
+    case O_TEXT: rn.co.include_text = 1; break;
+    default: return bad_option(cmd, ch, argv);
+    }
+  }
+  if (!model) return usage_err(cmd, "--model is required (or --socket PATH for a running daemon)");
+  td_err_t err;
+  td_err_clear(&err);
+  if (td_model_load(model, plugins, &rn.m, &err)) {
+    themectl_errorf("%s", err.msg);
+    return THEMECTL_EXIT_FAIL;
+  }
+  td_result_init(&rn.r);
+  if (!(rn.s = td_scratch_new())) {
+    themectl_errorf("out of memory");
+    rc = THEMECTL_EXIT_FAIL;
+  }
+  int nfiles = argc - optind;
+  for (int f = 0; !rc && f < (nfiles ? nfiles : 1); f++) {
+    const char *path = nfiles ? argv[optind + f] : "-";
+    int is_stdin = strcmp(path, "-") == 0;
+    const char *name = is_stdin ? "stdin" : path;
+    char *data = NULL;
+    size_t len = 0;
+    if (is_stdin ? read_stream(stdin, &data, &len) != 0 : td_read_file(path, &data, &len, &err) != 0) {
+      if (is_stdin) themectl_errorf("stdin: read error");
+      else themectl_errorf("%s", err.msg);
+      rc = THEMECTL_EXIT_FAIL;
+      break;
+    }
+    if (jsonl) {
+      rc = classify_jsonl(&rn, name, data, len);
+    } else {
+      td_doc_t doc = {.id = is_stdin ? "stdin" : base_name(path), .text = data, .len = len};
+      rc = classify_print(&rn, &doc, name);
+    }
+    free(data);
+  }
+  td_scratch_free(&rn.s);
+  td_result_free(&rn.r);
+  td_model_unref(&rn.m);
+  return rc;
+}
+
+/* ---- eval ---- */
+
+typedef struct counts {
+  size_t tp, fp, fn;
+} counts_t;
+
+static double f1_of(const counts_t *c) {
+  return c->tp ? 2.0 * (double)c->tp / (double)(2 * c->tp + c->fp + c->fn) : 0;
+}
+
+static int cmd_eval(int argc, char **argv) {
+  static const struct option lo[] = {
+      {"model", required_argument, 0, O_MODEL}, {"data", required_argument, 0, O_DATA},
+      {"plugins", required_argument, 0, O_PLUGINS}, {"json", no_argument, 0, O_JSON},
+      {"threshold", required_argument, 0, O_THRESHOLD}, {"top-k", required_argument, 0, O_TOPK},
+      {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  const char *cmd = "eval", *model = NULL, *plugins = NULL;
+  char **data = calloc((size_t)argc + 1, sizeof *data);
+  size_t ndata = 0;
+  int as_json = 0, ch, rc = THEMECTL_EXIT_USAGE;
+  long v;
+  runner_t rn;
+  memset(&rn, 0, sizeof rn);
+  td_classify_opts_default(&rn.co);
+  td_result_init(&rn.r);
+  td_corpus_t c;
+  td_corpus_init(&c);
+  counts_t *cnt = NULL;
+  td_span_t *spans = NULL;
+  json_t *out = NULL;
+  td_err_t err;
+  td_err_clear(&err);
+  if (!data) {
+    themectl_errorf("out of memory");
+    return THEMECTL_EXIT_FAIL;
+  }
+  while ((ch = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
+    switch (ch) {
+    case 'h': fputs(usage_eval, stdout); rc = 0; goto done;
+    case O_MODEL: model = optarg; break;
+    case O_DATA: data[ndata++] = optarg; break;
+    case O_PLUGINS: plugins = optarg; break;
+    case O_JSON: as_json = 1; break;
+    case O_THRESHOLD:
+      if (parse_double(optarg, &rn.co.threshold) || rn.co.threshold < 0 || rn.co.threshold > 1) {
+        usage_err(cmd, "--threshold: expected a number in [0,1], got \"%s\"", optarg);
+        goto done;
+      }
+      break;
+    case O_TOPK:
+      if (parse_long(optarg, 0, TD_MAX_THEMES, &v)) {
+        usage_err(cmd, "--top-k: expected an integer >= 0, got \"%s\"", optarg);
+        goto done;
+      }
+      rn.co.top_k = (int)v;
+      break;
+    default: bad_option(cmd, ch, argv); goto done;
+    }
+  }
+  if (optind < argc) { usage_err(cmd, "unexpected argument \"%s\"", argv[optind]); goto done; }
+  if (!model) { usage_err(cmd, "--model is required"); goto done; }
+  if (!ndata) { usage_err(cmd, "--data is required"); goto done; }
+  rc = THEMECTL_EXIT_FAIL;
+  if (td_model_load(model, plugins, &rn.m, &err)) {
+    themectl_errorf("%s", err.msg);
+    goto done;
+  }
+  td_model_t *m = rn.m;
+  size_t K = m->ntheme;
+  char **names = calloc(K, sizeof *names);
+  for (size_t k = 0; names && k < K; k++) names[k] = m->themes[k].name;
+  int fix = names ? corpus_fix_themes(&c, names, K) : TD_ENOMEM;
+  free(names);
+  if (fix) { themectl_errorf("out of memory"); goto done; }
+  /* The model's theme list is fixed: a label it does not know is an error. */
+  for (size_t i = 0; i < ndata; i++)
+    if (td_corpus_load(&c, data[i], m->multiclass, 1, &err)) {
+      themectl_errorf("%s", err.msg);
+      goto done;
+    }
+  if (td_corpus_finish(&c, &err)) { themectl_errorf("%s", err.msg); goto done; }
+  size_t maxd = 0;
+  for (size_t d = 0; d < c.ndocs; d++)
+    if (c.doc_start[d + 1] - c.doc_start[d] > maxd) maxd = c.doc_start[d + 1] - c.doc_start[d];
+  cnt = calloc(K, sizeof *cnt);
+  spans = calloc(maxd, sizeof *spans);
+  if (!cnt || !spans || !(rn.s = td_scratch_new())) { themectl_errorf("out of memory"); goto done; }
+  long other = m->multiclass ? td_model_theme_index(m, "other") : -1;
+  size_t exact = 0;
+  for (size_t d = 0; d < c.ndocs; d++) {
+    size_t b = c.doc_start[d], nd = c.doc_start[d + 1] - b;
+    for (size_t j = 0; j < nd; j++) {
+      spans[j].s = c.items[b + j].text;
+      spans[j].len = c.items[b + j].len;
+    }
+    td_doc_t doc = {.id = c.items[b].doc, .passages = spans, .npassages = nd};
+    if (td_classify(m, &doc, &rn.co, rn.s, &rn.r, &err)) {
+      themectl_errorf("doc \"%s\": %s", doc.id, err.msg);
+      goto done;
+    }
+    for (size_t j = 0; j < nd; j++) {
+      uint64_t gold = c.items[b + j].labels, pred = 0;
+      for (size_t k = 0; k < K; k++)
+        if (td_result_tagged(m, &rn.co, &rn.r, j, k)) pred |= 1ull << k;
+      /* multiclass: a passage tagged with nothing was given the `other` class */
+      if (m->multiclass && !pred && other >= 0) pred = 1ull << other;
+      for (size_t k = 0; k < K; k++) {
+        int p = (pred >> k) & 1, g = (gold >> k) & 1;
+        cnt[k].tp += p && g;
+        cnt[k].fp += p && !g;
+        cnt[k].fn += !p && g;
+      }
+      exact += pred == gold;
+    }
+  }
+  counts_t micro = {0};
+  double macro = 0;
+  json_t *per = json_object();
+  for (size_t k = 0; k < K; k++) {
+    micro.tp += cnt[k].tp;
+    micro.fp += cnt[k].fp;
+    micro.fn += cnt[k].fn;
+    double f1 = f1_of(&cnt[k]);
+    macro += f1 / (double)K;
+    double p = cnt[k].tp + cnt[k].fp ? (double)cnt[k].tp / (double)(cnt[k].tp + cnt[k].fp) : 0;
+    double r = cnt[k].tp + cnt[k].fn ? (double)cnt[k].tp / (double)(cnt[k].tp + cnt[k].fn) : 0;
+    json_object_set_new(per, m->themes[k].name,
+                        json_pack("{s:f,s:f,s:f,s:I}", "precision", p, "recall", r, "f1", f1,
+                                  "support", (json_int_t)(cnt[k].tp + cnt[k].fn)));
+  }
+  double em = (double)exact / (double)c.n;
+  json_t *files = json_array();
+  for (size_t i = 0; i < ndata; i++) json_array_append_new(files, json_string(data[i]));
+  out = json_pack("{s:s,s:o,s:I,s:I,s:f,s:f,s:o,s:f,s:o}", "model", m->label, "data", files,
+                  "items", (json_int_t)c.n, "docs", (json_int_t)c.ndocs, "micro_f1", f1_of(&micro),
+                  "macro_f1", macro, "accuracy", m->multiclass ? json_real(em) : json_null(),
+                  "exact_match", em, "per_theme", per);
+  if (!out) { themectl_errorf("out of memory"); goto done; }
+  if (as_json) {
+    char *s = json_dumps(out, TD_JSON_DUMP_FLAGS);
+    if (!s) { themectl_errorf("out of memory"); goto done; }
+    puts(s);
+    free(s);
+  } else {
+    printf("%s on", m->label);
+    for (size_t i = 0; i < ndata; i++) printf(" %s", data[i]);
+    printf(": %zu passages, %zu docs\n", c.n, c.ndocs);
+    printf("%-14s %9s %9s %9s %8s\n", "theme", "precision", "recall", "F1", "support");
+    const char *key;
+    json_t *t;
+    json_object_foreach(per, key, t)
+      printf("%-14s %9.3f %9.3f %9.3f %8.0f\n", key, jnum(t, "precision"), jnum(t, "recall"),
+             jnum(t, "f1"), jnum(t, "support"));
+    if (m->multiclass) printf("accuracy %.4f  macro-F1 %.4f\n", em, macro);
+    else printf("micro-F1 %.4f  macro-F1 %.4f  exact match %.4f\n", f1_of(&micro), macro, em);
+  }
+  rc = 0;
+done:
+  json_decref(out);
+  free(cnt);
+  free(spans);
+  td_corpus_free(&c);
+  td_scratch_free(&rn.s);
+  td_result_free(&rn.r);
+  td_model_unref(&rn.m);
+  free(data);
+  return rc;
+}
+
+/* ---- main ---- */
+
+static int has_flag(int argc, char **argv, const char *flag) {
+  size_t n = strlen(flag);
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--") == 0) break;
+    if (strncmp(argv[i], flag, n) == 0 && (argv[i][n] == '\0' || argv[i][n] == '=')) return 1;
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fputs(usage_main, stderr);
+    return THEMECTL_EXIT_USAGE;
+  }
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+    fputs(usage_main, stdout);
+    return 0;
+  }
+  if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+    printf("themectl %s\n", TD_VERSION);
+    return 0;
+  }
+  /* Sub-commands see argv[0] = their own name, like a main(). */
+  int sargc = argc - 1;
+  char **sargv = argv + 1;
+  opterr = 0;
+  optind = 1;
+  static const char *const client_cmds[] = {"health", "reload", "stats", "stream", "model"};
+  for (size_t i = 0; i < sizeof client_cmds / sizeof *client_cmds; i++)
+    if (!strcmp(cmd, client_cmds[i])) return themectl_client_main(sargc, sargv);
+  if (!strcmp(cmd, "classify")) {
+    if (has_flag(sargc, sargv, "--socket") || has_flag(sargc, sargv, "--connect"))
+      return themectl_client_main(sargc, sargv);
+    return cmd_classify(sargc, sargv);
+  }
+  if (!strcmp(cmd, "train")) return cmd_train(sargc, sargv);
+  if (!strcmp(cmd, "eval")) return cmd_eval(sargc, sargv);
+  if (cmd[0] == '-') themectl_errorf("unknown option %s (see 'themectl --help')", cmd);
+  else themectl_errorf("unknown command \"%s\" (see 'themectl --help')", cmd);
+  return THEMECTL_EXIT_USAGE;
+}
