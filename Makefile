@@ -97,7 +97,7 @@ $(BUILD)/plugins/%.so: plugins/%.c include/themed/plugin.h
 
 $(BUILD)/examples/%.so: examples/plugin/%.c include/themed/plugin.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -shared -o $@ $< $(LDFLAGS_ALL)
+	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -shared -o $@ $< $(LDFLAGS_ALL) $(PLUGIN_LIBS)
 
 $(BUILD)/tests/plugins/%.so: tests/plugins/%.c include/themed/plugin.h
 	@mkdir -p $(dir $@)

@@ -99,22 +99,17 @@ static int check_location(const char *path, td_err_t *err) {
                       "expected no write permission for others",
                       path, (unsigned)(sb.st_mode & 0777));
 
-  char real[PATH_MAX], dirs[2][PATH_MAX];
-  snprintf(dirs[0], sizeof dirs[0], "%s", path);
-  char *slash = strrchr(dirs[0], '/');
-  if (slash == dirs[0]) slash[1] = '\0';
-  else if (slash) *slash = '\0';
-  else snprintf(dirs[0], sizeof dirs[0], ".");
+  /* path always has a slash here (open_file adds "./"). */
+  char dirs[2][PATH_MAX];
   int ndirs = 1;
-  if (realpath(path, real)) {
-    slash = strrchr(real, '/');
-    if (slash == real) slash[1] = '\0';
-    else if (slash) *slash = '\0';
-    memcpy(dirs[1], real, sizeof real);
-    ndirs = 2;
-  }
+  snprintf(dirs[0], sizeof dirs[0], "%s", path);
+  if (realpath(path, dirs[1])) ndirs = 2;
   for (int i = 0; i < ndirs; i++) {
-    if (stat(dirs[i], &sb) != 0) continue; /* the file stat above succeeded */
+    char *slash = strrchr(dirs[i], '/');
+    slash[slash == dirs[i]] = '\0'; /* "/x.so" -> "/", "a/x.so" -> "a" */
+    if (stat(dirs[i], &sb) != 0)
+      return td_err_set(err, TD_EPLUGIN, "plugin %s: cannot check directory %s: %s", path,
+                        dirs[i], strerror(errno));
     if (sb.st_mode & S_IWOTH)
       return td_err_set(err, TD_EPLUGIN,
                         "plugin %s: refusing a file in world-writable directory %s "
@@ -164,11 +159,12 @@ static int open_file(const char *path, const char *expect_name, const json_t *op
   if (options && !json_is_object(options))
     return td_err_set(err, TD_EINVAL, "plugin %s: options must be a JSON object", path);
 
+  if (strlen(path) >= PATH_MAX - 2)
+    return td_err_set(err, TD_EINVAL, "plugin path too long: %.200s...", path);
   /* dlopen() searches the library path for a name without a slash. */
   char local[PATH_MAX];
   if (!strchr(path, '/')) {
-    if (snprintf(local, sizeof local, "./%s", path) >= (int)sizeof local)
-      return td_err_set(err, TD_EINVAL, "plugin %s: path too long", path);
+    snprintf(local, sizeof local, "./%s", path);
     path = local;
   }
   int rc = check_location(path, err);
@@ -196,9 +192,10 @@ static int open_file(const char *path, const char *expect_name, const json_t *op
   void *sym = dlsym(t->dl, THEMED_PLUGIN_ENTRY);
   const char *e = dlerror();
   if (e || !sym) {
+    /* dlerror() would only repeat the path and the symbol name. */
     rc = td_err_set(err, TD_EPLUGIN,
-                    "plugin %s: no exported symbol %s (build with THEMED_EXPORT on the entry)%s%s",
-                    path, THEMED_PLUGIN_ENTRY, e ? ": " : "", e ? e : "");
+                    "plugin %s: no exported symbol %s (mark the entry THEMED_EXPORT)", path,
+                    THEMED_PLUGIN_ENTRY);
     goto fail;
   }
   themed_tokenizer_get_api_fn get;

@@ -149,6 +149,8 @@ typedef struct trainer {
   int *lab;                 /* K * n: +1 / -1, lab[k*n+i] */
   struct svm_node *pool;    /* all passages' nodes, contiguous */
   struct svm_node **x;      /* n pointers into pool */
+  struct svm_node *gram;    /* linear CV only: n rows of n+2 precomputed nodes */
+  struct svm_node **gx;     /* n pointers into gram, or NULL */
   int *fold;
   double *oof;              /* K * nc * n out-of-fold decision values */
   struct svm_model **final; /* K */
@@ -163,11 +165,11 @@ typedef struct trainer {
 
 static void svm_quiet(const char *s) { (void)s; }
 
-static void set_param(const trainer_t *t, double C, size_t npos, size_t nneg,
+static void set_param(const trainer_t *t, int kernel, double C, size_t npos, size_t nneg,
                       struct svm_parameter *p, int *wl, double *w) {
   memset(p, 0, sizeof *p);
   p->svm_type = C_SVC;
-  p->kernel_type = t->o->kernel;
+  p->kernel_type = kernel;
   p->degree = 3;
   p->gamma = 1.0; /* vectors are L2-normalized: 1 is the natural scale */
   p->coef0 = 0;
@@ -188,10 +190,12 @@ static void set_param(const trainer_t *t, double C, size_t npos, size_t nneg,
   }
 }
 
-/* Trains theme k at C on the passages where keep(i); NULL model when the
- * selection holds one class only (*constant gets its sign). */
-static struct svm_model *fit_one(trainer_t *t, size_t k, double C, int skip_fold,
-                                 int *constant, int *oom) {
+/* Trains theme k at C on every passage outside fold skip_fold (-1: all),
+ * on rows x (features, or precomputed kernel rows with kernel PRECOMPUTED);
+ * NULL model when the selection holds one class only (*constant gets its
+ * sign). */
+static struct svm_model *fit_one(trainer_t *t, struct svm_node **x, int kernel, size_t k,
+                                 double C, int skip_fold, int *constant, int *oom) {
   size_t n = t->n, l = 0, npos = 0;
   struct svm_problem prob;
   prob.y = malloc(n * sizeof *prob.y);
@@ -208,7 +212,7 @@ static struct svm_model *fit_one(trainer_t *t, size_t k, double C, int skip_fold
     if (skip_fold >= 0 && t->fold[i] == skip_fold) continue;
     int y = t->lab[k * n + i];
     prob.y[l] = y;
-    prob.x[l] = t->x[i];
+    prob.x[l] = x[i];
     npos += y > 0;
     l++;
   }
@@ -220,7 +224,7 @@ static struct svm_model *fit_one(trainer_t *t, size_t k, double C, int skip_fold
     struct svm_parameter p;
     int wl[2];
     double w[2];
-    set_param(t, C, npos, l - npos, &p, wl, w);
+    set_param(t, kernel, C, npos, l - npos, &p, wl, w);
     m = svm_train(&prob, &p);
     if (!m) *oom = 1;
   }
@@ -241,11 +245,13 @@ static void cv_job(trainer_t *t, size_t j) {
   size_t F = t->F, nc = t->nc;
   size_t f = j % F, ci = nc - 1 - (j / F) % nc, k = j / (F * nc);
   int constant, oom;
-  struct svm_model *m = fit_one(t, k, t->grid[ci], (int)f, &constant, &oom);
+  struct svm_node **x = t->gx ? t->gx : t->x;
+  int kernel = t->gx ? PRECOMPUTED : t->o->kernel;
+  struct svm_model *m = fit_one(t, x, kernel, k, t->grid[ci], (int)f, &constant, &oom);
   double *out = t->oof + (k * nc + ci) * t->n;
   for (size_t i = 0; i < t->n; i++) {
     if (t->fold[i] != (int)f) continue;
-    out[i] = m ? decision(m, t->x[i]) : constant;
+    out[i] = m ? decision(m, x[i]) : constant;
   }
   if (m) svm_free_and_destroy_model(&m);
   if (oom) {
@@ -255,14 +261,88 @@ static void cv_job(trainer_t *t, size_t j) {
   }
 }
 
+/* A model trained on precomputed kernel rows, turned into the linear model
+ * it equals: the solver saw the very same kernel values (svm_dot is
+ * libsvm's dot), so alphas and rho are those a LINEAR fit would find; only
+ * the support vectors must point at feature rows instead of kernel rows. */
+static void linearize(const trainer_t *t, struct svm_model *m) {
+  for (int i = 0; i < m->l; i++) m->SV[i] = t->x[(size_t)m->SV[i][0].value - 1];
+  m->param.kernel_type = LINEAR;
+}
+
 static void fit_job(trainer_t *t, size_t k) {
   int constant, oom;
-  t->final[k] = fit_one(t, k, t->chosen_c[k], -1, &constant, &oom);
+  struct svm_node **x = t->gx ? t->gx : t->x;
+  int kernel = t->gx ? PRECOMPUTED : t->o->kernel;
+  t->final[k] = fit_one(t, x, kernel, k, t->chosen_c[k], -1, &constant, &oom);
+  if (t->final[k] && t->gx) linearize(t, t->final[k]);
   if (!t->final[k]) {
     pthread_mutex_lock(&t->mu);
     t->failed = oom ? TD_ENOMEM : TD_EINVAL;
     pthread_mutex_unlock(&t->mu);
   }
+}
+
+/* ---- the precomputed linear kernel ---- */
+
+/* Exactly libsvm's Kernel::dot (same order of additions), so a kernel value
+ * read from the Gram matrix equals the one libsvm would compute itself and
+ * the CV models match what the final linear fits would be. */
+static double svm_dot(const struct svm_node *px, const struct svm_node *py) {
+  double sum = 0;
+  while (px->index != -1 && py->index != -1) {
+    if (px->index == py->index) {
+      sum += px->value * py->value;
+      ++px;
+      ++py;
+    } else if (px->index > py->index) {
+      ++py;
+    } else {
+      ++px;
+    }
+  }
+  return sum;
+}
+
+/* Row i of libsvm's PRECOMPUTED format: node 0 holds the 1-based serial,
+ * node j+1 holds K(i, j). Job i fills K(i, j) and K(j, i) for j >= i. */
+static void gram_job(struct trainer *t, size_t i) {
+  size_t n = t->n;
+  for (size_t j = i; j < n; j++) {
+    double v = svm_dot(t->x[i], t->x[j]);
+    t->gx[i][j + 1].value = v;
+    t->gx[j][i + 1].value = v;
+  }
+}
+
+/* The CV jobs train the same passages over and over: computing every dot
+ * product once instead of once per job makes cross-validation many times
+ * faster (libsvm spends nearly all its time in Kernel::dot otherwise). Only
+ * when the matrix fits in TD_TRAIN_GRAM_MAX_BYTES; 0 means "not used". */
+#define TD_TRAIN_GRAM_MAX_BYTES ((size_t)1 << 30)
+
+static int gram_alloc(struct trainer *t) {
+  size_t n = t->n, row = n + 2;
+  if (t->o->no_gram || t->o->kernel != LINEAR || n > (size_t)1 << 20 ||
+      row * n > TD_TRAIN_GRAM_MAX_BYTES / sizeof(struct svm_node))
+    return 0;
+  t->gram = malloc(row * n * sizeof *t->gram);
+  t->gx = malloc(n * sizeof *t->gx);
+  if (!t->gram || !t->gx) {
+    free(t->gram);
+    free(t->gx);
+    t->gram = NULL;
+    t->gx = NULL;
+    return 0; /* fall back to computing kernels inside libsvm */
+  }
+  for (size_t i = 0; i < n; i++) {
+    struct svm_node *r = t->gx[i] = t->gram + i * row;
+    r[0].index = 0;
+    r[0].value = (double)(i + 1);
+    for (size_t j = 0; j < n; j++) r[j + 1].index = (int)(j + 1);
+    r[n + 1].index = -1;
+  }
+  return 1;
 }
 
 static void *worker(void *arg) {
@@ -796,6 +876,9 @@ static int setup(trainer_t *t, const char ***names_out, td_err_t *err) {
   }
   if (o->folds < 1) return td_err_set(err, TD_EINVAL, "folds must be at least 1, got %d", o->folds);
   t->F = (size_t)o->folds;
+  if (t->F > c->ndocs)
+    return td_err_set(err, TD_EINVAL, "%d folds need at least %d docs, the corpus has %zu", o->folds,
+                      o->folds, c->ndocs);
   if (t->F == 1 && t->nc != 1)
     return td_err_set(err, TD_EINVAL,
                       "folds 1 means no cross-validation, so nothing can choose C: give one C");
@@ -912,6 +995,7 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
       rc = td_err_set(err, TD_ENOMEM, "out of memory");
       goto out;
     }
+    if (gram_alloc(&t) && (rc = run_pool(&t, n, gram_job, "gram", err))) goto out;
     if ((rc = run_pool(&t, K * nc * t.F, cv_job, "cv", err))) goto out;
     rc = o->multiclass ? select_multiclass(&t, &r, err) : select_multilabel(&t, &r, err);
     if (rc) goto out;
@@ -926,6 +1010,8 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
 
   t.chosen_c = r.C;
   if ((rc = run_pool(&t, K, fit_job, "fit", err))) goto out;
+  TD_FREE(t.gram);
+  TD_FREE(t.gx);
   if (t.F == 1) {
     /* No held-out values: calibrate on the training decisions (optimistic,
      * but monotone, so tags at 0.5 still follow the SVM's sign roughly). */
@@ -1060,6 +1146,8 @@ out:
   free(t.perm);
   free(t.lab);
   free(t.pool);
+  free(t.gram);
+  free(t.gx);
   free(t.x);
   free(t.fold);
   free(t.oof);

@@ -5,6 +5,13 @@
  * scores to maximize F1, final fit on all data, bundle written and re-loaded
  * to validate it. Jobs (theme x C x fold) run on a thread pool.
  * Deterministic for a given seed regardless of thread count.
+ *
+ * With the linear kernel every dot product between passages is computed
+ * once into a Gram matrix (n x n, used only while it fits in 1 GiB) and the
+ * CV and final fits train on it as libsvm PRECOMPUTED kernels; the final
+ * models are then rewritten as the LINEAR models they equal. libsvm would
+ * otherwise spend nearly all the time recomputing the same dot products in
+ * every job.
  */
 #ifndef TD_TRAIN_H
 #define TD_TRAIN_H
@@ -38,6 +45,8 @@ typedef struct td_train_opts {
   size_t ntheme_order;
   td_progress_cb progress;
   void *progress_ud;
+  int no_gram;                       /* 1: never precompute the linear Gram matrix
+                                        for CV (slower; the results are identical) */
 } td_train_opts_t;
 
 void td_train_opts_default(td_train_opts_t *o);

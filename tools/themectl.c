@@ -167,7 +167,8 @@ typedef struct progress {
 
 static void on_progress(void *ud, const char *stage, size_t done, size_t total) {
   const progress_t *p = ud;
-  const char *unit = strcmp(stage, "cv") == 0 ? "jobs" : strcmp(stage, "fit") == 0 ? "themes" : "docs";
+  const char *unit = !strcmp(stage, "cv") ? "jobs" : !strcmp(stage, "fit") ? "themes"
+                   : !strcmp(stage, "gram") ? "rows" : "docs";
   fprintf(stderr, "\r[%s] %zu/%zu %s  %.1fs\033[K", stage, done, total, unit,
           (double)(td_now_ns() - p->t0) / 1e9);
   fflush(stderr);

@@ -202,7 +202,8 @@ static void on_progress(void *ud, const char *stage, size_t done, size_t total) 
   }
 }
 
-static int train_fixture(const char *out, int threads, json_t **report, td_err_t *err) {
+static int train_fixture_opts(const char *out, int threads, int no_gram, json_t **report,
+                              td_err_t *err) {
   td_corpus_t c;
   load_corpus(&c, FX_TRAIN, 0);
   td_train_opts_t o;
@@ -210,10 +211,15 @@ static int train_fixture(const char *out, int threads, json_t **report, td_err_t
   o.out_dir = out;
   o.name = "fixture";
   o.threads = threads;
+  o.no_gram = no_gram;
   const char *files[] = {FX_TRAIN};
   int rc = td_train(&o, &c, files, 1, report, err);
   td_corpus_free(&c);
   return rc;
+}
+
+static int train_fixture(const char *out, int threads, json_t **report, td_err_t *err) {
+  return train_fixture_opts(out, threads, 0, report, err);
 }
 
 static void test_train_classify(void **state) {
@@ -334,15 +340,7 @@ static void expect_same_file(const char *a, const char *b) {
   free(y);
 }
 
-static void test_determinism(void **state) {
-  (void)state;
-  const char *a = tpath("det1"), *b = tpath("det2");
-  json_t *ra = NULL, *rb = NULL;
-  td_err_t err;
-  if (train_fixture(a, 1, &ra, &err)) fail_msg("%s", err.msg);
-  if (train_fixture(b, 2, &rb, &err)) fail_msg("%s", err.msg);
-  json_decref(ra);
-  json_decref(rb);
+static void expect_same_bundle(const char *a, const char *b) {
   char pa[600], pb[600];
   snprintf(pa, sizeof pa, "%s/manifest.json", a);
   snprintf(pb, sizeof pb, "%s/manifest.json", b);
@@ -366,6 +364,32 @@ static void test_determinism(void **state) {
   expect_same_file(pa, pb);
   json_decref(ma);
   json_decref(mb);
+}
+
+static void test_determinism(void **state) {
+  (void)state;
+  const char *a = tpath("det1"), *b = tpath("det2");
+  json_t *ra = NULL, *rb = NULL;
+  td_err_t err;
+  if (train_fixture(a, 1, &ra, &err)) fail_msg("%s", err.msg);
+  if (train_fixture(b, 2, &rb, &err)) fail_msg("%s", err.msg);
+  json_decref(ra);
+  json_decref(rb);
+  expect_same_bundle(a, b);
+}
+
+/* The precomputed Gram matrix is only a speed-up: libsvm computing every
+ * kernel value itself must give the very same bundle. */
+static void test_gram_equivalence(void **state) {
+  (void)state;
+  const char *a = tpath("gram"), *b = tpath("nogram");
+  json_t *ra = NULL, *rb = NULL;
+  td_err_t err;
+  if (train_fixture_opts(a, 2, 0, &ra, &err)) fail_msg("%s", err.msg);
+  if (train_fixture_opts(b, 2, 1, &rb, &err)) fail_msg("%s", err.msg);
+  json_decref(ra);
+  json_decref(rb);
+  expect_same_bundle(a, b);
 }
 
 static void test_replace_and_refuse(void **state) {
@@ -675,6 +699,7 @@ int main(void) {
       cmocka_unit_test(test_folds),
       cmocka_unit_test(test_train_classify),
       cmocka_unit_test(test_determinism),
+      cmocka_unit_test(test_gram_equivalence),
       cmocka_unit_test(test_replace_and_refuse),
       cmocka_unit_test(test_option_errors),
       cmocka_unit_test(test_multiclass_and_single_c),
