@@ -23,7 +23,7 @@ MODELDIR   = $(PREFIX)/share/themed/models
 INCDIR     = $(PREFIX)/include
 UNITDIR   ?= $(PREFIX)/lib/systemd/system
 
-PKGS    = libuv jansson icu-uc icu-i18n libsystemd
+PKGS    = libuv jansson icu-uc icu-i18n libsystemd libnats
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # Plugins link only what a tokenizer may use.
@@ -65,7 +65,7 @@ UNIT_BINS    = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 BENCH_BINS   = $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 LIBENGINE    = $(BUILD)/libthemed-engine.a
 
-.PHONY: all deps run test unit unit-run integration systemd-test model install clean bench help
+.PHONY: all deps run test unit unit-run integration systemd-test model install clean bench help soak valgrind-integration
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/themed $(BUILD)/themectl $(PLUGINS)
@@ -134,16 +134,29 @@ test: deps
 systemd-test: all
 	@BUILD=$(BUILD) tests/systemd/run.sh
 
+# Long campaigns, not part of make test (see docs/testing.md).
+soak: deps all
+	@BUILD=$(BUILD) python3 tests/soak/soak.py $(SOAKFLAGS)
+
+# The integration suites with the daemon under valgrind memcheck.
+valgrind-integration: deps all $(EXAMPLES) $(TESTPLUGS)
+	@BUILD=$(BUILD) SHARED=$(SHARED) THEMED_VALGRIND=1 python3 tests/integration/run.py
+
 run: deps all
 	@mkdir -p run
 	exec $(BUILD)/themed --model models/rural-themes --plugins $(BUILD)/plugins \
 	  --listen unix:run/themed.sock $(RUNFLAGS)
 
 # Retrains the bundled model. Needs ../shared (read-only corpus).
+# Settings chosen by 5-fold cross-validation by article on train.jsonl only
+# (docs/model.md): bigram tokens over Simplified script, heading context 0.5.
 model: deps all
 	@test -f $(SHARED)/corpus/train.jsonl || { echo "make model: $(SHARED)/corpus/train.jsonl not found" >&2; exit 1; }
 	$(BUILD)/themectl train --data $(SHARED)/corpus/train.jsonl --out models/rural-themes \
-	  --name rural-themes $(MODELFLAGS)
+	  --name rural-themes --plugins $(BUILD)/plugins \
+	  --themes organization,talent,industry,governance,culture,ecology \
+	  --tokenizer bigram --tokenizer-options '{"traditional_to_simplified":true}' \
+	  --context-weight 0.5 --folds 5 --seed 1 $(MODELFLAGS)
 
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BINS)
@@ -167,3 +180,37 @@ clean:
 	rm -rf build run
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# --- fuzzing ---
+# libFuzzer targets in tests/fuzz/ (docs/testing.md). fuzz-build compiles the
+# engine, the service objects and the plugins with clang for coverage +
+# ASan + UBSan into build/fuzz, one binary per target (build/fuzz/<target>).
+#   make fuzz     each target FUZZ_SECONDS (300), corpus kept in build/fuzz/corpus
+#   make fuzz-ci  replays tests/fuzz/regressions, then each target FUZZ_CI_SECONDS (11)
+# FUZZ_TARGETS="fuzz_http fuzz_jsonl" narrows either to some targets.
+FUZZ_TARGETS    ?= fuzz_jsonl fuzz_http fuzz_split fuzz_tok_icu fuzz_tok_bigram fuzz_bundle
+FUZZ_BUILD      ?= build/fuzz
+FUZZ_CC         ?= clang
+FUZZ_SECONDS    ?= 300
+FUZZ_CI_SECONDS ?= 11
+FUZZ_OPT         = -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
+                   -fno-sanitize-recover=undefined
+FUZZ_SERVER_OBJ  = $(filter-out $(BUILD)/obj/daemon/main.o,$(SERVER_OBJ))
+
+.PHONY: fuzz-build fuzz-bins fuzz fuzz-ci
+
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) OPT='$(FUZZ_OPT)' \
+	  LDSAN='-fsanitize=address,undefined' fuzz-bins
+
+fuzz-bins: $(PLUGINS) $(patsubst %,$(BUILD)/%,$(FUZZ_TARGETS))
+
+$(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard tests/fuzz/*.h) $(FUZZ_SERVER_OBJ) $(LIBENGINE)
+	$(CC) $(CFLAGS_ALL) -fsanitize=fuzzer -Itests/fuzz -o $@ $< $(FUZZ_SERVER_OBJ) $(LIBENGINE) \
+	  $(LDFLAGS_ALL) $(LDLIBS_ALL)
+
+fuzz: fuzz-build
+	@FUZZ_BUILD=$(FUZZ_BUILD) tests/fuzz/run.sh campaign $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-ci: fuzz-build
+	@FUZZ_BUILD=$(FUZZ_BUILD) tests/fuzz/run.sh ci $(FUZZ_CI_SECONDS) $(FUZZ_TARGETS)

@@ -138,3 +138,15 @@ uint64_t td_now_ns(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+int td_secret_equal(const char *a, size_t alen, const char *b, size_t blen) {
+  size_t n = alen > blen ? alen : blen;
+  /* volatile: the compiler may not turn the loop into a memcmp-like early exit */
+  volatile unsigned char acc = (unsigned char)(alen != blen);
+  for (size_t i = 0; i < n; i++) {
+    unsigned char x = i < alen ? (unsigned char)a[i] : 0;
+    unsigned char y = i < blen ? (unsigned char)b[i] : 0;
+    acc |= (unsigned char)(x ^ y);
+  }
+  return acc == 0;
+}

@@ -62,6 +62,15 @@ static inline void td_buf_reset(td_buf_t *b) { b->len = 0; }
 /* Reads a whole file into a malloc'd NUL-terminated buffer owned by the caller. */
 int td_read_file(const char *path, char **out, size_t *len, td_err_t *err);
 
+/*
+ * Compares two secrets (the admin token) in time that depends only on their
+ * lengths, never on where they first differ: every byte up to the longer
+ * length is visited, differences are OR-ed together and a length mismatch
+ * is folded in, so there is no early exit for a guesser to time. Returns 1
+ * if equal.
+ */
+int td_secret_equal(const char *a, size_t alen, const char *b, size_t blen);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t td_now_ns(void);
 

@@ -1,13 +1,22 @@
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
 #include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -29,7 +38,11 @@ static const opt_def_t g_opts[] = {
     {"workers", T_INT, OFF(workers), "N", "classification threads (default: online CPUs)"},
     {"log_level", T_LEVEL, OFF(log_level), "LEVEL", "error, warn, info (default) or debug"},
     {"log_journal", T_BOOL, OFF(log_journal), NULL, "sd-daemon <N> prefixes instead of timestamps"},
-    {"admin_token", T_STR, OFF(admin_token), "TOKEN", "required for reload over TCP when set"},
+    {"admin_token_file", T_STR, OFF(admin_token_file), "FILE", "file holding the token admin ops over TCP need (mode o-rwx)"},
+    {"admin_token", T_STR, OFF(admin_token), "TOKEN", "the token inline: visible in ps, prefer --admin-token-file"},
+    {"models_dir", T_STR, OFF(models_dir), "DIR", "reload paths must lie inside (default: parent of --model)"},
+    {"allow_any_model_path", T_BOOL, OFF(allow_any_model_path), NULL, "reload may load a bundle from any path"},
+    {"allow_remote", T_BOOL, OFF(allow_remote), NULL, "TCP listeners may bind non-loopback addresses"},
     {"max_request_bytes", T_SIZE, OFF(max_request_bytes), "BYTES", "HTTP body / JSONL request (4M)"},
     {"max_line_bytes", T_SIZE, OFF(max_line_bytes), "BYTES", "JSONL line framing (= max-request-bytes)"},
     {"max_passages", T_SIZE, OFF(max_passages), "N", "passages per document (1000)"},
@@ -40,6 +53,14 @@ static const opt_def_t g_opts[] = {
     {"idle_timeout", T_DUR, OFF(idle_timeout_ms), "DUR", "close a connection idle this long (60s)"},
     {"header_timeout", T_DUR, OFF(header_timeout_ms), "DUR", "HTTP headers must complete within (10s)"},
     {"drain_timeout", T_DUR, OFF(drain_timeout_ms), "DUR", "graceful stop waits at most (10s)"},
+    {"nats", T_STR, OFF(nats_url), "URL", "consume articles from NATS JetStream (nats://host:4222[,...])"},
+    {"nats_stream", T_STR, OFF(nats_stream), "NAME", "JetStream stream of the articles (created if missing)"},
+    {"nats_subject", T_STR, OFF(nats_subject), "SUBJECT", "subject the articles are published on"},
+    {"nats_durable", T_STR, OFF(nats_durable), "NAME", "durable pull consumer shared by every daemon"},
+    {"nats_results", T_STR, OFF(nats_results), "SUBJECT", "subject the results are published on"},
+    {"nats_dead_letter", T_STR, OFF(nats_dead_letter), "SUBJECT", "malformed articles go here (<results>.dead)"},
+    {"nats_max_inflight", T_SIZE, OFF(nats_max_inflight), "N", "articles fetched and not yet acked (64)"},
+    {"nats_ack_wait", T_DUR, OFF(nats_ack_wait_ms), "DUR", "redelivery delay of an unacked article, for a new consumer (30s)"},
 };
 #define NOPTS (sizeof g_opts / sizeof g_opts[0])
 
@@ -56,6 +77,8 @@ void td_config_init(td_config_t *c) {
   c->idle_timeout_ms = TD_DEFAULT_IDLE_TIMEOUT_MS;
   c->header_timeout_ms = TD_DEFAULT_HEADER_TIMEOUT_MS;
   c->drain_timeout_ms = TD_DEFAULT_DRAIN_TIMEOUT_MS;
+  c->nats_max_inflight = TD_DEFAULT_NATS_MAX_INFLIGHT;
+  c->nats_ack_wait_ms = TD_DEFAULT_NATS_ACK_WAIT_MS;
 }
 
 static void list_clear(td_config_t *c) {
@@ -69,6 +92,14 @@ void td_config_free(td_config_t *c) {
   TD_FREE(c->plugins);
   TD_FREE(c->config_file);
   TD_FREE(c->admin_token);
+  TD_FREE(c->admin_token_file);
+  TD_FREE(c->models_dir);
+  TD_FREE(c->nats_url);
+  TD_FREE(c->nats_stream);
+  TD_FREE(c->nats_subject);
+  TD_FREE(c->nats_durable);
+  TD_FREE(c->nats_results);
+  TD_FREE(c->nats_dead_letter);
   list_clear(c);
 }
 
@@ -324,6 +355,226 @@ int td_listen_addr_parse(const char *s, td_listen_addr_t *a, td_err_t *err) {
   return 0;
 }
 
+/* JetStream names: no whitespace, '.', '*', '>' (or path separators); subjects:
+ * no whitespace, no empty tokens. Wildcards are refused in the subjects we
+ * publish on; the article subject may hold them (a consumer filter). */
+static int bad_name(const char *s) {
+  if (!*s) return 1;
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+    if (*p <= ' ' || *p == '.' || *p == '*' || *p == '>' || *p == '/' || *p == '\\' || *p == 0x7f)
+      return 1;
+  return 0;
+}
+
+static int bad_subject(const char *s, int wildcards) {
+  if (!*s || *s == '.' || s[strlen(s) - 1] == '.' || strstr(s, "..")) return 1;
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+    if (*p <= ' ' || *p == 0x7f || (!wildcards && (*p == '*' || *p == '>'))) return 1;
+  return 0;
+}
+
+static int validate_nats(td_config_t *c, td_err_t *err) {
+  if (c->nats_url && !*c->nats_url) TD_FREE(c->nats_url);
+  if (!c->nats_url) {
+    if (c->nats_stream || c->nats_subject || c->nats_durable || c->nats_results || c->nats_dead_letter)
+      return td_err_set(err, TD_EINVAL, "nats-stream/-subject/-durable/-results/-dead-letter need --nats URL");
+    return 0;
+  }
+  static const char *const need[] = {"nats-stream", "nats-subject", "nats-durable", "nats-results"};
+  const char *vals[] = {c->nats_stream, c->nats_subject, c->nats_durable, c->nats_results};
+  for (size_t i = 0; i < 4; i++)
+    if (!vals[i] || !*vals[i]) return td_err_set(err, TD_EINVAL, "--nats needs --%s", need[i]);
+  if (bad_name(c->nats_stream))
+    return td_err_set(err, TD_EINVAL, "nats-stream \"%s\": a name without spaces, '.', '*', '>', '/'", c->nats_stream);
+  if (bad_name(c->nats_durable))
+    return td_err_set(err, TD_EINVAL, "nats-durable \"%s\": a name without spaces, '.', '*', '>', '/'", c->nats_durable);
+  if (bad_subject(c->nats_subject, 1))
+    return td_err_set(err, TD_EINVAL, "nats-subject \"%s\": not a valid subject", c->nats_subject);
+  if (bad_subject(c->nats_results, 0))
+    return td_err_set(err, TD_EINVAL, "nats-results \"%s\": not a valid subject (no wildcards)", c->nats_results);
+  if (!c->nats_dead_letter || !*c->nats_dead_letter) {
+    size_t n = strlen(c->nats_results) + sizeof ".dead";
+    char *d = realloc(c->nats_dead_letter, n);
+    if (!d) return td_err_set(err, TD_ENOMEM, "out of memory");
+    snprintf(d, n, "%s.dead", c->nats_results);
+    c->nats_dead_letter = d;
+  }
+  if (bad_subject(c->nats_dead_letter, 0))
+    return td_err_set(err, TD_EINVAL, "nats-dead-letter \"%s\": not a valid subject (no wildcards)",
+                      c->nats_dead_letter);
+  if (!strcmp(c->nats_dead_letter, c->nats_results) || !strcmp(c->nats_results, c->nats_subject))
+    return td_err_set(err, TD_EINVAL, "nats: articles, results and dead letters need three different subjects");
+  if (c->nats_max_inflight == 0 || c->nats_max_inflight > 100000)
+    return td_err_set(err, TD_EINVAL, "nats_max_inflight: 1..100000");
+  if (c->nats_ack_wait_ms < 1000) return td_err_set(err, TD_EINVAL, "nats_ack_wait: at least 1s");
+  return 0;
+}
+
+int td_sockaddr_is_loopback(const struct sockaddr *sa) {
+  if (sa->sa_family == AF_INET)
+    return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+  if (sa->sa_family == AF_INET6) {
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    if (IN6_IS_ADDR_LOOPBACK(a)) return 1;
+    if (IN6_IS_ADDR_V4MAPPED(a)) return a->s6_addr[12] == 127;
+  }
+  return 0;
+}
+
+/* A TCP listener reachable from other hosts is an explicit decision. A name
+ * must resolve to loopback addresses only; one that does not resolve is
+ * left for the bind to report. listener.c checks the bound address again. */
+static int listen_loopback(const td_listen_addr_t *a, const char *spec, td_err_t *err) {
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+  struct addrinfo *ai = NULL;
+  if (getaddrinfo(a->host, NULL, &hints, &ai) != 0) return 0;
+  int ok = 1;
+  for (struct addrinfo *p = ai; p; p = p->ai_next)
+    if (!td_sockaddr_is_loopback(p->ai_addr)) ok = 0;
+  freeaddrinfo(ai);
+  if (ok) return 0;
+  return td_err_set(err, TD_EINVAL,
+                    "listen %s: %s is not a loopback address; themed listens on other addresses "
+                    "only with --allow-remote (config \"allow_remote\": true)",
+                    spec, a->host);
+}
+
+int td_admin_token_read(const char *path, char **out, td_err_t *err) {
+  *out = NULL;
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return td_err_set(err, TD_EIO, "admin token file %s: %s", path, strerror(errno));
+  struct stat st;
+  /* fstat on what we opened: no window between the check and the read. */
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    close(fd);
+    return td_err_set(err, TD_EIO, "admin token file %s: %s", path, strerror(e));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return td_err_set(err, TD_EINVAL, "admin token file %s: not a regular file", path);
+  }
+  if (st.st_mode & (S_IROTH | S_IWOTH)) {
+    close(fd);
+    return td_err_set(err, TD_EINVAL,
+                      "admin token file %s is %s by others (mode %04o); refusing it: "
+                      "chmod o-rwx %s (and use a new token)",
+                      path, st.st_mode & S_IROTH ? "readable" : "writable",
+                      (unsigned)(st.st_mode & 07777), path);
+  }
+  char buf[TD_ADMIN_TOKEN_MAX + 64];
+  size_t n = 0;
+  for (;;) {
+    ssize_t r = read(fd, buf + n, sizeof buf - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      int e = errno;
+      close(fd);
+      return td_err_set(err, TD_EIO, "admin token file %s: %s", path, strerror(e));
+    }
+    if (r == 0 || (n += (size_t)r) == sizeof buf) break;
+  }
+  close(fd);
+  while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+    n--;
+  int rc = 0;
+  if (n == 0)
+    rc = td_err_set(err, TD_EINVAL, "admin token file %s is empty", path);
+  else if (n > TD_ADMIN_TOKEN_MAX)
+    rc = td_err_set(err, TD_EINVAL, "admin token file %s: token longer than %d bytes", path,
+                    TD_ADMIN_TOKEN_MAX);
+  for (size_t i = 0; i < n && !rc; i++)
+    if (buf[i] < 0x21 || buf[i] > 0x7e)
+      rc = td_err_set(err, TD_EINVAL,
+                      "admin token file %s: byte %zu is not printable ASCII; the token must be "
+                      "one line of printable ASCII without spaces",
+                      path, i);
+  if (!rc && !(*out = strndup(buf, n))) rc = td_err_set(err, TD_ENOMEM, "out of memory");
+  explicit_bzero(buf, sizeof buf);
+  return rc;
+}
+
+/* "/a/./b//../c" against the working directory, without touching the file
+ * system: for paths that do not exist (yet). */
+static int lexical_path(const char *path, char *out, size_t n) {
+  char buf[PATH_MAX * 2], cwd[PATH_MAX];
+  if (path[0] == '/') {
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return -1;
+  } else {
+    if (!getcwd(cwd, sizeof cwd)) return -1;
+    if (snprintf(buf, sizeof buf, "%s/%s", cwd, path) >= (int)sizeof buf) return -1;
+  }
+  size_t len = 0;
+  out[0] = '\0';
+  for (char *save = NULL, *comp = strtok_r(buf, "/", &save); comp; comp = strtok_r(NULL, "/", &save)) {
+    if (!strcmp(comp, ".")) continue;
+    if (!strcmp(comp, "..")) {
+      while (len > 0 && out[len - 1] != '/') len--;
+      if (len > 0) len--;
+      out[len] = '\0';
+      continue;
+    }
+    size_t cl = strlen(comp);
+    if (len + 1 + cl + 1 > n) return -1;
+    out[len++] = '/';
+    memcpy(out + len, comp, cl + 1);
+    len += cl;
+  }
+  if (len == 0) snprintf(out, n, "/");
+  return 0;
+}
+
+static int path_inside(const char *p, const char *root) {
+  size_t n = strlen(root);
+  if (n == 1 && root[0] == '/') return 1;
+  return !strncmp(p, root, n) && (p[n] == '\0' || p[n] == '/');
+}
+
+int td_config_model_path(const td_config_t *c, const char *path, char *resolved, td_err_t *err) {
+  int missing = 0;
+  if (!realpath(path, resolved)) {
+    missing = errno ? errno : ENOENT;
+    if (lexical_path(path, resolved, PATH_MAX))
+      return td_err_set(err, TD_EINVAL, "%.200s: path too long", path);
+  }
+  if (!c->allow_any_model_path && (!c->models_dir || !path_inside(resolved, c->models_dir)))
+    return td_err_set(err, TD_ESTATE,
+                      "%.300s is outside the models directory %s (--models-dir; "
+                      "--allow-any-model-path lifts this)",
+                      path, c->models_dir ? c->models_dir : "(none)");
+  if (missing) return td_err_set(err, TD_EIO, "%.300s: %s", path, strerror(missing));
+  return 0;
+}
+
+/* models_dir: given, or the directory --model is in; kept as its realpath
+ * so reload paths compare against what they really are. */
+static int resolve_models_dir(td_config_t *c, td_err_t *err) {
+  char real[PATH_MAX];
+  if (c->models_dir && *c->models_dir) {
+    if (!realpath(c->models_dir, real))
+      return td_err_set(err, TD_EINVAL, "models_dir %s: %s", c->models_dir, strerror(errno));
+  } else {
+    char *copy = strdup(c->model);
+    if (!copy) return td_err_set(err, TD_ENOMEM, "out of memory");
+    size_t n = strlen(copy);
+    while (n > 1 && copy[n - 1] == '/') copy[--n] = '\0';
+    int ok = realpath(dirname(copy), real) != NULL;
+    free(copy);
+    TD_FREE(c->models_dir);
+    if (!ok) return 0; /* the model cannot load either: main reports that */
+  }
+  char *dup = strdup(real);
+  if (!dup) return td_err_set(err, TD_ENOMEM, "out of memory");
+  free(c->models_dir);
+  c->models_dir = dup;
+  if (c->allow_any_model_path) return 0;
+  char where[PATH_MAX];
+  td_err_t e2 = {0};
+  if (td_config_model_path(c, c->model, where, &e2) == TD_ESTATE)
+    return td_err_set(err, TD_EINVAL, "model %s", e2.msg);
+  return 0;
+}
+
 int td_config_validate(td_config_t *c, int inherited_fds, td_err_t *err) {
   if (!c->model || !*c->model)
     return td_err_set(err, TD_EINVAL, "no model: give --model DIR (or \"model\" in the config file)");
@@ -334,6 +585,7 @@ int td_config_validate(td_config_t *c, int inherited_fds, td_err_t *err) {
   for (size_t i = 0; i < c->nlisten; i++) {
     td_listen_addr_t a;
     if (td_listen_addr_parse(c->listen[i], &a, err)) return err->code;
+    if (!a.is_unix && !c->allow_remote && listen_loopback(&a, c->listen[i], err)) return err->code;
   }
   if (c->max_request_bytes < 64) return td_err_set(err, TD_EINVAL, "max_request_bytes: at least 64");
   if (c->max_line_bytes == 0) c->max_line_bytes = c->max_request_bytes;
@@ -346,7 +598,11 @@ int td_config_validate(td_config_t *c, int inherited_fds, td_err_t *err) {
   if (c->idle_timeout_ms == 0 || c->header_timeout_ms == 0)
     return td_err_set(err, TD_EINVAL, "timeouts must be greater than zero");
   if (c->admin_token && !*c->admin_token) TD_FREE(c->admin_token);
-  return 0;
+  if (c->admin_token_file && !*c->admin_token_file) TD_FREE(c->admin_token_file);
+  if (c->admin_token && c->admin_token_file)
+    return td_err_set(err, TD_EINVAL, "give admin_token_file or admin_token, not both");
+  if (resolve_models_dir(c, err)) return err->code;
+  return validate_nats(c, err);
 }
 
 void td_config_usage(FILE *f) {

@@ -26,6 +26,8 @@
 #define TD_DEFAULT_MAX_PENDING 64
 #define TD_DEFAULT_MAX_OUTPUT_BYTES (8u << 20)
 #define TD_MAX_WORKERS 1024
+#define TD_DEFAULT_NATS_MAX_INFLIGHT 64
+#define TD_DEFAULT_NATS_ACK_WAIT_MS 30000
 
 typedef struct td_config {
   char *model;         /* bundle directory (required) */
@@ -36,10 +38,21 @@ typedef struct td_config {
   char *config_file;   /* --config, NULL if none */
   int log_level;       /* TD_LOG_* */
   int log_journal;     /* -1 auto, 0 off, 1 on */
-  char *admin_token;   /* if set, reload over TCP needs it */
+  char *admin_token;   /* the token inline (visible in ps as a flag); prefer: */
+  char *admin_token_file; /* file holding the token, read at start and on SIGHUP */
+  char *models_dir;    /* reload paths must resolve inside it; default: the parent
+                          of `model`. After td_config_validate: its realpath */
+  int allow_remote;    /* TCP listeners may bind addresses other than loopback */
+  int allow_any_model_path; /* lifts the models_dir rule */
   size_t max_request_bytes, max_line_bytes, max_passages, max_documents;
   size_t max_connections, max_pending, max_output_bytes;
   uint64_t idle_timeout_ms, header_timeout_ms, drain_timeout_ms;
+  /* NATS JetStream consumer (nats.c); off unless nats_url is set */
+  char *nats_url;          /* "nats://host:4222", comma-separated for a cluster */
+  char *nats_stream, *nats_subject, *nats_durable, *nats_results;
+  char *nats_dead_letter;  /* NULL: "<nats_results>.dead" (td_config_validate fills it) */
+  size_t nats_max_inflight;
+  uint64_t nats_ack_wait_ms; /* AckWait of the consumer when themed creates it */
 } td_config_t;
 
 /* What main should do after parsing. */
@@ -68,6 +81,31 @@ int td_config_load_file(td_config_t *c, const char *path, td_err_t *err);
 int td_config_validate(td_config_t *c, int inherited_fds, td_err_t *err);
 
 void td_config_usage(FILE *f);
+
+/* The longest admin token accepted (bytes). */
+#define TD_ADMIN_TOKEN_MAX 1024
+
+/*
+ * Reads the admin token from path: the file's content without its trailing
+ * line break and blanks, 1..TD_ADMIN_TOKEN_MAX printable ASCII bytes without
+ * spaces. Refuses a file that is not a regular file or that others may read
+ * or write (mode & 0006): the token would no longer be a secret. On success
+ * *out is a malloc'd string owned by the caller.
+ */
+int td_admin_token_read(const char *path, char **out, td_err_t *err);
+
+struct sockaddr;
+/* 1 if sa is a loopback address: 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104. */
+int td_sockaddr_is_loopback(const struct sockaddr *sa);
+
+/*
+ * Where a model path may be loaded from. Resolves path (realpath, or, when
+ * it does not exist, lexically against the working directory) and writes the
+ * resolved path into resolved (PATH_MAX bytes). Unless allow_any_model_path
+ * is set it must lie inside models_dir (or be it): else TD_ESTATE and err
+ * says so. A path that does not exist but would lie inside gives TD_EIO.
+ */
+int td_config_model_path(const td_config_t *c, const char *path, char *resolved, td_err_t *err);
 
 /* A parsed --listen value. */
 typedef struct td_listen_addr {

@@ -67,6 +67,17 @@ static void sockname(td_listener_t *l) {
   }
 }
 
+/* With --allow-remote, say once per listener what it means. */
+static void warn_remote(const td_listener_t *l) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getsockname(&l->h.tcp, (struct sockaddr *)&ss, &len) == 0 &&
+      !td_sockaddr_is_loopback((struct sockaddr *)&ss))
+    td_log_warn("%s is reachable from other hosts (--allow-remote): anyone who can connect may "
+                "classify; admin operations need the admin token",
+                l->name);
+}
+
 static int listen_one(td_server_t *s, td_listener_t *l, const td_listen_addr_t *a, td_err_t *err) {
   int rc;
   if (a->is_unix) {
@@ -87,6 +98,14 @@ static int listen_one(td_server_t *s, td_listener_t *l, const td_listen_addr_t *
     snprintf(port, sizeof port, "%d", a->port);
     int g = getaddrinfo(a->host, port, &hints, &ai);
     if (g) return td_err_set(err, TD_EIO, "listen tcp:%s:%d: %s", a->host, a->port, gai_strerror(g));
+    /* td_config_validate checked the name; this is the address bound. */
+    if (!s->cfg->allow_remote && !td_sockaddr_is_loopback(ai->ai_addr)) {
+      freeaddrinfo(ai);
+      return td_err_set(err, TD_EINVAL,
+                        "listen tcp:%s:%d: not a loopback address; themed listens on other "
+                        "addresses only with --allow-remote (config \"allow_remote\": true)",
+                        a->host, a->port);
+    }
     uv_tcp_init_ex(s->loop, &l->h.tcp, ai->ai_family);
     l->open = 1;
     rc = uv_tcp_bind(&l->h.tcp, ai->ai_addr, ai->ai_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
@@ -99,6 +118,7 @@ static int listen_one(td_server_t *s, td_listener_t *l, const td_listen_addr_t *
                       a->is_unix ? a->path : a->host, uv_strerror(rc));
   sockname(l);
   td_log_info("listening on %s", l->name);
+  if (!a->is_unix) warn_remote(l);
   return 0;
 }
 
@@ -126,6 +146,20 @@ static int adopt_one(td_server_t *s, td_listener_t *l, int fd, td_err_t *err) {
     return td_err_set(err, TD_EIO, "inherited fd %d: listen: %s", fd, uv_strerror(rc));
   sockname(l);
   td_log_info("listening on %s (socket-activated, fd %d)", l->name, fd);
+  if (!l->is_unix) {
+    /* The unit chose the address, but reaching beyond this host is still
+     * an explicit decision of the daemon's configuration. */
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (!s->cfg->allow_remote &&
+        uv_tcp_getsockname(&l->h.tcp, (struct sockaddr *)&ss, &len) == 0 &&
+        !td_sockaddr_is_loopback((struct sockaddr *)&ss))
+      return td_err_set(err, TD_EINVAL,
+                        "inherited fd %d (%s): not a loopback address; themed listens on other "
+                        "addresses only with --allow-remote (config \"allow_remote\": true)",
+                        fd, l->name);
+    warn_remote(l);
+  }
   return 0;
 }
 

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "log.h"
 #include "model.h"
+#include "nats.h"
 #include "plugin.h"
 #include "server.h"
 
@@ -32,6 +33,7 @@ int main(int argc, char **argv) {
   td_err_t err = {0};
   int action, rc = 1, nfds = 0;
   td_model_t *model = NULL;
+  char *token = NULL; /* the admin token, until the server has its copy */
 
   signal(SIGPIPE, SIG_IGN); /* a client that hangs up is an EPIPE, not a death */
   td_config_init(&cfg);
@@ -60,6 +62,15 @@ int main(int argc, char **argv) {
     td_log_error("config: %s", err.msg);
     goto out;
   }
+  if (cfg.admin_token_file && td_admin_token_read(cfg.admin_token_file, &token, &err)) {
+    td_log_error("config: %s", err.msg);
+    goto out;
+  }
+  if (cfg.admin_token) {
+    td_log_warn("the admin token is given inline (--admin-token or \"admin_token\"): as a flag, "
+                "every local user can read it with ps; use --admin-token-file instead");
+    if (!(token = strdup(cfg.admin_token))) goto out;
+  }
   int workers = cfg.workers > 0 ? cfg.workers : online_cpus();
   char nbuf[16];
   snprintf(nbuf, sizeof nbuf, "%d", workers);
@@ -84,7 +95,8 @@ int main(int argc, char **argv) {
   uv_loop_init(&loop);
   td_server_init(&srv, &loop, &cfg, workers, model, &err);
   model = NULL; /* the server owns it now */
-  if (td_server_listen(&srv, nfds, &err)) {
+  td_server_set_admin_token(&srv, token);
+  if (td_server_listen(&srv, nfds, &err) || (cfg.nats_url && td_nats_start(&srv, &err))) {
     td_log_error("%s", err.msg);
     td_server_abort(&srv);
   } else {
@@ -99,6 +111,8 @@ int main(int argc, char **argv) {
   if (rc == 0) td_log_info("stopped");
 out:
   if (model) td_model_unref(&model);
+  if (token) explicit_bzero(token, strlen(token));
+  free(token);
   td_config_free(&cfg);
   /* Joins libuv's threadpool: each worker's scratch is freed as it exits. */
   uv_library_shutdown();

@@ -130,6 +130,19 @@ int td_metrics_render(const td_metrics_t *m, const td_model_t *model, td_buf_t *
   P("# HELP themed_reloads_total Model reloads, by result.\n# TYPE themed_reloads_total counter\n"
     "themed_reloads_total{result=\"ok\"} %llu\nthemed_reloads_total{result=\"failed\"} %llu\n",
     (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed);
+  if (m->nats_enabled) {
+    static const char *const res[TD_NATS_RESULT_COUNT] = {"ok", "dead", "nak"};
+    P("# HELP themed_nats_connected 1 while the NATS connection is up.\n"
+      "# TYPE themed_nats_connected gauge\nthemed_nats_connected %d\n"
+      "# HELP themed_nats_inflight Articles fetched from NATS and not yet acked or nak'ed.\n"
+      "# TYPE themed_nats_inflight gauge\nthemed_nats_inflight %llu\n"
+      "# HELP themed_nats_messages_total Articles consumed from NATS, by outcome.\n"
+      "# TYPE themed_nats_messages_total counter\n",
+      m->nats_connected, (unsigned long long)m->nats_inflight);
+    for (int i = 0; i < TD_NATS_RESULT_COUNT; i++)
+      P("themed_nats_messages_total{result=\"%s\"} %llu\n", res[i],
+        (unsigned long long)m->nats_messages[i]);
+  }
   return 0;
 }
 
@@ -157,5 +170,10 @@ json_t *td_metrics_stats_json(const td_metrics_t *m, const td_model_t *model, in
       "reloads", "ok", (json_int_t)m->reloads_ok, "failed", (json_int_t)m->reloads_failed,
       "uptime_s", (double)(td_now_ns() - m->start_ns) / 1e9, "workers", workers,
       "model", model ? model->label : NULL);
+  if (s && m->nats_enabled)
+    json_object_set_new(s, "nats", json_pack("{s:b, s:I, s:{s:I, s:I, s:I}}", "connected",
+        m->nats_connected, "inflight", (json_int_t)m->nats_inflight, "messages",
+        "ok", (json_int_t)m->nats_messages[TD_NATS_OK], "dead", (json_int_t)m->nats_messages[TD_NATS_DEAD],
+        "nak", (json_int_t)m->nats_messages[TD_NATS_NAK]));
   return s ? json_pack("{s:o}", "stats", s) : NULL;
 }

@@ -18,6 +18,9 @@
 
 #define TD_METRICS_NBUCKETS 13
 
+/* What became of an article consumed from NATS (nats.c). */
+enum td_nats_result { TD_NATS_OK = 0, TD_NATS_DEAD, TD_NATS_NAK, TD_NATS_RESULT_COUNT };
+
 typedef struct td_theme_count {
   char *name;
   uint64_t passages;
@@ -37,6 +40,10 @@ typedef struct td_metrics {
   double model_load_seconds, model_loaded_at; /* Unix time of the last swap */
   double started_at;                          /* Unix time */
   uint64_t start_ns;                          /* monotonic */
+  /* The NATS consumer, when --nats is set (nats.c updates these on the loop thread). */
+  int nats_enabled, nats_connected;
+  uint64_t nats_inflight;
+  uint64_t nats_messages[TD_NATS_RESULT_COUNT];
 } td_metrics_t;
 
 void td_metrics_init(td_metrics_t *m);

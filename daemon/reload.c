@@ -1,5 +1,6 @@
 #include "reload.h"
 
+#include <limits.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
@@ -22,7 +23,13 @@ static void load_work(uv_work_t *w) {
   td_err_t *err = &s->reload_err;
   td_err_clear(err);
   s->reload_result = NULL;
-  if (td_model_load(s->reload_running->path, s->cfg->plugins, &s->reload_result, err) && !err->msg[0])
+  /* Loaded from where the path resolves now, and only inside the models
+   * directory (--models-dir) unless --allow-any-model-path: SIGHUP and
+   * path-less reloads are checked too, so a bundle directory swapped for a
+   * symlink to elsewhere is not followed. */
+  char where[PATH_MAX];
+  if (td_config_model_path(s->cfg, s->reload_running->path, where, err)) return;
+  if (td_model_load(where, s->cfg->plugins, &s->reload_result, err) && !err->msg[0])
     td_err_set(err, TD_EMODEL, "%s: load failed", s->reload_running->path);
 }
 

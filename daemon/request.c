@@ -1,5 +1,6 @@
 #include "request.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -7,6 +8,7 @@
 
 #include "classify.h"
 #include "log.h"
+#include "nats.h"
 #include "plugin.h"
 #include "reload.h"
 
@@ -74,9 +76,12 @@ static td_ecode_t failf(fail_t *f, td_ecode_t code, const char *fmt, ...) {
 
 /* jansson validates UTF-8 while it parses, so its error code tells a bad
  * encoding apart from bad JSON. */
-static json_t *parse(const td_req_t *r, const char *what, fail_t *f) {
+static json_t *parse(const char *in, size_t inlen, const char *what, fail_t *f) {
   json_error_t je;
-  json_t *j = json_loadb(r->in, r->inlen, 0, &je);
+  /* JSON_DECODE_ANY: a bare scalar ("x", 42, null) is valid JSON, just not a
+   * request object; the callers answer it invalid_request as documented,
+   * where jansson's default would call it invalid_json. */
+  json_t *j = json_loadb(in, inlen, JSON_DECODE_ANY, &je);
   if (j) return j;
   enum json_error_code ec = json_error_code(&je);
   if (ec == json_error_invalid_utf8)
@@ -130,15 +135,25 @@ static td_ecode_t map_engine(int rc, const td_err_t *err, fail_t *f) {
   }
 }
 
+/* What classifying needs besides the document: the limits, the model, and
+ * where to count passages (per theme of the model, then `other`; may be
+ * NULL). Requests point it at their td_req_t; the NATS consumer at its job. */
+typedef struct cls_ctx {
+  const td_config_t *cfg;
+  const td_model_t *model;
+  uint64_t passages;
+  uint64_t *theme_passages;
+} cls_ctx_t;
+
 /*
  * Classifies one document object. defaults: an object whose options apply
  * unless doc overrides them (a batch's top level), or NULL. On success *out
- * is the response object and the passage counts are added to r.
+ * is the response object and the passage counts are added to x.
  */
-static td_ecode_t classify_doc(td_req_t *r, const json_t *doc, const json_t *defaults,
+static td_ecode_t classify_doc(cls_ctx_t *x, const json_t *doc, const json_t *defaults,
                                worker_tls_t *t, json_t **out, fail_t *f) {
-  const td_config_t *cfg = r->conn->srv->cfg;
-  const td_model_t *m = r->model;
+  const td_config_t *cfg = x->cfg;
+  const td_model_t *m = x->model;
   json_t *id = json_object_get(doc, "id");
   json_t *text = json_object_get(doc, "text");
   json_t *ps = json_object_get(doc, "passages");
@@ -201,20 +216,20 @@ static td_ecode_t classify_doc(td_req_t *r, const json_t *doc, const json_t *def
     int any = 0;
     for (size_t k = 0; k < m->ntheme; k++)
       if (td_result_tagged(m, &o, tr, i, k)) {
-        r->theme_passages[k]++;
+        if (x->theme_passages) x->theme_passages[k]++;
         any = 1;
       }
-    if (!any) r->theme_passages[m->ntheme]++;
+    if (!any && x->theme_passages) x->theme_passages[m->ntheme]++;
   }
-  r->passages += tr->passages.count;
+  x->passages += tr->passages.count;
   free(spans);
   *out = res;
   return TD_EC_NONE;
 }
 
-static td_ecode_t classify_batch(td_req_t *r, const json_t *j, worker_tls_t *t, json_t **out,
-                                 fail_t *f) {
-  const td_config_t *cfg = r->conn->srv->cfg;
+static td_ecode_t classify_batch(cls_ctx_t *x, const json_t *id, const json_t *j, worker_tls_t *t,
+                                 json_t **out, fail_t *f) {
+  const td_config_t *cfg = x->cfg;
   json_t *docs = json_object_get(j, "documents");
   *out = NULL;
   if (!json_is_array(docs))
@@ -230,7 +245,7 @@ static td_ecode_t classify_batch(td_req_t *r, const json_t *j, worker_tls_t *t, 
       json_decref(results);
       return failf(f, TD_EC_INVALID_REQUEST, "documents[%zu]: expected an object", i);
     }
-    if (classify_doc(r, d, j, t, &res, f)) {
+    if (classify_doc(x, d, j, t, &res, f)) {
       char pre[40];
       size_t n = (size_t)snprintf(pre, sizeof pre, "documents[%zu]: ", i);
       size_t ml = strlen(f->msg);
@@ -244,7 +259,7 @@ static td_ecode_t classify_batch(td_req_t *r, const json_t *j, worker_tls_t *t, 
     json_array_append_new(results, res);
   }
   json_t *o = json_object();
-  if (r->id) json_object_set(o, "id", r->id);
+  if (id) json_object_set(o, "id", (json_t *)id);
   json_object_set_new(o, "results", results);
   *out = o;
   return TD_EC_NONE;
@@ -260,7 +275,7 @@ void td_request_work(uv_work_t *w) {
     r->op = TD_OP_RELOAD;
     if (r->inlen == 0) return; /* no body: reload the current path */
   }
-  if (!(j = parse(r, what, &f))) goto fail;
+  if (!(j = parse(r->in, r->inlen, what, &f))) goto fail;
   if (!json_is_object(j)) {
     failf(&f, TD_EC_INVALID_REQUEST, "request must be a JSON object");
     goto fail;
@@ -300,10 +315,12 @@ void td_request_work(uv_work_t *w) {
     failf(&f, TD_EC_INTERNAL, "out of memory");
     goto fail;
   }
+  cls_ctx_t x = {r->conn->srv->cfg, r->model, 0, r->theme_passages};
   if (r->kind == TD_REQ_HTTP_CLASSIFY && json_object_get(j, "documents"))
-    classify_batch(r, j, t, &out, &f);
+    classify_batch(&x, r->id, j, t, &out, &f);
   else
-    classify_doc(r, j, NULL, t, &out, &f);
+    classify_doc(&x, j, NULL, t, &out, &f);
+  r->passages = x.passages;
   if (f.code) goto fail;
   json_decref(j);
   if (td_req_set_json(r, out)) td_req_set_error(r, TD_EC_INTERNAL, "out of memory");
@@ -312,6 +329,51 @@ fail:
   json_decref(j);
   r->passages = 0;
   td_req_set_error(r, f.code ? f.code : TD_EC_INTERNAL, "%s", f.msg);
+}
+
+td_ecode_t td_request_classify_payload(const td_config_t *cfg, const td_model_t *m,
+                                       const char *data, size_t len, json_t **out, json_t **id,
+                                       uint64_t *passages, uint64_t *theme_passages) {
+  fail_t f = {0};
+  json_t *j = NULL, *jid = NULL, *res = NULL;
+  worker_tls_t *t;
+  *out = NULL;
+  if (id) *id = NULL;
+  if (len > cfg->max_request_bytes) {
+    failf(&f, TD_EC_TOO_LARGE, "message of %zu bytes exceeds the limit of %zu bytes", len,
+          cfg->max_request_bytes);
+    goto fail;
+  }
+  if (!(j = parse(data, len, "message", &f))) goto fail;
+  if (!json_is_object(j)) {
+    failf(&f, TD_EC_INVALID_REQUEST, "request must be a JSON object");
+    goto fail;
+  }
+  if ((jid = json_object_get(j, "id")) && is_scalar(jid)) json_incref(jid);
+  else jid = NULL;
+  json_t *op = json_object_get(j, "op");
+  if (op && (!json_is_string(op) || strcmp(json_string_value(op), "classify"))) {
+    failf(&f, TD_EC_INVALID_REQUEST, "op: only \"classify\" is accepted here");
+    goto fail;
+  }
+  if (!(t = tls_get())) {
+    failf(&f, TD_EC_INTERNAL, "out of memory");
+    goto fail;
+  }
+  cls_ctx_t x = {cfg, m, 0, theme_passages};
+  if (classify_doc(&x, j, NULL, t, &res, &f)) goto fail;
+  if (passages) *passages += x.passages;
+  json_decref(j);
+  *out = res;
+  if (id) *id = jid;
+  else json_decref(jid);
+  return TD_EC_NONE;
+fail:
+  json_decref(j);
+  *out = td_wire_error(jid, f.code ? f.code : TD_EC_INTERNAL, f.msg);
+  if (id) *id = jid;
+  else json_decref(jid);
+  return f.code ? f.code : TD_EC_INTERNAL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -336,20 +398,45 @@ static json_t *model_json(td_server_t *s) {
                    (double)m->load_ns / 1e6, "path", m->dir);
 }
 
-/* Constant time, so the token cannot be guessed byte by byte. */
-static int token_eq(const char *a, const char *b) {
-  size_t la = strlen(a), lb = strlen(b);
-  unsigned char d = (unsigned char)(la != lb);
-  for (size_t i = 0; i < lb; i++) d |= (unsigned char)(a[i % (la ? la : 1)] ^ b[i]);
-  return d == 0;
-}
-
+/*
+ * Admin operations: over a unix socket the socket file's mode (0660) is the
+ * guard; over TCP the request must carry the admin token (HTTP
+ * "Authorization: Bearer <token>", JSON Lines "token"), compared in constant
+ * time (td_secret_equal). Without a configured token they are refused over
+ * TCP. Returns 1 if allowed, else sets the 401 answer and returns 0.
+ */
 static int authorized(td_req_t *r) {
-  const char *tok = r->conn->srv->cfg->admin_token;
-  if (!tok || !r->conn->is_tcp) return 1; /* unix sockets: file permissions */
-  const char *given = r->proto == TD_PROTO_HTTP ? r->auth
-                                                : json_string_value(json_object_get(r->json, "token"));
-  return given && token_eq(given, tok);
+  td_server_t *s = r->conn->srv;
+  if (!r->conn->is_tcp) return 1;
+  if (!s->admin_token) {
+    td_req_set_error(r, TD_EC_UNAUTHORIZED,
+                     s->admin_token_stale
+                         ? "%s over TCP is refused: the admin token file could not be reread "
+                           "(see the daemon's log)"
+                         : "%s over TCP needs an admin token, and none is configured "
+                           "(themed --admin-token-file FILE)",
+                     td_op_name(r->op));
+    return 0;
+  }
+  const char *given = NULL;
+  size_t glen = 0;
+  if (r->proto == TD_PROTO_HTTP) {
+    given = r->auth;
+    glen = given ? strlen(given) : 0;
+    while (glen > 0 && (given[glen - 1] == ' ' || given[glen - 1] == '\t')) glen--;
+  } else {
+    json_t *t = json_object_get(r->json, "token");
+    given = json_string_value(t);
+    glen = given ? json_string_length(t) : 0;
+  }
+  if (given && td_secret_equal(given, glen, s->admin_token, strlen(s->admin_token))) return 1;
+  td_req_set_error(r, TD_EC_UNAUTHORIZED,
+                   given ? "%s over TCP: wrong admin token"
+                         : r->proto == TD_PROTO_HTTP
+                               ? "%s over TCP needs the admin token (Authorization: Bearer TOKEN)"
+                               : "%s over TCP needs the admin token (\"token\": TOKEN)",
+                   td_op_name(r->op));
+  return 0;
 }
 
 void td_request_local(td_req_t *r) {
@@ -371,6 +458,8 @@ void td_request_local(td_req_t *r) {
     if ((o = with_id(r))) {
       json_object_set_new(o, "status", json_string("ready"));
       json_object_set_new(o, "model", json_string(s->model->label));
+      /* Socket service is ready either way; the body says how NATS is. */
+      if (s->nats) json_object_set_new(o, "nats", json_string(td_nats_state(s->nats)));
     }
     break;
   case TD_OP_MODEL:
@@ -389,14 +478,22 @@ void td_request_local(td_req_t *r) {
     td_req_done(r);
     return;
   case TD_OP_RELOAD: {
-    if (!authorized(r)) {
-      td_req_set_error(r, TD_EC_UNAUTHORIZED, "reload over TCP needs the admin token");
-      break;
-    }
+    if (!authorized(r)) break;
     json_t *p = r->json ? json_object_get(r->json, "path") : NULL;
     if (p && !json_is_null(p) && (!json_is_string(p) || !*json_string_value(p))) {
       td_req_set_error(r, TD_EC_INVALID_REQUEST, "path: expected a non-empty string");
       break;
+    }
+    /* Refused here, before anything is queued; reload.c checks again when
+     * it loads (the path resolves then to what it is then). */
+    if (p && json_is_string(p)) {
+      char where[PATH_MAX];
+      td_err_t err = {0};
+      if (td_config_model_path(s->cfg, json_string_value(p), where, &err) == TD_ESTATE) {
+        td_log_warn("reload refused: %s", err.msg);
+        td_req_set_error(r, TD_EC_FORBIDDEN, "%s", err.msg);
+        break;
+      }
     }
     td_reload_request(s, p && json_is_string(p) ? json_string_value(p) : NULL, r);
     return; /* answered when the load finishes */

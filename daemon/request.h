@@ -18,6 +18,20 @@
 void td_request_work(uv_work_t *w);
 /* Loop thread: answers health/ready/model/stats/metrics, starts reloads. */
 void td_request_local(td_req_t *r);
+/*
+ * Classifies one payload on the calling thread exactly as a JSON Lines line
+ * is classified ({"id","text"} or {"id","passages"} with options; "op", if
+ * present, must be "classify"), for callers that are not connections (the
+ * NATS consumer). Runs on a worker thread, with that thread's scratch.
+ * Returns TD_EC_NONE and *out = the result object, or the error code and
+ * *out = the error object {"id"?,"error":{"code","message"}} (*out is NULL
+ * only when memory ran out). *id (id may be NULL): the document's id, a new
+ * reference, or NULL. On success, *passages and theme_passages (m->ntheme
+ * themes, then `other`) are incremented; both may be NULL.
+ */
+td_ecode_t td_request_classify_payload(const td_config_t *cfg, const td_model_t *m,
+                                       const char *data, size_t len, json_t **out, json_t **id,
+                                       uint64_t *passages, uint64_t *theme_passages);
 /* Frees the calling thread's scratch now (it is also freed at thread exit). */
 void td_request_thread_cleanup(void);
 

@@ -7,6 +7,8 @@
 #include "server.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +19,7 @@
 
 #include "classify.h"
 #include "log.h"
+#include "nats.h"
 #include "proto_http.h"
 #include "proto_jsonl.h"
 #include "reload.h"
@@ -423,11 +426,80 @@ void td_conn_header_timer(td_conn_t *c, int on) {
     uv_timer_start(&c->header_timer, on_header_timer, c->srv->cfg->header_timeout_ms, 0);
 }
 
+/* ------------------------------------------------------------------ */
+/* Out of file descriptors                                              */
+
+static void spare_open(td_server_t *s) {
+  if (s->spare_fd < 0) s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void on_spare_timer(uv_timer_t *t) { spare_open(t->data); }
+
+/* A connection to give up so that pending ones can be refused: one we are
+ * refusing anyway, else the oldest idle one, else the oldest. */
+static td_conn_t *shed_victim(td_server_t *s) {
+  td_conn_t *idle = NULL, *oldest = NULL;
+  for (td_conn_t *c = s->conns; c; c = c->next) { /* newest first */
+    if (c->rejecting) return c;
+    if (!c->qhead && !c->out_bytes) idle = c;
+    oldest = c;
+  }
+  return idle ? idle : oldest;
+}
+
+/*
+ * accept() failed with EMFILE/ENFILE and libuv could not cope. libuv keeps a
+ * spare fd for this (uv__emfile_trick: close the spare, accept and close the
+ * pending connections, reopen the spare) and only calls us when its spare is
+ * gone: another thread (a worker loading a model) took the fd the trick had
+ * just freed. libuv then retries accept() in a loop that returns to the event
+ * loop only on EAGAIN, and Linux reserves the new fd before it looks for a
+ * connection, so with the table full that is EMFILE forever: 100% CPU, and
+ * no timer or close can ever free an fd. So we keep a spare of our own:
+ * close it, accept and close the pending connections (their clients see EOF,
+ * not a hang), and leave its slot free until the next loop turn, so that
+ * libuv's next accept() fails with EAGAIN and its loop ends. Without a spare
+ * (its slot was taken too), one connection is closed to free a slot.
+ */
+static size_t refuse_pending(td_server_t *s, td_listener_t *l) {
+  uv_os_fd_t lfd;
+  size_t n = 0;
+  if (uv_fileno(&l->h.handle, &lfd)) return 0;
+  if (s->spare_fd >= 0) {
+    close(s->spare_fd);
+    s->spare_fd = -1;
+  } else {
+    td_conn_t *victim = shed_victim(s);
+    if (!victim) return 0; /* the fds are held elsewhere (a load): freed soon */
+    td_log_warn("out of file descriptors: closing conn %llu to refuse new ones",
+                (unsigned long long)victim->id);
+    conn_close(victim); /* its fd is closed now; the handle finishes later */
+  }
+  for (;;) {
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0 && errno == EINTR) continue;
+    if (fd < 0) break;
+    close(fd);
+    n++;
+  }
+  uv_timer_start(&s->spare_timer, on_spare_timer, 0, 0);
+  s->metrics.connections_rejected += n;
+  return n;
+}
+
 void td_server_on_connection(uv_stream_t *ls, int status) {
   td_listener_t *l = ls->data;
   td_server_t *s = l->srv;
   if (status < 0) {
-    td_log_warn("accept on %s: %s", l->name, uv_strerror(status));
+    size_t refused = 0;
+    if (status == UV_EMFILE || status == UV_ENFILE) refused = refuse_pending(s, l);
+    /* libuv may call this in a tight loop: one warning a second at most */
+    uint64_t now = uv_hrtime();
+    if (now - s->accept_warned_ns >= 1000000000ull || !s->accept_warned_ns) {
+      s->accept_warned_ns = now;
+      td_log_warn("accept on %s: %s%s", l->name, uv_strerror(status),
+                  refused ? "; refusing new connections until descriptors free up" : "");
+    }
     return;
   }
   td_conn_t *c = calloc(1, sizeof *c);
@@ -542,11 +614,13 @@ static void on_drain_timeout(uv_timer_t *t) {
   for (td_conn_t *c = s->conns; c; c = c->next) pending += c->qlen;
   td_log_warn("drain timeout: closing %zu connections, %zu requests unanswered", s->nconns,
               pending);
+  if (s->nats) td_nats_abort(s->nats);
   close_all(s);
 }
 
 static void maybe_finished(td_server_t *s) {
   if (!s->draining || s->stopped || s->conns || td_reload_busy(s)) return;
+  if (s->nats && td_nats_busy(s->nats)) return;
   s->stopped = 1;
   td_log_info("drained: all connections closed");
   uv_close((uv_handle_t *)&s->drain_timer, NULL);
@@ -574,6 +648,7 @@ void td_server_stop(td_server_t *s) {
   }
   s->draining = 1;
   td_reload_cancel_queued(s);
+  if (s->nats) td_nats_stop(s->nats); /* no more fetching; in-flight articles finish */
   size_t pending = 0;
   for (td_conn_t *c = s->conns; c; c = c->next) pending += c->qlen;
   td_log_info("draining %zu connections, %zu requests in flight (timeout %.3gs)", s->nconns,
@@ -586,10 +661,40 @@ void td_server_stop(td_server_t *s) {
   maybe_finished(s);
 }
 
+int td_server_set_admin_token(td_server_t *s, const char *token) {
+  char *t = NULL;
+  if (token && !(t = strdup(token))) return TD_ENOMEM;
+  if (s->admin_token) explicit_bzero(s->admin_token, strlen(s->admin_token));
+  free(s->admin_token);
+  s->admin_token = t;
+  s->admin_token_stale = 0;
+  return 0;
+}
+
+/* SIGHUP rereads the token file, so a token can be rotated without a
+ * restart. A file that became unreadable (or readable by others) fails
+ * closed: no token matches until it is fixed and SIGHUP comes again. */
+static void reread_admin_token(td_server_t *s) {
+  char *tok = NULL;
+  td_err_t err = {0};
+  if (td_admin_token_read(s->cfg->admin_token_file, &tok, &err)) {
+    td_log_error("%s; admin operations over TCP are refused until it is fixed (then SIGHUP)",
+                 err.msg);
+    td_server_set_admin_token(s, NULL);
+    s->admin_token_stale = 1;
+    return;
+  }
+  if (td_server_set_admin_token(s, tok)) td_log_error("admin token: out of memory");
+  else td_log_info("admin token reread from %s", s->cfg->admin_token_file);
+  explicit_bzero(tok, strlen(tok));
+  free(tok);
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
   td_server_t *s = h->data;
   if (signum == SIGHUP) {
     if (s->draining) return;
+    if (s->cfg->admin_token_file) reread_admin_token(s);
     td_log_info("SIGHUP: reloading the model");
     td_reload_request(s, NULL, NULL);
     return;
@@ -600,6 +705,7 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 /* Called by reload.c when a load finishes during the drain. */
 void td_server_reload_finished(td_server_t *s) { maybe_finished(s); }
+void td_server_nats_finished(td_server_t *s) { maybe_finished(s); }
 
 /* ------------------------------------------------------------------ */
 /* Init / start / free                                                  */
@@ -610,6 +716,10 @@ int td_server_init(td_server_t *s, uv_loop_t *loop, const td_config_t *cfg, int 
   s->loop = loop;
   s->cfg = cfg;
   s->workers = workers;
+  s->spare_fd = -1;
+  spare_open(s); /* see refuse_pending */
+  uv_timer_init(loop, &s->spare_timer);
+  s->spare_timer.data = s;
   td_metrics_init(&s->metrics);
   td_server_set_model(s, model);
   uv_timer_init(loop, &s->watchdog);
@@ -640,23 +750,30 @@ int td_server_start(td_server_t *s) {
 
 void td_server_close(td_server_t *s) {
   td_listeners_close(s);
+  if (s->nats) td_nats_close(s->nats);
   uv_handle_t *hs[] = {(uv_handle_t *)&s->watchdog, (uv_handle_t *)&s->drain_timer,
                        (uv_handle_t *)&s->sig_term, (uv_handle_t *)&s->sig_int,
-                       (uv_handle_t *)&s->sig_hup};
+                       (uv_handle_t *)&s->sig_hup, (uv_handle_t *)&s->spare_timer};
   for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
     if (!uv_is_closing(hs[i])) uv_close(hs[i], NULL);
 }
 
 void td_server_free(td_server_t *s) {
+  if (s->spare_fd >= 0) close(s->spare_fd);
+  s->spare_fd = -1;
   for (size_t i = 0; i < s->nlisteners; i++) free(s->listeners[i].unlink_path);
   TD_FREE(s->listeners);
   if (s->model) td_model_unref(&s->model);
+  td_server_set_admin_token(s, NULL);
+  if (s->nats) td_nats_free(s->nats);
+  s->nats = NULL;
   td_metrics_free(&s->metrics);
 }
 
 void td_server_abort(td_server_t *s) {
   td_listeners_close(s);
   s->draining = 1;
+  if (s->nats) td_nats_stop(s->nats);
   close_all(s);
   maybe_finished(s);
 }

@@ -37,6 +37,7 @@ typedef struct td_server td_server_t;
 typedef struct td_conn td_conn_t;
 typedef struct td_req td_req_t;
 struct td_http;
+struct td_nats;
 
 typedef union td_stream {
   uv_handle_t handle;
@@ -143,6 +144,9 @@ struct td_server {
   size_t nconns, nrejecting;
   uint64_t next_conn_id;
   uv_signal_t sig_term, sig_int, sig_hup;
+  int spare_fd;             /* reserve fd for accept() at EMFILE (server.c) */
+  uv_timer_t spare_timer;   /* reopens it on the next loop turn */
+  uint64_t accept_warned_ns; /* last accept failure logged (rate limit) */
   uv_timer_t watchdog, drain_timer;
   int draining;             /* SIGTERM seen: no new work, closing when idle */
   int stopped;              /* every handle closed or closing */
@@ -153,6 +157,11 @@ struct td_server {
   td_model_t *reload_result;
   td_err_t reload_err;
   uint64_t reload_t0;
+  struct td_nats *nats;     /* the JetStream consumer (nats.c), NULL without --nats */
+  /* Admin operations over TCP need this token (docs/operations.md). NULL:
+   * none configured, and then they are refused over TCP. */
+  char *admin_token;
+  int admin_token_stale;    /* the token file could not be reread on SIGHUP */
 };
 
 /* server.c */
@@ -178,8 +187,12 @@ void td_server_free(td_server_t *s);
 void td_server_stop(td_server_t *s);
 void td_server_set_model(td_server_t *s, td_model_t *m); /* takes the reference */
 void td_server_notify_ready(td_server_t *s);
+/* Sets (a copy of) the admin token; NULL: none. */
+int td_server_set_admin_token(td_server_t *s, const char *token);
 /* reload.c tells the server a load finished (the stop may be waiting). */
 void td_server_reload_finished(td_server_t *s);
+/* nats.c tells the server its consumer went idle during the stop. */
+void td_server_nats_finished(td_server_t *s);
 
 /* Requests: create, queue on the connection, hand to a worker or answer. */
 td_req_t *td_req_new(td_conn_t *c, int kind, td_proto_t proto);

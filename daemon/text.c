@@ -302,7 +302,9 @@ int td_text_split(const char *text, size_t len, const td_split_opts_t *o,
     out->count = n0; /* all or nothing */
     return rc;
   }
-  td_text_link_headings(out->items + n0, out->count - n0);
+  /* Nothing appended to a still empty array: items may be NULL, and even
+   * NULL + 0 is undefined behaviour (found by fuzz_split). */
+  if (out->count > n0) td_text_link_headings(out->items + n0, out->count - n0);
   for (size_t k = n0; k < out->count; k++)
     if (out->items[k].context >= 0) out->items[k].context += (long)n0;
   return 0;

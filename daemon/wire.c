@@ -23,6 +23,7 @@ static const struct {
     [TD_EC_UNAUTHORIZED] = {"unauthorized", 401},
     [TD_EC_SHUTTING_DOWN] = {"shutting_down", 503},
     [TD_EC_INTERNAL] = {"internal", 500},
+    [TD_EC_FORBIDDEN] = {"forbidden", 403},
 };
 
 const char *td_ecode_name(td_ecode_t c) {
@@ -37,6 +38,7 @@ const char *td_http_reason(int status) {
   case 200: return "OK";
   case 400: return "Bad Request";
   case 401: return "Unauthorized";
+  case 403: return "Forbidden";
   case 404: return "Not Found";
   case 405: return "Method Not Allowed";
   case 408: return "Request Timeout";

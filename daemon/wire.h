@@ -26,6 +26,7 @@ typedef enum td_ecode {
   TD_EC_UNAUTHORIZED,
   TD_EC_SHUTTING_DOWN,
   TD_EC_INTERNAL,
+  TD_EC_FORBIDDEN,     /* a reload path outside the models directory */
   TD_EC_COUNT
 } td_ecode_t;
 

@@ -37,6 +37,8 @@ static const char usage_main[] =
     "  eval       score a model bundle against labelled JSON Lines\n"
     "talking to a running themed:\n"
     "  health, stats, model, reload, stream, classify --socket PATH\n"
+    "NATS JetStream (themed --nats, docs/scaling.md):\n"
+    "  publish, collect\n"
     "\n"
     "  themectl <command> --help   options of one command\n"
     "  themectl --version\n";
@@ -162,15 +164,22 @@ static int corpus_fix_themes(td_corpus_t *c, char *const *names, size_t n) {
 /* ---- train ---- */
 
 typedef struct progress {
-  uint64_t t0;
+  uint64_t t0, last;
+  const char *stage;
 } progress_t;
 
 static void on_progress(void *ud, const char *stage, size_t done, size_t total) {
-  const progress_t *p = ud;
+  progress_t *p = ud;
+  uint64_t now = td_now_ns();
+  /* a terminal needs no more than ~10 updates a second */
+  if (p->stage && !strcmp(p->stage, stage) && done != total && now - p->last < 100000000ull)
+    return;
+  p->stage = stage;
+  p->last = now;
   const char *unit = !strcmp(stage, "cv") ? "jobs" : !strcmp(stage, "fit") ? "themes"
                    : !strcmp(stage, "gram") ? "rows" : "docs";
   fprintf(stderr, "\r[%s] %zu/%zu %s  %.1fs\033[K", stage, done, total, unit,
-          (double)(td_now_ns() - p->t0) / 1e9);
+          (double)(now - p->t0) / 1e9);
   fflush(stderr);
 }
 
@@ -367,7 +376,7 @@ static int cmd_train(int argc, char **argv) {
     themectl_errorf("%s", err.msg);
     goto out;
   }
-  progress_t prog = {td_now_ns()};
+  progress_t prog = {td_now_ns(), 0, NULL};
   int show = !quiet && isatty(STDERR_FILENO);
   if (show) {
     o.progress = on_progress;
@@ -757,6 +766,7 @@ int main(int argc, char **argv) {
       return themectl_client_main(sargc, sargv);
     return cmd_classify(sargc, sargv);
   }
+  if (!strcmp(cmd, "publish") || !strcmp(cmd, "collect")) return themectl_nats_main(sargc, sargv);
   if (!strcmp(cmd, "train")) return cmd_train(sargc, sargv);
   if (!strcmp(cmd, "eval")) return cmd_eval(sargc, sargv);
   if (cmd[0] == '-') themectl_errorf("unknown option %s (see 'themectl --help')", cmd);

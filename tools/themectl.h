@@ -16,6 +16,8 @@
  * are its arguments, as for a main(). Returns the process exit code.
  */
 int themectl_client_main(int argc, char **argv);
+/* `themectl publish` / `themectl collect` (tools/themectl_nats.c), argv[0] the command. */
+int themectl_nats_main(int argc, char **argv);
 
 /* Prints "themectl: <message>\n" on stderr: the one line every error gets. */
 void themectl_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -9,6 +9,8 @@ Environment:
   THEMED_TEST_MODEL_B       a second bundle (another version), for reload tests
   THEMED_TEST_WRAPPER       command prefix for the daemon, e.g. "valgrind -q --error-exitcode=99"
   THEMED_TEST_TIMEOUT_SCALE multiply every wait (e.g. 10 under valgrind)
+  THEMED_VALGRIND=1         shorthand: the wrapper is valgrind memcheck (errors and
+                            definite leaks exit 99), the scale 10 unless set
   TD_TEST_KEEP=1            keep the temp dirs
 """
 import http.client
@@ -29,8 +31,12 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
 THEMED = os.path.join(BUILD, "themed")
 THEMECTL = os.path.join(BUILD, "themectl")
-SCALE = float(os.environ.get("THEMED_TEST_TIMEOUT_SCALE", "1"))
-WRAPPER = shlex.split(os.environ.get("THEMED_TEST_WRAPPER", ""))
+# THEMED_VALGRIND=1 (make valgrind-integration): the daemon runs under
+# memcheck; any error or definite leak makes it exit 99, which close() reports.
+VALGRIND = os.environ.get("THEMED_VALGRIND") == "1"
+VALGRIND_CMD = "valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite -q"
+SCALE = float(os.environ.get("THEMED_TEST_TIMEOUT_SCALE", "10" if VALGRIND else "1"))
+WRAPPER = shlex.split(os.environ.get("THEMED_TEST_WRAPPER", VALGRIND_CMD if VALGRIND else ""))
 KEEP = os.environ.get("TD_TEST_KEEP") == "1"
 
 # Lines that mean the daemon misbehaved, whatever the test asserted.

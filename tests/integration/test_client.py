@@ -83,7 +83,8 @@ def test_client_health_stats_model():
 
 
 def test_client_reload_and_refusal():
-    with Daemon() as d:
+    # the refused bundle is made in /tmp, outside the models directory
+    with Daemon("--allow-any-model-path") as d:
         with open(os.path.join(model_b_dir(), "manifest.json")) as f:
             mb = json.load(f)
         label_b = "%s@%s" % (mb["name"], mb["version"])

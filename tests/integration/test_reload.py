@@ -19,7 +19,8 @@ def _labels():
 
 def test_reload_under_load_zero_failures():
     label_a, label_b = _labels()
-    with Daemon(tcp=True) as d:
+    # bundle B is trained into a temp dir, outside A's models directory
+    with Daemon("--allow-any-model-path", tcp=True) as d:
         stop = threading.Event()
         stats = {"ok": 0, "fail": [], "labels": set()}
 
@@ -72,7 +73,8 @@ def test_reload_under_load_zero_failures():
 
 def test_bad_bundle_refused_old_keeps_serving():
     label_a, _ = _labels()
-    with Daemon() as d:
+    # the bad bundles live in the daemon's temp dir, outside the models directory
+    with Daemon("--allow-any-model-path") as d:
         bad = os.path.join(d.dir, "bad-bundle")
         shutil.copytree(model_dir(), bad)
         svm = os.path.join(bad, "svm")
@@ -113,7 +115,7 @@ def test_sighup_reload_and_notify():
 
 def test_concurrent_reloads_are_serialized():
     label_a, label_b = _labels()
-    with Daemon() as d:
+    with Daemon("--allow-any-model-path") as d:  # B is outside A's models directory
         clients = [d.jsonl() for _ in range(6)]
         for i, c in enumerate(clients):
             c.send({"op": "reload", "id": i, "path": model_b_dir() if i % 2 else model_dir()})

@@ -693,6 +693,81 @@ static void test_cli_train_eval_classify(void **state) {
   expect_error(args, 1, "nonexistent");
 }
 
+/* ------------------------------------------------------------------------ */
+/* The bundled model                                                        */
+
+/* models/rural-themes must be the model `make model` trains from the
+ * current ../shared/corpus/train.jsonl, and must still do its job on the
+ * held-out dev split (evaluation only: nothing is tuned on dev). */
+static void test_bundled_model(void **state) {
+  (void)state;
+  const char *shared = getenv("THEMED_SHARED");
+  char train[600], dev[600];
+  snprintf(train, sizeof train, "%s/corpus/train.jsonl", shared && *shared ? shared : "../shared");
+  snprintf(dev, sizeof dev, "%s/corpus/dev.jsonl", shared && *shared ? shared : "../shared");
+  if (access("models/rural-themes/manifest.json", R_OK) != 0 || access(train, R_OK) != 0 ||
+      access(dev, R_OK) != 0) {
+    fprintf(stderr, "skipping: needs models/rural-themes and %s, %s\n", train, dev);
+    skip();
+  }
+  td_model_t *m = NULL;
+  td_err_t err;
+  if (td_model_load("models/rural-themes", NULL, &m, &err)) fail_msg("%s", err.msg);
+  static const char *const order[] = {"organization", "talent", "industry",
+                                      "governance", "culture", "ecology"};
+  assert_int_equal(m->ntheme, 6);
+  for (size_t k = 0; k < 6; k++) assert_string_equal(m->themes[k].name, order[k]);
+  const json_t *f0 = json_array_get(json_object_get(json_object_get(m->manifest, "training"), "files"), 0);
+  size_t len;
+  char *data = slurp(train, &len), hex[TD_SHA256_HEX_LEN + 1];
+  assert_non_null(data);
+  td_sha256_t h;
+  td_sha256_init(&h);
+  td_sha256_update(&h, data, len);
+  td_sha256_final_hex(&h, hex);
+  free(data);
+  if (strcmp(json_string_value(json_object_get(f0, "sha256")), hex) != 0)
+    fail_msg("models/rural-themes was not trained on the current %s: run make model", train);
+
+  td_corpus_t c;
+  td_corpus_init(&c);
+  c.themes = calloc(6, sizeof *c.themes);
+  for (size_t k = 0; k < 6; k++) c.themes[k] = strdup(order[k]);
+  c.ntheme = 6;
+  if (td_corpus_load(&c, dev, 0, 1, &err) || td_corpus_finish(&c, &err)) fail_msg("%s", err.msg);
+  td_scratch_t *s = td_scratch_new();
+  td_result_t r;
+  td_result_init(&r);
+  td_classify_opts_t co;
+  td_classify_opts_default(&co);
+  td_span_t *sp = calloc(c.n, sizeof *sp);
+  size_t tp = 0, fp = 0, fn = 0;
+  for (size_t d = 0; d < c.ndocs; d++) {
+    size_t b = c.doc_start[d], nd = c.doc_start[d + 1] - b;
+    for (size_t j = 0; j < nd; j++) {
+      sp[j].s = c.items[b + j].text;
+      sp[j].len = c.items[b + j].len;
+    }
+    td_doc_t doc = {.id = c.items[b].doc, .passages = sp, .npassages = nd};
+    if (td_classify(m, &doc, &co, s, &r, &err)) fail_msg("%s", err.msg);
+    for (size_t j = 0; j < nd; j++)
+      for (size_t k = 0; k < 6; k++) {
+        int p = td_result_tagged(m, &co, &r, j, k), g = (int)((c.items[b + j].labels >> k) & 1);
+        tp += p && g;
+        fp += p && !g;
+        fn += !p && g;
+      }
+  }
+  double micro = 2.0 * (double)tp / (double)(2 * tp + fp + fn);
+  fprintf(stderr, "bundled model: dev micro-F1 %.4f\n", micro);
+  assert_true(micro > 0.80);
+  free(sp);
+  td_result_free(&r);
+  td_scratch_free(&s);
+  td_corpus_free(&c);
+  td_model_unref(&m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_platt_libsvm),
@@ -706,6 +781,7 @@ int main(void) {
       cmocka_unit_test_setup(test_cli_usage, cli_setup),
       cmocka_unit_test_setup(test_cli_data_errors, cli_setup),
       cmocka_unit_test_setup(test_cli_train_eval_classify, cli_setup),
+      cmocka_unit_test(test_bundled_model),
   };
   return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }

@@ -1,0 +1,17 @@
+/* libFuzzer target: the bigram tokenizer plugin on raw bytes (see tok_common.h). */
+#include "tok_common.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  static const char *const opts[] = {
+      "{}",
+      "{\"unigrams\": false}",
+      "{\"bigrams\": false}",
+      "{\"traditional_to_simplified\": true}",
+      "{\"unigrams\": false, \"traditional_to_simplified\": true}",
+      "{\"bigrams\": false, \"traditional_to_simplified\": true}",
+  };
+  tok_init("bigram", opts, sizeof opts / sizeof opts[0]);
+  return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) { return tok_one(data, size); }
