@@ -122,12 +122,14 @@ integration: all $(EXAMPLES) $(TESTPLUGS)
 	else echo "integration: no suites yet"; fi
 
 # make test: the normal build, then the whole unit suite again under
-# ASan+UBSan, then the integration suites against the real daemon.
+# ASan+UBSan, then the integration suites against the real daemon, the
+# systemd suite, and a short run of every fuzz target (fuzz-ci, below).
 test: deps
 	@$(MAKE) --no-print-directory unit-run
 	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 unit-run
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory systemd-test
+	@$(MAKE) --no-print-directory fuzz-ci
 
 # Installs into a temp DESTDIR, verifies the units, runs the installed daemon
 # the way the unit does.

@@ -63,7 +63,8 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# One run: $1 daemons with $2 workers each. Prints "<articles/s> <split>".
+# One run: $1 daemons with $2 workers each. Appends "<articles/s> <split>"
+# to $TMP/rows (not in a subshell: the EXIT trap must see the pids).
 run_once() {
   nd=$1 w=$2
   port=$(free_port)
@@ -95,33 +96,30 @@ run_once() {
   DAEMONS=
   kill "$NATS_PID"; wait "$NATS_PID" 2>/dev/null || true
   NATS_PID=
-  python3 - "$t0" "$t1" "$N" "$TMP/summary.json" <<'EOF'
+  python3 -c '
 import json, sys
 t0, t1, n = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 s = json.load(open(sys.argv[4]))
 split = "/".join(str(v) for v in sorted(s["instances"].values(), reverse=True))
-print("%.0f %s dup=%d" % (n / (t1 - t0), split, s["duplicates"]))
-EOF
+print("%.0f %s(dup=%d)" % (n / (t1 - t0), split, s["duplicates"]))' "$t0" "$t1" "$N" "$TMP/summary.json" >>"$TMP/rows"
 }
 
 CPUS=$(getconf _NPROCESSORS_ONLN)
 echo "nats_scale: $N articles, $RUNS runs each, $CPUS CPUs, $("$NATS_SERVER" --version), model $MODEL"
 for w in ${WORKERS:-1 $CPUS}; do
   for nd in 1 2; do
-    results=""
+    : >"$TMP/rows"
     r=1
     while [ $r -le "$RUNS" ]; do
-      results="$results
-$(run_once "$nd" "$w")"
+      run_once "$nd" "$w"
       r=$((r + 1))
     done
-    echo "$results" | python3 -c '
+    python3 -c '
 import sys
-rows = [l.split() for l in sys.stdin.read().split("\n") if l.strip()]
+rows = [l.split() for l in open(sys.argv[3]) if l.strip()]
 rates = sorted(float(r[0]) for r in rows)
-med = rates[len(rates) // 2]
 print("daemons=%s workers/daemon=%s: %.0f articles/s (median of %d: %s; split %s)" % (
-    sys.argv[1], sys.argv[2], med, len(rows), " ".join("%.0f" % x for x in rates),
-    " ".join(r[1] for r in rows)))' "$nd" "$w"
+    sys.argv[1], sys.argv[2], rates[len(rates) // 2], len(rows), " ".join("%.0f" % x for x in rates),
+    " ".join(r[1] for r in rows)))' "$nd" "$w" "$TMP/rows"
   done
 done

@@ -9,12 +9,21 @@
 #include <stdio.h>
 #include <string.h>
 
-/* One token seen while explaining a passage. */
+/* One token seen while explaining a passage: its label ("heading:党建")
+ * and the feature index it hashes to. */
 typedef struct expl_tok {
   size_t off, len; /* into td_scratch.tokbytes */
   uint32_t index;
   double contrib;
 } expl_tok_t;
+
+/* One non-zero feature of the passage being explained: the labels of every
+ * token behind it, joined, and its part in the decision value. */
+typedef struct expl_feat {
+  size_t off, len; /* label, into td_scratch.tokbytes */
+  uint32_t index;
+  double value, contrib;
+} expl_feat_t;
 
 struct td_scratch {
   td_fscratch_t *fs;
@@ -25,6 +34,9 @@ struct td_scratch {
   expl_tok_t *toks;
   size_t ntok, captok;
   int tok_oom;
+  const char *tok_prefix; /* label prefix of the block being collected */
+  expl_feat_t *feats;
+  size_t nfeat, capfeat;
 };
 
 void td_classify_opts_default(td_classify_opts_t *o) {
@@ -68,6 +80,7 @@ void td_scratch_free(td_scratch_t **sp) {
   free(s->vecs);
   td_buf_free(&s->tokbytes);
   free(s->toks);
+  free(s->feats);
   free(s);
   *sp = NULL;
 }
@@ -238,68 +251,133 @@ static int collect_token(void *ud, const char *tok, size_t len, uint32_t index) 
     s->captok = cap;
   }
   size_t off = s->tokbytes.len;
-  if (td_buf_append(&s->tokbytes, tok, len)) {
+  if ((s->tok_prefix && td_buf_append(&s->tokbytes, s->tok_prefix, strlen(s->tok_prefix))) ||
+      td_buf_append(&s->tokbytes, tok, len)) {
     s->tok_oom = 1;
     return 1;
   }
-  s->toks[s->ntok++] = (expl_tok_t){off, len, index, 0};
+  s->toks[s->ntok++] = (expl_tok_t){off, s->tokbytes.len - off, index, 0};
   return 0;
 }
 
-static double fvec_value(const td_fvec_t *v, uint32_t index) {
-  size_t lo = 0, hi = v->count;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (v->items[mid].index < index)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return lo < v->count && v->items[lo].index == index ? v->items[lo].value : 0;
+static int by_index(const void *a, const void *b) {
+  const expl_tok_t *x = a, *y = b;
+  if (x->index != y->index) return x->index < y->index ? -1 : 1;
+  return x->off < y->off ? -1 : x->off > y->off; /* blocks, then text order */
 }
 
 static int by_contrib_desc(const void *a, const void *b) {
-  const expl_tok_t *x = a, *y = b;
+  const expl_feat_t *x = a, *y = b;
   if (x->contrib != y->contrib) return x->contrib > y->contrib ? -1 : 1;
-  return x->off < y->off ? -1 : x->off > y->off; /* stable: text order */
+  return x->off < y->off ? -1 : x->off > y->off; /* stable: body first, text order */
 }
 
 /*
- * The contribution of a token to theme k is w[index][k] * x[index]: exact for
- * a linear model (dec_k is the sum of these plus the bias). Tokens that
- * collide in one bucket share its contribution; a token that also appears in
- * the heading context is counted at its body index only.
+ * Labels every non-zero feature of passage i (s->vecs[i]) into s->feats,
+ * sorted by index: the tokens of each block that feeds the passage (body,
+ * heading, neighbours), with the block's name as a prefix except for the
+ * body ("书记", "heading:队伍", "prev:产业"); tokens that share a bucket are
+ * joined by " / ". Leaves contrib at 0.
+ */
+static int label_features(const td_model_t *m, const td_result_t *r, size_t i, td_scratch_t *s,
+                          td_err_t *err) {
+  size_t n = r->passages.count;
+  s->ntok = 0;
+  s->nfeat = 0;
+  s->tok_oom = 0;
+  td_buf_reset(&s->tokbytes);
+  char prefix[32];
+  for (int b = 0; b < TD_BLOCK_COUNT; b++) {
+    long src = td_features_block_source(&m->feat, r->passages.items, n, i, (td_block_t)b);
+    if (src < 0) continue;
+    snprintf(prefix, sizeof prefix, "%s:", td_features_block_name((td_block_t)b));
+    s->tok_prefix = b == TD_BLOCK_BODY ? NULL : prefix;
+    int rc = td_features_block_tokens(&m->feat, m->tok, (td_block_t)b, r->spans[src].s,
+                                      r->spans[src].len, collect_token, s, err);
+    s->tok_prefix = NULL;
+    if (s->tok_oom) return td_err_set(err, TD_ENOMEM, "out of memory");
+    if (rc) return rc;
+  }
+  qsort(s->toks, s->ntok, sizeof *s->toks, by_index);
+  const td_fvec_t *x = &s->vecs[i];
+  if (x->count > s->capfeat) {
+    expl_feat_t *f = realloc(s->feats, x->count * sizeof *f);
+    if (!f) return td_err_set(err, TD_ENOMEM, "out of memory");
+    s->feats = f;
+    s->capfeat = x->count;
+  }
+  size_t t = 0;
+  for (size_t q = 0; q < x->count; q++) {
+    uint32_t idx = x->items[q].index;
+    while (t < s->ntok && s->toks[t].index < idx) t++;
+    size_t off = s->tokbytes.len, need = 24;
+    for (size_t u = t; u < s->ntok && s->toks[u].index == idx; u++) need += s->toks[u].len + 3;
+    /* Reserved up front, so the appends below never move the bytes they copy. */
+    int bad = td_buf_reserve(&s->tokbytes, need);
+    for (size_t u = t; !bad && u < s->ntok && s->toks[u].index == idx; u++) {
+      if (u > t) bad |= td_buf_append(&s->tokbytes, " / ", 3);
+      bad |= td_buf_append(&s->tokbytes, s->tokbytes.data + s->toks[u].off, s->toks[u].len);
+    }
+    if (!bad && s->tokbytes.len == off) { /* no token behind it: cannot happen, but say so */
+      char tmp[24];
+      int len = snprintf(tmp, sizeof tmp, "#%u", idx);
+      bad |= td_buf_append(&s->tokbytes, tmp, (size_t)len);
+    }
+    if (bad) return td_err_set(err, TD_ENOMEM, "out of memory");
+    s->feats[s->nfeat++] =
+        (expl_feat_t){off, s->tokbytes.len - off, idx, x->items[q].value, 0};
+  }
+  return 0;
+}
+
+int td_explain(const td_model_t *m, const td_result_t *r, size_t i, size_t k, td_scratch_t *s,
+               td_contrib_cb cb, void *ud, td_err_t *err) {
+  if (!m || m->magic != TD_MODEL_MAGIC || !r || !s || !cb)
+    return td_err_set(err, TD_EINVAL, "td_explain: bad arguments");
+  if (!m->linear)
+    return td_err_set(err, TD_EINVAL, "explanations need a linear model; this bundle's kernel is not linear");
+  if (i >= r->passages.count || i >= s->nvec || k >= m->ntheme)
+    return td_err_set(err, TD_EINVAL, "td_explain: passage %zu or theme %zu out of range", i, k);
+  int rc = label_features(m, r, i, s, err);
+  size_t nt = m->ntheme;
+  for (size_t q = 0; !rc && q < s->nfeat; q++) {
+    expl_feat_t *f = &s->feats[q];
+    f->contrib = m->w[(size_t)f->index * nt + k] * f->value;
+    td_contrib_t c = {s->tokbytes.data + f->off, f->len, f->index, f->value, f->contrib};
+    rc = cb(ud, &c);
+  }
+  return rc;
+}
+
+/*
+ * The contribution of a feature to theme k is w[index][k] * x[index]: exact
+ * for a linear model (dec_k is the sum of them all plus the bias; td_explain
+ * lists them all). The response keeps the explain_k largest positive ones.
  */
 static int explain_passage(const td_model_t *m, const td_classify_opts_t *o, const td_result_t *r,
                            size_t i, const size_t *tagged, size_t ntag, td_scratch_t *s,
                            json_t *pobj) {
   td_err_t err;
   td_err_clear(&err);
-  s->ntok = 0;
-  s->tok_oom = 0;
-  td_buf_reset(&s->tokbytes);
-  int rc =
-      td_features_tokens(&m->feat, m->tok, r->spans[i].s, r->spans[i].len, collect_token, s, &err);
-  if (s->tok_oom) return TD_ENOMEM;
+  int rc = label_features(m, r, i, s, &err);
+  if (rc == TD_ENOMEM) return rc;
   if (rc) return json_object_set_new(pobj, "explain_error", json_string(err.msg)) ? TD_ENOMEM : 0;
   json_t *ex = json_object();
   if (!ex || json_object_set_new(pobj, "explain", ex)) return TD_ENOMEM;
-  const td_fvec_t *x = &s->vecs[i];
   size_t nt = m->ntheme;
   int k_max = o->explain_k > 0 ? o->explain_k : 8;
   for (size_t t = 0; t < ntag; t++) {
     size_t k = tagged[t];
-    for (size_t j = 0; j < s->ntok; j++) {
-      uint32_t idx = s->toks[j].index;
-      s->toks[j].contrib = m->w[(size_t)idx * nt + k] * fvec_value(x, idx);
-    }
-    qsort(s->toks, s->ntok, sizeof *s->toks, by_contrib_desc);
+    for (size_t j = 0; j < s->nfeat; j++)
+      s->feats[j].contrib = m->w[(size_t)s->feats[j].index * nt + k] * s->feats[j].value;
+    qsort(s->feats, s->nfeat, sizeof *s->feats, by_contrib_desc);
     json_t *arr = json_array();
     if (!arr || json_object_set_new(ex, m->themes[k].name, arr)) return TD_ENOMEM;
-    for (size_t j = 0; j < s->ntok && (int)j < k_max; j++) {
-      if (!(s->toks[j].contrib > 0)) break; /* only what argued for the theme */
-      json_t *e = json_pack("{s:s%, s:f}", "token", s->tokbytes.data + s->toks[j].off,
-                            s->toks[j].len, "weight", round4(s->toks[j].contrib));
+    for (size_t j = 0; j < s->nfeat && (int)j < k_max; j++) {
+      /* only what argued for the theme, and visibly (weights print rounded) */
+      if (!(round4(s->feats[j].contrib) > 0)) break;
+      json_t *e = json_pack("{s:s%, s:f}", "token", s->tokbytes.data + s->feats[j].off,
+                            s->feats[j].len, "weight", round4(s->feats[j].contrib));
       if (!e || json_array_append_new(arr, e)) return TD_ENOMEM;
     }
   }
@@ -433,4 +511,282 @@ fail:
   td_scratch_free(&own);
   json_decref(root);
   return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The response, serialized directly                                        */
+/*
+ * Why: building the response as jansson objects and dumping them cost more
+ * than classifying (callgrind, bench/NOTES.md): a json_pack, a hash table
+ * insert and a malloc per member, snprintf per number, then a walk that
+ * hands the bytes to a callback in small pieces, and a free per object. The
+ * shape is fixed and small, so it is written here straight into one reused
+ * buffer. Every byte must stay what jansson writes (docs/protocol.md: served
+ * and offline output are identical), so the number and string writers below
+ * mirror jansson 2.14's dump.c / jsonp_dtostr, and tests/unit/test_result_write.c
+ * compares the two on corpora and on hostile ids.
+ */
+
+static inline char *put_mem(char *p, const void *s, size_t n) {
+  memcpy(p, s, n);
+  return p + n;
+}
+#define PUT_LIT(p, lit) put_mem((p), (lit), sizeof(lit) - 1)
+
+/* JSON_INTEGER_FORMAT ("%lld") of a size or count, which jansson holds as
+ * json_int_t (so a value past INT64_MAX would print negative, as there). */
+static char *put_uint(char *p, uint64_t u) {
+  int64_t s = (int64_t)u;
+  uint64_t v = u;
+  if (s < 0) {
+    *p++ = '-';
+    v = -(uint64_t)s;
+  }
+  char tmp[24];
+  size_t n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (n) *p++ = tmp[--n];
+  return p;
+}
+
+/* jansson's jsonp_dtostr(value, precision 6): "%.6g", ".0" appended when
+ * the text has neither '.' nor 'e', '+' and leading zeros dropped from the
+ * exponent. Writes at most 32 bytes. */
+static char *put_real_generic(char *p, double v) {
+  char b[40];
+  int n = snprintf(b, sizeof b, "%.6g", v);
+  if (n < 0 || n >= 30) n = 0; /* cannot happen for a finite double */
+  size_t len = (size_t)n;
+  if (!memchr(b, '.', len) && !memchr(b, 'e', len)) {
+    b[len++] = '.';
+    b[len++] = '0';
+  }
+  b[len] = '\0';
+  char *e = memchr(b, 'e', len);
+  if (e) {
+    char *start = e + 1, *end = start + 1;
+    if (*start == '-') start++;
+    while (*end == '0') end++;
+    if (end != start) {
+      memmove(start, end, len - (size_t)(end - b) + 1);
+      len -= (size_t)(end - start);
+    }
+  }
+  return put_mem(p, b, len);
+}
+
+/* round4(x) as jansson prints it. round4's results are k/10^4; below 100
+ * in magnitude "%.6g" of the nearest double is exactly that decimal with
+ * trailing zeros removed (the double is within 1e-14 of it, far from any
+ * rounding boundary of 6 significant digits), so it is written from k
+ * without snprintf. Anything else takes the generic path. */
+static char *put_round4(char *p, double x) {
+  double r = round(x * 1e4);
+  if (!(fabs(r) < 1e6)) return put_real_generic(p, r / 1e4);
+  if (signbit(r)) *p++ = '-';
+  uint64_t k = (uint64_t)fabs(r);
+  p = put_uint(p, k / 10000);
+  *p++ = '.';
+  unsigned f = (unsigned)(k % 10000);
+  if (!f) {
+    *p++ = '0';
+    return p;
+  }
+  char d[4] = {(char)('0' + f / 1000), (char)('0' + f / 100 % 10), (char)('0' + f / 10 % 10),
+               (char)('0' + f % 10)};
+  int nd = 4;
+  while (d[nd - 1] == '0') nd--;
+  return put_mem(p, d, (size_t)nd);
+}
+
+/* A JSON string as jansson dumps it without JSON_ENSURE_ASCII or
+ * JSON_ESCAPE_SLASH: '"' and '\\' escaped, control characters as \b \f \n
+ * \r \t or \u00XX (upper-case hex), everything else as is. json_string()
+ * refuses invalid UTF-8, so this does too (TD_EINVAL). */
+static int buf_json_string(td_buf_t *b, const char *s, size_t len) {
+  if (td_text_check_utf8(s, len, NULL, NULL)) return TD_EINVAL;
+  if (td_buf_reserve(b, 6 * len + 2)) return TD_ENOMEM;
+  char *p = b->data + b->len;
+  *p++ = '"';
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\') {
+      *p++ = (char)c;
+      continue;
+    }
+    *p++ = '\\';
+    switch (c) {
+    case '"': *p++ = '"'; break;
+    case '\\': *p++ = '\\'; break;
+    case '\b': *p++ = 'b'; break;
+    case '\f': *p++ = 'f'; break;
+    case '\n': *p++ = 'n'; break;
+    case '\r': *p++ = 'r'; break;
+    case '\t': *p++ = 't'; break;
+    default: {
+      static const char hex[] = "0123456789ABCDEF";
+      p = PUT_LIT(p, "u00");
+      *p++ = hex[c >> 4];
+      *p++ = hex[c & 15];
+    }
+    }
+  }
+  *p++ = '"';
+  b->len = (size_t)(p - b->data);
+  b->data[b->len] = '\0';
+  return 0;
+}
+
+static int dump_to_buf(const char *buf, size_t n, void *ud) {
+  return td_buf_append(ud, buf, n) ? -1 : 0;
+}
+
+/* The rare shapes (explanations, echoed text): build the objects, then
+ * treat "id" exactly as the daemon did before this writer existed. */
+static int result_write_json(const td_model_t *m, const td_doc_t *doc,
+                             const td_classify_opts_t *o, const td_result_t *r, td_scratch_t *s,
+                             td_result_id_t id_mode, const json_t *id_json, td_buf_t *out) {
+  json_t *res = td_result_json(m, doc, o, r, s);
+  if (!res) return TD_ENOMEM;
+  if (id_mode == TD_RESULT_ID_JSON && id_json) json_object_set(res, "id", (json_t *)id_json);
+  else if (id_mode != TD_RESULT_ID_DOC) json_object_del(res, "id");
+  size_t len0 = out->len;
+  int rc = json_dump_callback(res, dump_to_buf, out, TD_JSON_DUMP_FLAGS) ? TD_ENOMEM : 0;
+  json_decref(res);
+  if (rc) out->len = len0;
+  return rc;
+}
+
+int td_result_write(const td_model_t *m, const td_doc_t *doc, const td_classify_opts_t *o,
+                    const td_result_t *r, td_scratch_t *s, td_result_id_t id_mode,
+                    const json_t *id_json, td_buf_t *out) {
+  td_classify_opts_t def;
+  if (!o) {
+    td_classify_opts_default(&def);
+    o = &def;
+  }
+  if (o->explain || o->include_text)
+    return result_write_json(m, doc, o, r, s, id_mode, id_json, out);
+  size_t nt = m->ntheme, n = r->passages.count, len0 = out->len;
+  size_t count[TD_MAX_THEMES] = {0}, tagged[TD_MAX_THEMES], other = 0;
+  double maxsc[TD_MAX_THEMES];
+  int rc = 0;
+  if (td_buf_append(out, "{", 1)) goto nomem;
+  if (id_mode == TD_RESULT_ID_JSON && id_json) {
+    if (td_buf_append(out, "\"id\":", 5) ||
+        json_dump_callback(id_json, dump_to_buf, out, TD_JSON_DUMP_FLAGS | JSON_ENCODE_ANY))
+      goto nomem;
+    if (td_buf_append(out, ",", 1)) goto nomem;
+  } else if (id_mode == TD_RESULT_ID_DOC) {
+    if (td_buf_append(out, "\"id\":", 5)) goto nomem;
+    if (doc && doc->id) {
+      if ((rc = buf_json_string(out, doc->id, strlen(doc->id)))) goto fail;
+    } else if (td_buf_append(out, "null", 4)) {
+      goto nomem;
+    }
+    if (td_buf_append(out, ",", 1)) goto nomem;
+  }
+  if (td_buf_append(out, "\"model\":", 8)) goto nomem;
+  if ((rc = buf_json_string(out, m->label, strlen(m->label)))) goto fail;
+  if (td_buf_append(out, ",\"passages\":[", 13)) goto nomem;
+  for (size_t k = 0; k < nt; k++) maxsc[k] = 0;
+  /* Longest theme name, for the reservation below. */
+  size_t namemax = 0;
+  for (size_t k = 0; k < nt; k++) {
+    size_t l = strlen(m->themes[k].name);
+    if (l > namemax) namemax = l;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const td_passage_t *p = &r->passages.items[i];
+    const double *sc = r->scores + i * nt;
+    size_t ntag = 0;
+    for (size_t k = 0; k < nt; k++)
+      if (td_result_tagged(m, o, r, i, k)) {
+        /* jansson has no NaN or infinity: td_result_json fails on one */
+        if (!isfinite(sc[k])) goto nomem;
+        tagged[ntag++] = k;
+      }
+    sort_by_score(tagged, ntag, sc);
+    /* Theme names are [A-Za-z0-9_.-] (model.c checks): no escaping. */
+    if (td_buf_reserve(out, 256 + ntag * (namemax + 64))) goto nomem;
+    char *w = out->data + out->len;
+    if (i) *w++ = ',';
+    w = PUT_LIT(w, "{\"index\":");
+    w = put_uint(w, i);
+    w = PUT_LIT(w, ",\"start\":");
+    w = put_uint(w, p->cstart);
+    w = PUT_LIT(w, ",\"end\":");
+    w = put_uint(w, p->cend);
+    w = PUT_LIT(w, ",\"byte_start\":");
+    w = put_uint(w, p->start);
+    w = PUT_LIT(w, ",\"byte_end\":");
+    w = put_uint(w, p->end);
+    w = p->is_heading ? PUT_LIT(w, ",\"heading\":true,\"themes\":[")
+                      : PUT_LIT(w, ",\"heading\":false,\"themes\":[");
+    for (size_t t = 0; t < ntag; t++) {
+      size_t k = tagged[t];
+      if (t) *w++ = ',';
+      w = PUT_LIT(w, "{\"theme\":\"");
+      w = put_mem(w, m->themes[k].name, strlen(m->themes[k].name));
+      w = PUT_LIT(w, "\",\"score\":");
+      w = put_round4(w, sc[k]);
+      *w++ = '}';
+      if (count[k]++ == 0 || sc[k] > maxsc[k]) maxsc[k] = sc[k];
+    }
+    w = PUT_LIT(w, "]}");
+    out->len = (size_t)(w - out->data);
+    if (ntag == 0) other++;
+  }
+  /* Summary: as td_result_json. */
+  if (td_buf_reserve(out, 128 + nt * (2 * namemax + 160))) goto nomem;
+  char *w = out->data + out->len;
+  w = PUT_LIT(w, "],\"summary\":{\"passages\":");
+  w = put_uint(w, n);
+  w = PUT_LIT(w, ",\"other\":");
+  w = put_uint(w, other);
+  w = PUT_LIT(w, ",\"themes\":{");
+  size_t order[TD_MAX_THEMES], no = 0;
+  for (size_t k = 0; k < nt; k++) {
+    if (!count[k]) continue;
+    if (no) *w++ = ',';
+    *w++ = '"';
+    w = put_mem(w, m->themes[k].name, strlen(m->themes[k].name));
+    w = PUT_LIT(w, "\":{\"passages\":");
+    w = put_uint(w, count[k]);
+    w = PUT_LIT(w, ",\"share\":");
+    w = put_round4(w, (double)count[k] / (double)n);
+    w = PUT_LIT(w, ",\"max\":");
+    w = put_round4(w, maxsc[k]);
+    *w++ = '}';
+    order[no++] = k;
+  }
+  for (size_t a = 1; a < no; a++) { /* as td_result_json: passages desc, max desc, index */
+    size_t v = order[a], b = a;
+    while (b > 0 && (count[order[b - 1]] < count[v] ||
+                     (count[order[b - 1]] == count[v] && maxsc[order[b - 1]] < maxsc[v]))) {
+      order[b] = order[b - 1];
+      b--;
+    }
+    order[b] = v;
+  }
+  w = PUT_LIT(w, "},\"top\":[");
+  for (size_t a = 0; a < no; a++) {
+    if (a) *w++ = ',';
+    *w++ = '"';
+    w = put_mem(w, m->themes[order[a]].name, strlen(m->themes[order[a]].name));
+    *w++ = '"';
+  }
+  w = PUT_LIT(w, "]}}");
+  out->len = (size_t)(w - out->data);
+  out->data[out->len] = '\0';
+  return 0;
+nomem:
+  rc = TD_ENOMEM;
+fail:
+  out->len = len0;
+  if (out->data) out->data[len0] = '\0';
+  return rc == TD_EINVAL ? TD_ENOMEM : rc;
 }

@@ -77,4 +77,49 @@ json_t *td_result_json(const td_model_t *m, const td_doc_t *doc,
                        const td_classify_opts_t *o, const td_result_t *r,
                        td_scratch_t *s);
 
+/* One feature's part in a decision value (td_explain). */
+typedef struct td_contrib {
+  const char *label; /* the tokens behind the feature, not NUL-terminated: "书记"
+                        for the passage's own text, "heading:队伍建设" for the
+                        heading it sits under, "prev:" / "next:" for the
+                        neighbouring passages; tokens that share one hashed
+                        bucket are joined by " / " */
+  size_t len;
+  uint32_t index;    /* the feature (hashed bucket) */
+  double value;      /* its value in the passage's vector */
+  double contrib;    /* w[index][k] * value */
+} td_contrib_t;
+typedef int (*td_contrib_cb)(void *ud, const td_contrib_t *c);
+
+/*
+ * Calls cb for every non-zero feature of passage i with its contribution to
+ * theme k, in index order. Exact for a linear model: the contributions plus
+ * m->bias[k] sum to r->dec[i * ntheme + k] (tests/unit/test_explain.c). s
+ * must hold the feature vectors of r: the scratch td_classify used for r.
+ * A non-zero return from cb stops the walk and is returned. TD_EINVAL for a
+ * non-linear model or an index out of range.
+ */
+int td_explain(const td_model_t *m, const td_result_t *r, size_t i, size_t k, td_scratch_t *s,
+               td_contrib_cb cb, void *ud, td_err_t *err);
+
+/* Where td_result_write takes the "id" member from. */
+typedef enum td_result_id {
+  TD_RESULT_ID_DOC = 0, /* doc->id, or null: td_result_json's own shape */
+  TD_RESULT_ID_OMIT,    /* no "id" member (a request that sent none) */
+  TD_RESULT_ID_JSON     /* the given JSON value (a request's scalar id) */
+} td_result_id_t;
+
+/*
+ * The same response, serialized straight into `out` (appended): byte for
+ * byte json_dumps(td_result_json(...), TD_JSON_DUMP_FLAGS), with the "id"
+ * member replaced (in place) or removed as id_mode says -- what the daemon
+ * did with json_object_set/json_object_del. Builds no jansson objects on the
+ * common path (the hot path of both themectl and the daemon); explain and
+ * include_text go through td_result_json. Returns 0, or TD_ENOMEM (out left
+ * as it was) when td_result_json would have returned NULL.
+ */
+int td_result_write(const td_model_t *m, const td_doc_t *doc, const td_classify_opts_t *o,
+                    const td_result_t *r, td_scratch_t *s, td_result_id_t id_mode,
+                    const json_t *id_json, td_buf_t *out);
+
 #endif

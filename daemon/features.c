@@ -11,6 +11,10 @@
  * the pair construction) needs a new hash name, or old bundles score wrong. */
 #define CTX_SALT 0x9e3779b9u
 #define PAIR_SALT 0x85ebca6bu
+/* Neighbour blocks re-mix the body hash instead of re-hashing the bytes, so a
+ * passage is tokenized once per call whichever blocks it feeds. */
+#define PREV_SALT 0x27d4eb2fu
+#define NEXT_SALT 0x165667b1u
 
 #define MIN_BUCKETS_LOG2 10
 #define MAX_BUCKETS_LOG2 24
@@ -23,6 +27,7 @@ void td_feat_config_default(td_feat_config_t *c) {
   c->use_idf = 1;
   c->context_weight = 0.5;
   c->seed = 0x7d5eed;
+  c->neighbor_weight = 0;
 }
 
 /* ---- hashing: MurmurHash3 x86_32 (Austin Appleby, public domain) ---- */
@@ -78,11 +83,19 @@ static inline uint32_t pair_hash(uint32_t h1, uint32_t h2, uint32_t seed) {
 /* ---- config JSON ---- */
 
 json_t *td_feat_config_to_json(const td_feat_config_t *c) {
-  return json_pack("{s:s, s:s, s:I, s:i, s:b, s:b, s:f, s:I, s:s}", "kind", "hash", "hash",
-                   HASH_NAME, "buckets", (json_int_t)c->buckets, "ngram_max", c->ngram_max,
-                   "sublinear_tf", c->sublinear_tf != 0, "use_idf", c->use_idf != 0,
-                   "context_weight", c->context_weight, "seed", (json_int_t)c->seed, "norm",
-                   "l2");
+  json_t *j = json_pack("{s:s, s:s, s:I, s:i, s:b, s:b, s:f, s:I, s:s}", "kind", "hash", "hash",
+                        HASH_NAME, "buckets", (json_int_t)c->buckets, "ngram_max", c->ngram_max,
+                        "sublinear_tf", c->sublinear_tf != 0, "use_idf", c->use_idf != 0,
+                        "context_weight", c->context_weight, "seed", (json_int_t)c->seed, "norm",
+                        "l2");
+  /* Optional keys only when they change something: a bundle without them
+   * stays loadable by readers that predate them. */
+  if (j && c->neighbor_weight != 0 &&
+      json_object_set_new(j, "neighbor_weight", json_real(c->neighbor_weight))) {
+    json_decref(j);
+    return NULL;
+  }
+  return j;
 }
 
 /* The offending value, compact and bounded, for error messages. */
@@ -132,8 +145,10 @@ static int get_const(const json_t *j, const char *key, const char *want, td_err_
 int td_feat_config_from_json(const json_t *j, td_feat_config_t *c, td_err_t *err) {
   static const char *const keys[] = {"kind",    "hash",           "buckets", "ngram_max",
                                      "sublinear_tf", "use_idf", "context_weight", "seed",
-                                     "norm"};
-  const size_t nkeys = sizeof keys / sizeof keys[0];
+                                     "norm",
+                                     /* optional from here on */
+                                     "neighbor_weight"};
+  const size_t nkeys = sizeof keys / sizeof keys[0], nrequired = 9;
   if (!json_is_object(j)) {
     char got[96];
     show(j, got, sizeof got);
@@ -146,7 +161,7 @@ int td_feat_config_from_json(const json_t *j, td_feat_config_t *c, td_err_t *err
     while (i < nkeys && strcmp(k, keys[i]) != 0) i++;
     if (i == nkeys) return td_err_set(err, TD_EFORMAT, "features.%s: unknown key", k);
   }
-  for (size_t i = 0; i < nkeys; i++)
+  for (size_t i = 0; i < nrequired; i++)
     if (!json_object_get(j, keys[i]))
       return td_err_set(err, TD_EFORMAT, "features.%s: missing", keys[i]);
 
@@ -181,6 +196,14 @@ int td_feat_config_from_json(const json_t *j, td_feat_config_t *c, td_err_t *err
   if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 0xffffffffLL)
     return bad_value(err, "seed", "an integer between 0 and 4294967295", v);
   t.seed = (uint32_t)json_integer_value(v);
+
+  t.neighbor_weight = 0;
+  if ((v = json_object_get(j, "neighbor_weight"))) {
+    if (!json_is_number(v) || !isfinite(json_number_value(v)) || json_number_value(v) < 0 ||
+        json_number_value(v) > MAX_CONTEXT_WEIGHT)
+      return bad_value(err, "neighbor_weight", "a number between 0 and 100", v);
+    t.neighbor_weight = json_number_value(v);
+  }
 
   *c = t;
   return 0;
@@ -297,6 +320,13 @@ struct td_fscratch {
   long ctx_of;      /* ... this passage of the current call, or -1 */
   td_fvec_t tmp;    /* td_features_doc_df's vector */
   td_fvec_t sortbuf; /* radix sort's second buffer */
+  /* Neighbour blocks: every passage's token hashes (full 32 bits, in text
+   * order), passage i's at th[toff[i] .. toff[i+1]); pre = filled this call. */
+  uint32_t *th;
+  size_t nth, capth;
+  size_t *toff;
+  size_t captoff;
+  int pre;
 };
 
 td_fscratch_t *td_fscratch_new(void) {
@@ -312,6 +342,8 @@ void td_fscratch_free(td_fscratch_t **sp) {
   td_fvec_free(&s->ctx);
   td_fvec_free(&s->tmp);
   td_fvec_free(&s->sortbuf);
+  free(s->th);
+  free(s->toff);
   TD_FREE(*sp);
 }
 
@@ -469,12 +501,103 @@ static void finish(td_fvec_t *v, uint32_t buckets, td_fscratch_t *s) {
   }
 }
 
+/* ---- neighbour blocks: token hashes kept per passage ---- */
+
+static inline uint32_t block_index(uint32_t h, uint32_t salt, uint32_t mask) {
+  return fmix32(h ^ salt) & mask;
+}
+
+typedef struct keep_ud {
+  td_fscratch_t *s;
+  uint32_t seed;
+  int oom;
+} keep_ud_t;
+
+static int keep_hash(void *ud, const char *tok, size_t len) {
+  keep_ud_t *u = ud;
+  td_fscratch_t *s = u->s;
+  if (!len) return 0;
+  if (s->nth == s->capth) {
+    size_t cap = s->capth ? s->capth * 2 : 1024;
+    uint32_t *p = realloc(s->th, cap * sizeof *p);
+    if (!p) {
+      u->oom = 1;
+      return TD_ENOMEM;
+    }
+    s->th = p;
+    s->capth = cap;
+  }
+  s->th[s->nth++] = td_features_hash(tok, len, u->seed);
+  return 0;
+}
+
+/* Tokenizes every passage once and keeps its token hashes (s->th, s->toff). */
+static int prepass(const td_feat_config_t *c, const td_tokenizer_t *tok, const td_span_t *spans,
+                   size_t n, td_fscratch_t *s, td_err_t *err) {
+  s->pre = 0;
+  s->nth = 0;
+  if (n + 1 > s->captoff) {
+    size_t *p = realloc(s->toff, (n + 1) * sizeof *p);
+    if (!p) return td_err_set(err, TD_ENOMEM, "out of memory");
+    s->toff = p;
+    s->captoff = n + 1;
+  }
+  keep_ud_t u = {.s = s, .seed = c->seed};
+  for (size_t i = 0; i < n; i++) {
+    s->toff[i] = s->nth;
+    if (!spans[i].len) continue;
+    int rc = td_tokenizer_run(tok, spans[i].s, spans[i].len, keep_hash, &u, err);
+    if (u.oom) return td_err_set(err, TD_ENOMEM, "out of memory");
+    if (rc) return td_err_prefix(err, "passage %zu", i);
+  }
+  s->toff[n] = s->nth;
+  s->pre = 1;
+  return 0;
+}
+
+/*
+ * add_block over the kept hashes of passage p. salt 0: the body block,
+ * exactly what add_block computes from the text (index h & mask, plus pairs
+ * when ngram_max == 2); otherwise a neighbour block (index
+ * block_index(h, salt), tokens only).
+ */
+static int add_hashed_block(const td_feat_config_t *c, const double *idf, size_t p, uint32_t salt,
+                            double scale, td_fscratch_t *s, td_fvec_t *v, td_err_t *err) {
+  cmap_t *m = &s->counts;
+  cmap_clear(m);
+  uint32_t mask = c->buckets - 1;
+  int pairs = !salt && c->ngram_max >= 2;
+  for (size_t q = s->toff[p]; q < s->toff[p + 1]; q++) {
+    uint32_t h = s->th[q];
+    if (cmap_add(m, salt ? block_index(h, salt, mask) : h & mask))
+      return td_err_set(err, TD_ENOMEM, "out of memory");
+    if (pairs && q > s->toff[p] && cmap_add(m, pair_hash(s->th[q - 1], h, c->seed) & mask))
+      return td_err_set(err, TD_ENOMEM, "out of memory");
+  }
+  if (m->n && fvec_reserve(v, m->n)) return td_err_set(err, TD_ENOMEM, "out of memory");
+  for (size_t e = 0; e < m->n; e++) {
+    double tf = m->cnt[e];
+    if (c->sublinear_tf) tf = 1.0 + log(tf);
+    if (c->use_idf && idf) tf *= idf[m->key[e]];
+    v->items[v->count++] = (td_feat_t){m->key[e], tf * scale};
+  }
+  return 0;
+}
+
 static int passage_vec(const td_feat_config_t *c, const td_tokenizer_t *tok, const double *idf,
                        const td_span_t *spans, const td_passage_t *ps, size_t n, size_t i,
                        td_fscratch_t *s, td_fvec_t *v, td_err_t *err) {
   v->count = 0;
-  int rc = add_block(c, tok, idf, &spans[i], c->seed, 1.0, s, v, err);
+  int rc = s->pre ? add_hashed_block(c, idf, i, 0, 1.0, s, v, err)
+                  : add_block(c, tok, idf, &spans[i], c->seed, 1.0, s, v, err);
   if (rc) return td_err_prefix(err, "passage %zu", i);
+  if (s->pre && c->neighbor_weight > 0) {
+    if (i > 0 && (rc = add_hashed_block(c, idf, i - 1, PREV_SALT, c->neighbor_weight, s, v, err)))
+      return td_err_prefix(err, "passage %zu: previous passage", i);
+    if (i + 1 < n &&
+        (rc = add_hashed_block(c, idf, i + 1, NEXT_SALT, c->neighbor_weight, s, v, err)))
+      return td_err_prefix(err, "passage %zu: next passage", i);
+  }
   if (!ps || !(c->context_weight > 0) || ps[i].context < 0) {
     finish(v, c->buckets, s);
     return 0;
@@ -518,10 +641,13 @@ int td_features_doc(const td_feat_config_t *c, const td_tokenizer_t *tok, const 
                     td_fvec_t *out, td_err_t *err) {
   int rc = check_args(c, tok, spans, n, s, out, err);
   if (rc) return rc;
-  s->ctx_of = -1; /* the cache never outlives a call: spans change */
-  for (size_t i = 0; i < n; i++)
+  s->ctx_of = -1; /* the caches never outlive a call: spans change */
+  s->pre = 0;
+  if (c->neighbor_weight > 0) rc = prepass(c, tok, spans, n, s, err);
+  for (size_t i = 0; !rc && i < n; i++)
     if ((rc = passage_vec(c, tok, idf, spans, ps, n, i, s, &out[i], err))) break;
   s->ctx_of = -1;
+  s->pre = 0;
   return rc;
 }
 
@@ -531,6 +657,8 @@ int td_features_doc_df(const td_feat_config_t *c, const td_tokenizer_t *tok,
   int rc = check_args(c, tok, spans, n, s, df, err);
   if (rc) return rc;
   s->ctx_of = -1;
+  s->pre = 0;
+  if (c->neighbor_weight > 0) rc = prepass(c, tok, spans, n, s, err);
   for (size_t i = 0; i < n && !rc; i++) {
     /* Without idf no value is zero, so the vector lists every index touched. */
     if ((rc = passage_vec(c, tok, NULL, spans, ps, n, i, s, &s->tmp, err))) break;
@@ -538,6 +666,7 @@ int td_features_doc_df(const td_feat_config_t *c, const td_tokenizer_t *tok,
       if (df[s->tmp.items[q].index] != UINT32_MAX) df[s->tmp.items[q].index]++;
   }
   s->ctx_of = -1;
+  s->pre = 0;
   return rc;
 }
 
@@ -563,6 +692,26 @@ typedef struct tok_set {
   td_buf_t prev; /* the previous token's bytes (pairs) */
   uint32_t prev_hash;
 } tok_set_t;
+
+static const char *const block_names[TD_BLOCK_COUNT] = {"body", "heading", "prev", "next"};
+
+const char *td_features_block_name(td_block_t b) {
+  return (unsigned)b < TD_BLOCK_COUNT ? block_names[b] : "?";
+}
+
+long td_features_block_source(const td_feat_config_t *c, const td_passage_t *ps, size_t n,
+                              size_t i, td_block_t b) {
+  if (!c || i >= n) return -1;
+  switch (b) {
+  case TD_BLOCK_BODY: return (long)i;
+  case TD_BLOCK_HEADING:
+    return ps && c->context_weight > 0 && ps[i].context >= 0 && (size_t)ps[i].context < n
+               ? ps[i].context : -1;
+  case TD_BLOCK_PREV: return c->neighbor_weight > 0 && i > 0 ? (long)i - 1 : -1;
+  case TD_BLOCK_NEXT: return c->neighbor_weight > 0 && i + 1 < n ? (long)i + 1 : -1;
+  default: return -1;
+  }
+}
 
 static int set_grow(tok_set_t *t) {
   size_t nslot = t->nslot ? t->nslot * 2 : 256;
@@ -635,9 +784,19 @@ oom:
 
 int td_features_tokens(const td_feat_config_t *c, const td_tokenizer_t *tok, const char *text,
                        size_t len, td_token_index_cb cb, void *ud, td_err_t *err) {
-  if (!c || !tok || !cb || (len && !text))
+  return td_features_block_tokens(c, tok, TD_BLOCK_BODY, text, len, cb, ud, err);
+}
+
+int td_features_block_tokens(const td_feat_config_t *c, const td_tokenizer_t *tok, td_block_t b,
+                             const char *text, size_t len, td_token_index_cb cb, void *ud,
+                             td_err_t *err) {
+  if (!c || !tok || !cb || (len && !text) || (unsigned)b >= TD_BLOCK_COUNT)
     return td_err_set(err, TD_EINVAL, "features: bad arguments");
-  tok_set_t t = {.seed = c->seed, .pairs = c->ngram_max >= 2};
+  /* As passage_vec hashes each block: the heading block with its own seed
+   * (pairs too), the neighbours by re-mixing the body hash (tokens only). */
+  uint32_t salt = b == TD_BLOCK_PREV ? PREV_SALT : b == TD_BLOCK_NEXT ? NEXT_SALT : 0;
+  tok_set_t t = {.seed = b == TD_BLOCK_HEADING ? c->seed ^ CTX_SALT : c->seed,
+                 .pairs = !salt && c->ngram_max >= 2};
   td_buf_init(&t.bytes);
   td_buf_init(&t.prev);
   int rc = 0;
@@ -647,7 +806,8 @@ int td_features_tokens(const td_feat_config_t *c, const td_tokenizer_t *tok, con
   }
   uint32_t mask = c->buckets - 1;
   for (size_t e = 0; !rc && e < t.n; e++)
-    rc = cb(ud, t.bytes.data + t.recs[e].off, t.recs[e].len, t.recs[e].hash & mask);
+    rc = cb(ud, t.bytes.data + t.recs[e].off, t.recs[e].len,
+            salt ? block_index(t.recs[e].hash, salt, mask) : t.recs[e].hash & mask);
   td_buf_free(&t.bytes);
   td_buf_free(&t.prev);
   free(t.recs);

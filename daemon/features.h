@@ -10,6 +10,13 @@
  * context_weight, then the whole vector is L2-normalized. Every knob is
  * recorded in the model manifest (td_feat_config_to_json) so serving
  * computes exactly what training computed.
+ *
+ * With neighbor_weight > 0, two more blocks: the tokens of the previous and
+ * of the next passage of the same document, each in its own hashed space
+ * (index = fmix32(body hash ^ salt): a neighbour's 产业 is a third feature,
+ * beside the body's and the heading's), tf x idf, scaled by neighbor_weight.
+ * Every passage is then tokenized once per call and its token hashes kept,
+ * so neighbours cost no extra tokenizer work.
  */
 #ifndef TD_FEATURES_H
 #define TD_FEATURES_H
@@ -28,13 +35,19 @@ typedef struct td_feat_config {
   int use_idf;           /* multiply by the idf table recorded in the bundle */
   double context_weight; /* scale of the heading-context block; 0 = off */
   uint32_t seed;         /* hash seed */
+  double neighbor_weight; /* scale of the previous/next-passage blocks; 0 = off
+                             (manifest key "neighbor_weight", optional: absent
+                             in bundles that predate it, and written only when
+                             non-zero, so those bundles stay readable by older
+                             readers) */
 } td_feat_config_t;
 
 #define TD_FEAT_DEFAULT_BUCKETS (1u << 18)
 void td_feat_config_default(td_feat_config_t *c);
 /* New reference; the object written to manifest.json "features". */
 json_t *td_feat_config_to_json(const td_feat_config_t *c);
-/* Strict: unknown keys, missing keys and bad values are errors naming the field. */
+/* Strict: unknown keys, missing keys and bad values are errors naming the
+ * field. Optional keys (neighbor_weight) take their default when absent. */
 int td_feat_config_from_json(const json_t *j, td_feat_config_t *c, td_err_t *err);
 
 typedef struct td_span {
@@ -100,5 +113,33 @@ typedef int (*td_token_index_cb)(void *ud, const char *tok, size_t len,
 int td_features_tokens(const td_feat_config_t *c, const td_tokenizer_t *tok,
                        const char *text, size_t len, td_token_index_cb cb,
                        void *ud, td_err_t *err);
+
+/* The blocks a passage's vector is made of (explanations name them). */
+typedef enum td_block {
+  TD_BLOCK_BODY = 0, /* the passage itself */
+  TD_BLOCK_HEADING,  /* the heading it sits under (context_weight) */
+  TD_BLOCK_PREV,     /* the previous passage (neighbor_weight) */
+  TD_BLOCK_NEXT,     /* the next passage (neighbor_weight) */
+  TD_BLOCK_COUNT
+} td_block_t;
+
+/* "body", "heading", "prev", "next". */
+const char *td_features_block_name(td_block_t b);
+
+/*
+ * Which passage feeds block b of passage i (spans/ps/n as for
+ * td_features_doc), or -1 when the block is off or empty for it.
+ */
+long td_features_block_source(const td_feat_config_t *c, const td_passage_t *ps, size_t n,
+                              size_t i, td_block_t b);
+
+/*
+ * td_features_tokens for any block: each distinct token of `text` with the
+ * index it has in block b (body: as td_features_tokens, pairs included;
+ * other blocks: tokens only).
+ */
+int td_features_block_tokens(const td_feat_config_t *c, const td_tokenizer_t *tok,
+                             td_block_t b, const char *text, size_t len,
+                             td_token_index_cb cb, void *ud, td_err_t *err);
 
 #endif

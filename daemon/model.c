@@ -162,14 +162,23 @@ static int get_object(vctx_t *v, const json_t *obj, const char *key, const char 
  * libsvm's svm_load_model trusts its input: a truncated SV section makes it
  * write past the nodes it counted, and nr_sv that does not add up to
  * total_sv makes svm_predict_values read out of bounds. So every file is
- * parsed here first, strictly in the shape svm_save_model writes, and only
- * then handed to libsvm. This also gives errors that name the line.
+ * parsed here, strictly in the shape svm_save_model writes, with errors
+ * that name the line.
+ *
+ * The same single pass builds the struct svm_model, exactly as
+ * svm_load_model would from an accepted file (the same fields, values
+ * parsed with strtod/strtol semantics, nodes in one block that
+ * svm_free_and_destroy_model frees): the file used to be parsed twice --
+ * once here to validate, once by libsvm -- and number parsing was ~90% of
+ * a model load (bench/NOTES.md).
  */
 typedef struct svm_hdr {
   int svm_type, kernel, nr_class;
   long total_sv;
   int have_degree, have_gamma, have_coef0, have_rho, have_label, have_nr_sv;
   long sum_nr_sv;
+  /* nr_class when each array was read: they must match the final one */
+  int n_rho, n_label, n_nr_sv, n_proba, n_probb;
 } svm_hdr_t;
 
 static const char *const svm_type_names[] = {"c_svc", "nu_svc", "one_class", "epsilon_svr",
@@ -177,6 +186,7 @@ static const char *const svm_type_names[] = {"c_svc", "nu_svc", "one_class", "ep
 static const char *const kernel_names[] = {"linear", "polynomial", "rbf", "sigmoid", "precomputed"};
 
 static int name_index(const char *w, const char *const *names, int n) {
+  if (!w) return -1; /* "svm_type" with no value (found by fuzz_bundle) */
   for (int i = 0; i < n; i++)
     if (!strcmp(w, names[i])) return i;
   return -1;
@@ -202,40 +212,177 @@ static int parse_double(const char *w, double *out) {
   return 1;
 }
 
+/*
+ * strtod of [s, e) for the plain decimal shapes libsvm (%.8g, %.17g) and
+ * our writers use: [+-]digits[.digits][(e|E)[+-]digits]. Clinger's fast
+ * path: with at most 19 significant digits, a mantissa <= 2^53 and a
+ * power of ten <= 10^22, mantissa and power are exact doubles and one
+ * multiplication or division rounds correctly, so the result is bit for
+ * bit strtod's. Returns 0 for anything else (the caller then asks strtod).
+ */
+static int fast_double(const char *s, const char *e, double *out) {
+  static const double p10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  const char *p = s;
+  int neg = 0;
+  if (p < e && (*p == '-' || *p == '+')) neg = *p++ == '-';
+  /* the shape first: digits, '.', digits, exponent */
+  const char *i0 = p;
+  while (p < e && (unsigned)(*p - '0') < 10) p++;
+  const char *i1 = p, *f0 = p, *f1 = p;
+  if (p < e && *p == '.') {
+    f0 = f1 = ++p;
+    while (p < e && (unsigned)(*p - '0') < 10) p++;
+    f1 = p;
+  }
+  if (i1 == i0 && f1 == f0) return 0; /* no digits */
+  long ex = 0;
+  if (p < e && (*p == 'e' || *p == 'E')) {
+    int eneg = 0;
+    long ev = 0;
+    p++;
+    if (p < e && (*p == '+' || *p == '-')) eneg = *p++ == '-';
+    const char *d0 = p;
+    for (; p < e && (unsigned)(*p - '0') < 10; p++)
+      if (ev < 100000) ev = ev * 10 + (*p - '0');
+    if (p == d0) return 0;
+    ex = eneg ? -ev : ev;
+  }
+  if (p != e) return 0;
+  /* then the significant digits, leading zeros skipped, in one tight loop */
+  ex -= (long)(f1 - f0);
+  while (i0 < i1 && *i0 == '0') i0++;
+  if (i0 == i1)
+    while (f0 < f1 && *f0 == '0') f0++;
+  if ((i1 - i0) + (f1 - f0) > 19) return 0;
+  uint64_t mant = 0;
+  for (const char *q = i0; q < i1; q++) mant = mant * 10 + (uint64_t)(*q - '0');
+  for (const char *q = f0; q < f1; q++) mant = mant * 10 + (uint64_t)(*q - '0');
+  if (mant > (1ull << 53)) return 0;
+  double v;
+  if (!mant) v = 0;
+  else if (ex >= 0 && ex <= 22) v = (double)mant * p10[ex];
+  else if (ex < 0 && ex >= -22) v = (double)mant / p10[-ex];
+  else return 0;
+  *out = neg ? -v : v;
+  return 1;
+}
+
+/* parse_double of the NUL-terminated token [s, e), the fast way when it can. */
+static inline int token_double(char *s, char *e, double *out) {
+  return fast_double(s, e, out) || parse_double(s, out);
+}
+
+/* parse_long of the NUL-terminated token [s, e): plain digits directly. */
+static inline int token_long(char *s, char *e, long *out) {
+  if (e > s && e - s <= 18) {
+    long x = 0;
+    const char *p = s;
+    for (; p < e && *p >= '0' && *p <= '9'; p++) x = x * 10 + (*p - '0');
+    if (p == e) {
+      *out = x;
+      return 1;
+    }
+  }
+  return parse_long(s, out);
+}
+
 #define WS " \t\r"
+static inline int is_ws(char c) { return c == ' ' || c == '\t' || c == '\r'; }
+
+/*
+ * One "index:value" pair as svm_save_model writes it (index 1-10 digits,
+ * value %.8g without an exponent), parsed in a single pass over its bytes:
+ * a model load is little else. On success *qp moves to the separator after
+ * the pair. Any other shape returns 0 and is parsed the general way, so
+ * what is accepted and every value stay exactly as before (fast_double's
+ * argument holds here too).
+ */
+static inline int pair_fast(char **qp, long *idx, double *val) {
+  static const double p10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  const char *q = *qp, *d0 = q;
+  long x = 0;
+  for (; (unsigned)(*q - '0') < 10; q++) x = x * 10 + (*q - '0');
+  if (q == d0 || q - d0 > 10 || *q != ':') return 0;
+  q++;
+  int neg = 0, nd = 0, any = 0;
+  long ex = 0;
+  uint64_t mant = 0;
+  if (*q == '-' || *q == '+') neg = *q++ == '-';
+  for (unsigned d; (d = (unsigned)(*q - '0')) < 10; q++) {
+    any = 1;
+    if (mant | d) {
+      if (++nd > 19) return 0;
+      mant = mant * 10 + d;
+    }
+  }
+  if (*q == '.')
+    for (unsigned d; (d = (unsigned)(*++q - '0')) < 10;) {
+      any = 1;
+      ex--;
+      if (mant | d) {
+        if (++nd > 19) return 0;
+        mant = mant * 10 + d;
+      }
+    }
+  if (!any || (*q && !is_ws(*q)) || mant > (1ull << 53) || ex < -22) return 0;
+  double v = mant ? (double)mant / p10[-ex] : 0;
+  *idx = x;
+  *val = neg ? -v : v;
+  *qp = (char *)q;
+  return 1;
+}
 
 static int svm_line_err(const char *path, size_t line, td_err_t *err, const char *what) {
   return td_err_set(err, TD_EMODEL, "%s line %zu: %s", path, line, what);
 }
 
-/* Reads `n` numbers (integers if ints) from the rest of a header line. */
-static int svm_hdr_numbers(char **save, long n, int ints, long *sum) {
+/* Reads `n` numbers (integers if ints) from the rest of a header line into
+ * a new array *arr (doubles, or ints when ints). */
+static int svm_hdr_numbers(char **save, long n, int ints, long *sum, void **arr) {
   char *w;
+  free(*arr);
+  *arr = ints ? malloc((size_t)n * sizeof(int)) : malloc((size_t)n * sizeof(double));
+  if (!*arr) return 0;
   for (long i = 0; i < n; i++) {
     w = strtok_r(NULL, WS, save);
     if (ints) {
       long x;
       if (!parse_long(w, &x)) return 0;
       if (sum) *sum += x;
+      ((int *)*arr)[i] = (int)x; /* libsvm's "%d" */
     } else {
       double x;
       if (!parse_double(w, &x)) return 0;
+      ((double *)*arr)[i] = x;
     }
   }
   return strtok_r(NULL, WS, save) == NULL;
 }
 
-static int svm_precheck(const char *path, uint32_t buckets, td_err_t *err) {
+/* Parses, validates and builds one libsvm model file; *out owned by the
+ * caller (svm_free_and_destroy_model). */
+static int svm_parse(const char *path, uint32_t buckets, struct svm_model **out, td_err_t *err) {
   char *buf;
   size_t len;
+  *out = NULL;
   int rc = td_read_file(path, &buf, &len, err);
   if (rc) return rc;
+  struct svm_model *sm = calloc(1, sizeof *sm);
+  if (!sm) {
+    free(buf);
+    return td_err_set(err, TD_ENOMEM, "out of memory");
+  }
+  sm->free_sv = 1; /* as svm_load_model: SV[0] is the one block of nodes */
   svm_hdr_t h = {.svm_type = -1, .kernel = -1};
-  size_t line = 0;
+  size_t line = 0, nnode = 0, capnode = 0;
+  struct svm_node *xs = NULL;
   char *p = buf, *end = buf + len, msg[160];
   int in_sv = 0;
   long nsv = 0;
-  rc = 0;
   while (p < end && !rc) {
     char *nl = memchr(p, '\n', (size_t)(end - p));
     char *next = nl ? nl + 1 : end;
@@ -245,99 +392,52 @@ static int svm_precheck(const char *path, uint32_t buckets, td_err_t *err) {
       rc = svm_line_err(path, line, err, "NUL byte in a text file");
       break;
     }
-    char *save = NULL, *w = strtok_r(p, WS, &save);
-    if (!in_sv) {
-      if (!w) {
-        rc = svm_line_err(path, line, err, "empty line in the header");
-      } else if (!strcmp(w, "svm_type")) {
-        h.svm_type = name_index(strtok_r(NULL, WS, &save), svm_type_names, 5);
-        if (h.svm_type != C_SVC)
-          rc = td_err_set(err, TD_EMODEL,
-                          "%s line %zu: expected a 2-class C-SVC with labels +1/-1, "
-                          "got svm_type %s",
-                          path, line, h.svm_type < 0 ? "(unknown)" : svm_type_names[h.svm_type]);
-      } else if (!strcmp(w, "kernel_type")) {
-        h.kernel = name_index(strtok_r(NULL, WS, &save), kernel_names, 5);
-        if (h.kernel < 0 || h.kernel == PRECOMPUTED)
-          rc = svm_line_err(path, line, err,
-                            "kernel_type: expected linear, polynomial, rbf or sigmoid");
-      } else if (!strcmp(w, "degree")) {
-        long d;
-        h.have_degree = 1;
-        if (!parse_long(strtok_r(NULL, WS, &save), &d) || d < 0 || d > 100)
-          rc = svm_line_err(path, line, err, "degree: expected an integer in [0, 100]");
-      } else if (!strcmp(w, "gamma") || !strcmp(w, "coef0")) {
-        double x;
-        if (w[0] == 'g')
-          h.have_gamma = 1;
-        else
-          h.have_coef0 = 1;
-        if (!parse_double(strtok_r(NULL, WS, &save), &x)) {
-          snprintf(msg, sizeof msg, "%s: expected a finite number", w);
-          rc = svm_line_err(path, line, err, msg);
-        }
-      } else if (!strcmp(w, "nr_class")) {
-        long x;
-        if (!parse_long(strtok_r(NULL, WS, &save), &x) || x < 2 || x > 1000)
-          rc = svm_line_err(path, line, err, "nr_class: expected an integer in [2, 1000]");
-        else
-          h.nr_class = (int)x;
-      } else if (!strcmp(w, "total_sv")) {
-        if (!parse_long(strtok_r(NULL, WS, &save), &h.total_sv) || h.total_sv < 0 ||
-            h.total_sv > 100000000)
-          rc = svm_line_err(path, line, err, "total_sv: expected an integer >= 0");
-      } else if (!strcmp(w, "rho") || !strcmp(w, "probA") || !strcmp(w, "probB") ||
-                 !strcmp(w, "label") || !strcmp(w, "nr_sv")) {
-        int ints = !strcmp(w, "label") || !strcmp(w, "nr_sv");
-        long n = ints ? h.nr_class : (long)h.nr_class * (h.nr_class - 1) / 2;
-        if (h.nr_class == 0) {
-          snprintf(msg, sizeof msg, "%s before nr_class", w);
-          rc = svm_line_err(path, line, err, msg);
-          break;
-        }
-        if (!strcmp(w, "rho")) h.have_rho = 1;
-        if (!strcmp(w, "label")) h.have_label = 1;
-        if (!strcmp(w, "nr_sv")) h.have_nr_sv = 1;
-        if (!svm_hdr_numbers(&save, n, ints, !strcmp(w, "nr_sv") ? &h.sum_nr_sv : NULL)) {
-          snprintf(msg, sizeof msg, "%s: expected %ld %s", w, n,
-                   ints ? "integers" : "finite numbers");
-          rc = svm_line_err(path, line, err, msg);
-        }
-      } else if (!strcmp(w, "SV")) {
-        in_sv = 1;
-        if (h.svm_type < 0 || h.kernel < 0 || h.nr_class == 0 || !h.have_rho || !h.have_label ||
-            !h.have_nr_sv || h.total_sv == 0)
-          rc = svm_line_err(path, line, err,
-                            "header lacks one of svm_type, kernel_type, nr_class, "
-                            "total_sv (> 0), rho, label, nr_sv");
-        else if (h.sum_nr_sv != h.total_sv)
-          rc = svm_line_err(path, line, err, "nr_sv does not add up to total_sv");
-        else if ((h.kernel == POLY && !(h.have_degree && h.have_gamma && h.have_coef0)) ||
-                 (h.kernel == RBF && !h.have_gamma) ||
-                 (h.kernel == SIGMOID && !(h.have_gamma && h.have_coef0)))
-          rc = svm_line_err(path, line, err, "kernel parameters (degree/gamma/coef0) missing");
-      } else {
-        snprintf(msg, sizeof msg, "unknown header key \"%.40s\"", w);
-        rc = svm_line_err(path, line, err, msg);
+    if (in_sv) {
+      if (nsv >= h.total_sv) {
+        while (*p && is_ws(*p)) p++;
+        if (*p) rc = svm_line_err(path, line, err, "text after the last support vector");
+        p = next;
+        continue;
       }
-    } else if (nsv < h.total_sv) {
-      /* <coef> x (nr_class-1), then index:value pairs, indexes ascending */
+      /* <coef> x (nr_class-1), then index:value pairs, indexes ascending.
+       * Scanned by hand: this loop is a model load's whole cost. */
+      char *q = p;
       for (int c = 0; c < h.nr_class - 1 && !rc; c++) {
+        while (*q && is_ws(*q)) q++;
+        char *t = q;
+        while (*q && !is_ws(*q)) q++;
+        char *te = q;
+        if (*q) q++;
+        *te = '\0';
         double x;
-        if (!parse_double(c ? strtok_r(NULL, WS, &save) : w, &x))
+        if (t == te || !token_double(t, te, &x))
           rc = svm_line_err(path, line, err, "expected a finite coefficient");
+        else
+          sm->sv_coef[c][nsv] = x;
       }
+      sm->SV[nsv] = xs + nnode; /* xs does not move until the end */
       long prev = 0;
-      while (!rc && (w = strtok_r(NULL, WS, &save)) != NULL) {
-        char *colon = strchr(w, ':');
+      while (!rc) {
+        while (*q && is_ws(*q)) q++;
+        if (!*q) break;
         long idx;
         double val;
-        if (!colon) {
-          rc = svm_line_err(path, line, err, "expected index:value");
-          break;
+        int ok = pair_fast(&q, &idx, &val);
+        if (!ok) { /* the general way: the token, its first ':', two numbers */
+          char *t = q, *colon = NULL;
+          for (; *q && !is_ws(*q); q++)
+            if (*q == ':' && !colon) colon = q;
+          char *te = q;
+          if (*q) q++;
+          *te = '\0';
+          if (!colon) {
+            rc = svm_line_err(path, line, err, "expected index:value");
+            break;
+          }
+          *colon = '\0';
+          ok = token_long(t, colon, &idx) && token_double(colon + 1, te, &val);
         }
-        *colon = '\0';
-        if (!parse_long(w, &idx) || !parse_double(colon + 1, &val)) {
+        if (!ok) {
           rc = svm_line_err(path, line, err,
                             "expected index:value with an integer index and a finite value");
         } else if (idx < 1 || idx > (long)buckets) {
@@ -347,12 +447,135 @@ static int svm_precheck(const char *path, uint32_t buckets, td_err_t *err) {
                           path, line, idx, buckets, buckets);
         } else if (idx <= prev) {
           rc = svm_line_err(path, line, err, "indexes not strictly ascending");
+        } else if (nnode + 1 >= capnode) {
+          rc = td_err_set(err, TD_EMODEL, "%s line %zu: more nodes than index:value pairs",
+                          path, line); /* cannot happen: see capnode */
+        } else {
+          xs[nnode].index = (int)idx;
+          xs[nnode++].value = val;
         }
         prev = idx;
       }
+      if (!rc) xs[nnode++].index = -1; /* room: capnode has one per SV line */
       nsv++;
-    } else if (w) {
-      rc = svm_line_err(path, line, err, "text after the last support vector");
+      p = next;
+      continue;
+    }
+    char *save = NULL, *w = strtok_r(p, WS, &save);
+    if (!w) {
+      rc = svm_line_err(path, line, err, "empty line in the header");
+    } else if (!strcmp(w, "svm_type")) {
+      h.svm_type = name_index(strtok_r(NULL, WS, &save), svm_type_names, 5);
+      if (h.svm_type != C_SVC)
+        rc = td_err_set(err, TD_EMODEL,
+                        "%s line %zu: expected a 2-class C-SVC with labels +1/-1, "
+                        "got svm_type %s",
+                        path, line, h.svm_type < 0 ? "(unknown)" : svm_type_names[h.svm_type]);
+      sm->param.svm_type = h.svm_type;
+    } else if (!strcmp(w, "kernel_type")) {
+      h.kernel = name_index(strtok_r(NULL, WS, &save), kernel_names, 5);
+      if (h.kernel < 0 || h.kernel == PRECOMPUTED)
+        rc = svm_line_err(path, line, err,
+                          "kernel_type: expected linear, polynomial, rbf or sigmoid");
+      sm->param.kernel_type = h.kernel;
+    } else if (!strcmp(w, "degree")) {
+      long d;
+      h.have_degree = 1;
+      if (!parse_long(strtok_r(NULL, WS, &save), &d) || d < 0 || d > 100)
+        rc = svm_line_err(path, line, err, "degree: expected an integer in [0, 100]");
+      else
+        sm->param.degree = (int)d;
+    } else if (!strcmp(w, "gamma") || !strcmp(w, "coef0")) {
+      double x;
+      if (w[0] == 'g')
+        h.have_gamma = 1;
+      else
+        h.have_coef0 = 1;
+      if (!parse_double(strtok_r(NULL, WS, &save), &x)) {
+        snprintf(msg, sizeof msg, "%s: expected a finite number", w);
+        rc = svm_line_err(path, line, err, msg);
+      } else if (w[0] == 'g') {
+        sm->param.gamma = x;
+      } else {
+        sm->param.coef0 = x;
+      }
+    } else if (!strcmp(w, "nr_class")) {
+      long x;
+      if (!parse_long(strtok_r(NULL, WS, &save), &x) || x < 2 || x > 1000)
+        rc = svm_line_err(path, line, err, "nr_class: expected an integer in [2, 1000]");
+      else
+        h.nr_class = (int)x;
+    } else if (!strcmp(w, "total_sv")) {
+      if (!parse_long(strtok_r(NULL, WS, &save), &h.total_sv) || h.total_sv < 0 ||
+          h.total_sv > 100000000)
+        rc = svm_line_err(path, line, err, "total_sv: expected an integer >= 0");
+    } else if (!strcmp(w, "rho") || !strcmp(w, "probA") || !strcmp(w, "probB") ||
+               !strcmp(w, "label") || !strcmp(w, "nr_sv")) {
+      int ints = !strcmp(w, "label") || !strcmp(w, "nr_sv");
+      long n = ints ? h.nr_class : (long)h.nr_class * (h.nr_class - 1) / 2;
+      if (h.nr_class == 0) {
+        snprintf(msg, sizeof msg, "%s before nr_class", w);
+        rc = svm_line_err(path, line, err, msg);
+        break;
+      }
+      void **arr;
+      int *n_at;
+      if (!strcmp(w, "rho")) h.have_rho = 1, arr = (void **)&sm->rho, n_at = &h.n_rho;
+      else if (!strcmp(w, "label")) h.have_label = 1, arr = (void **)&sm->label, n_at = &h.n_label;
+      else if (!strcmp(w, "nr_sv")) h.have_nr_sv = 1, arr = (void **)&sm->nSV, n_at = &h.n_nr_sv;
+      else if (!strcmp(w, "probA")) arr = (void **)&sm->probA, n_at = &h.n_proba;
+      else arr = (void **)&sm->probB, n_at = &h.n_probb;
+      *n_at = h.nr_class;
+      if (!svm_hdr_numbers(&save, n, ints, !strcmp(w, "nr_sv") ? &h.sum_nr_sv : NULL, arr)) {
+        if (!*arr) {
+          rc = td_err_set(err, TD_ENOMEM, "out of memory");
+          break;
+        }
+        snprintf(msg, sizeof msg, "%s: expected %ld %s", w, n,
+                 ints ? "integers" : "finite numbers");
+        rc = svm_line_err(path, line, err, msg);
+      }
+    } else if (!strcmp(w, "SV")) {
+      in_sv = 1;
+      if (h.svm_type < 0 || h.kernel < 0 || h.nr_class == 0 || !h.have_rho || !h.have_label ||
+          !h.have_nr_sv || h.total_sv == 0) {
+        rc = svm_line_err(path, line, err,
+                          "header lacks one of svm_type, kernel_type, nr_class, "
+                          "total_sv (> 0), rho, label, nr_sv");
+      } else if (h.n_rho != h.nr_class || h.n_label != h.nr_class ||
+                 h.n_nr_sv != h.nr_class || (sm->probA && h.n_proba != h.nr_class) ||
+                 (sm->probB && h.n_probb != h.nr_class)) {
+        /* libsvm sizes its reads by the last nr_class */
+        rc = svm_line_err(path, line, err, "nr_class changed after rho, label, nr_sv or prob");
+      } else if (h.sum_nr_sv != h.total_sv) {
+        rc = svm_line_err(path, line, err, "nr_sv does not add up to total_sv");
+      } else if ((h.kernel == POLY && !(h.have_degree && h.have_gamma && h.have_coef0)) ||
+                 (h.kernel == RBF && !h.have_gamma) ||
+                 (h.kernel == SIGMOID && !(h.have_gamma && h.have_coef0))) {
+        rc = svm_line_err(path, line, err, "kernel parameters (degree/gamma/coef0) missing");
+      } else {
+        for (int c = 0; c < h.nr_class && !rc; c++)
+          if (sm->nSV[c] < 0) rc = svm_line_err(path, line, err, "nr_sv: a negative count");
+      }
+      if (!rc) {
+        /* Room for every node: a pair takes at least 4 bytes ("1:0" and a
+         * separator), plus one terminator per SV. Pages never written are
+         * never resident; the block is cut to size at the end. (Counting
+         * the ':' first, as svm_load_model does, cost a sixth of a load.) */
+        capnode = (size_t)(end - next) / 4 + (size_t)h.total_sv + 2;
+        sm->nr_class = h.nr_class;
+        sm->l = (int)h.total_sv;
+        xs = malloc(capnode * sizeof *xs);
+        sm->SV = malloc((size_t)h.total_sv * sizeof *sm->SV);
+        sm->sv_coef = calloc((size_t)h.nr_class - 1, sizeof *sm->sv_coef);
+        int ok = xs && sm->SV && sm->sv_coef;
+        for (int c = 0; ok && c < h.nr_class - 1; c++)
+          ok = (sm->sv_coef[c] = malloc((size_t)h.total_sv * sizeof(double))) != NULL;
+        if (!ok) rc = td_err_set(err, TD_ENOMEM, "out of memory");
+      }
+    } else {
+      snprintf(msg, sizeof msg, "unknown header key \"%.40s\"", w);
+      rc = svm_line_err(path, line, err, msg);
     }
     p = next;
   }
@@ -362,7 +585,31 @@ static int svm_precheck(const char *path, uint32_t buckets, td_err_t *err) {
     rc = td_err_set(err, TD_EMODEL, "%s: truncated: %ld of %ld support vectors", path, nsv,
                     h.total_sv);
   free(buf);
-  return rc;
+  if (rc) {
+    /* SV[] is not filled yet: libsvm must not free SV[0]; the block is xs.
+     * sv_coef (calloc'd) has nr_class - 1 entries, NULL where not made. */
+    free(sm->SV);
+    sm->SV = NULL;
+    sm->l = 0;
+    free(xs);
+    svm_free_and_destroy_model(&sm);
+    return rc;
+  }
+  /* Cut the block to what was used; SV[] follows it if it moves. */
+  size_t *off = malloc((size_t)nsv * sizeof *off);
+  if (!off) {
+    svm_free_and_destroy_model(&sm);
+    return td_err_set(err, TD_ENOMEM, "out of memory");
+  }
+  for (long j = 0; j < nsv; j++) off[j] = (size_t)(sm->SV[j] - xs);
+  struct svm_node *fit = realloc(xs, nnode * sizeof *xs);
+  if (fit) {
+    xs = fit;
+    for (long j = 0; j < nsv; j++) sm->SV[j] = xs + off[j];
+  }
+  free(off);
+  *out = sm;
+  return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -461,6 +708,41 @@ static int load_themes(td_model_t *m, vctx_t *v, const json_t *themes) {
   return 0;
 }
 
+/*
+ * strtod with a memory. idf.tsv has one line per bucket but few distinct
+ * values (an idf depends only on a document frequency), written with
+ * %.17g, which fast_double cannot take (17 digits); strtod was a tenth of
+ * a model load. The same bytes always give the same double, so a value
+ * seen before is looked up by its exact text. Only fully consumed tokens
+ * are remembered: a hit means strtod would have stopped at the NUL too.
+ */
+#define MEMO_SLOTS 4096
+typedef struct strtod_memo {
+  const char *s[MEMO_SLOTS]; /* into the file buffer, NUL-terminated */
+  size_t len[MEMO_SLOTS];
+  double x[MEMO_SLOTS];
+  size_t used;
+} strtod_memo_t;
+
+static double memo_strtod(strtod_memo_t *mm, const char *s, size_t len, char **end) {
+  uint32_t h = 2166136261u;
+  for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+  size_t k = h & (MEMO_SLOTS - 1);
+  for (; mm->s[k]; k = (k + 1) & (MEMO_SLOTS - 1))
+    if (mm->len[k] == len && !memcmp(mm->s[k], s, len)) {
+      *end = (char *)s + len;
+      return mm->x[k];
+    }
+  double x = strtod(s, end);
+  if (*end == s + len && mm->used < MEMO_SLOTS / 2) { /* load <= 1/2 */
+    mm->s[k] = s;
+    mm->len[k] = len;
+    mm->x[k] = x;
+    mm->used++;
+  }
+  return x;
+}
+
 static int load_idf(td_model_t *m, vctx_t *v, const json_t *jidf) {
   const char *file;
   double dflt;
@@ -482,8 +764,10 @@ static int load_idf(td_model_t *m, vctx_t *v, const json_t *jidf) {
 
   char *path = path_join(m->dir, file), *buf = NULL;
   size_t len;
+  strtod_memo_t *memo = NULL;
   if (!path) return td_err_set(v->err, TD_ENOMEM, "out of memory");
   if ((rc = td_read_file(path, &buf, &len, v->err))) goto done;
+  memo = calloc(1, sizeof *memo); /* NULL: plain strtod */
   char *p = buf, *end = buf + len;
   size_t line = 0;
   while (p < end) {
@@ -521,7 +805,8 @@ static int load_idf(td_model_t *m, vctx_t *v, const json_t *jidf) {
       } else {
         /* strtod would skip leading blanks: insist on the number itself */
         char c = tab[1];
-        x = strtod(tab + 1, &e);
+        x = memo ? memo_strtod(memo, tab + 1, (size_t)((nl ? nl : end) - (tab + 1)), &e)
+                 : strtod(tab + 1, &e);
         ok = e != tab + 1 && *e == '\0' &&
              ((c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.');
       }
@@ -561,6 +846,7 @@ static int load_idf(td_model_t *m, vctx_t *v, const json_t *jidf) {
   for (uint32_t i = 0; i < nb; i++)
     if (isnan(m->idf[i])) m->idf[i] = dflt;
 done:
+  free(memo);
   free(buf);
   free(path);
   return rc;
@@ -573,14 +859,8 @@ static int load_svms(td_model_t *m, vctx_t *v) {
     const json_t *jt = json_array_get(json_object_get(m->manifest, "themes"), k);
     char *path = path_join(m->dir, json_string_value(json_object_get(jt, "svm")));
     if (!path) return td_err_set(v->err, TD_ENOMEM, "out of memory");
-    int rc = svm_precheck(path, m->feat.buckets, v->err);
+    int rc = svm_parse(path, m->feat.buckets, &t->svm, v->err);
     if (rc) {
-      free(path);
-      return rc;
-    }
-    t->svm = svm_load_model(path);
-    if (!t->svm) {
-      rc = td_err_set(v->err, TD_EMODEL, "%s: libsvm could not read the file", path);
       free(path);
       return rc;
     }
@@ -632,6 +912,33 @@ static int collapse(td_model_t *m, td_err_t *err) {
         m->w[(size_t)(n->index - 1) * nt + k] += c * n->value;
     }
   }
+  return 0;
+}
+
+/*
+ * Files a tokenizer reads travel inside the bundle: a string option
+ * "dictionary" (the lexicon plugin's word list) names a file relative to the
+ * bundle directory, which the plugin, knowing nothing of bundles, gets as
+ * <bundle dir>/<path> (*out, a rewritten copy; NULL when nothing to rewrite).
+ * Absolute paths and ".." are refused: a bundle is self-contained.
+ */
+static int bundle_tokenizer_options(const td_model_t *m, vctx_t *v, const json_t *opt,
+                                    json_t **out) {
+  *out = NULL;
+  const json_t *d = opt ? json_object_get(opt, "dictionary") : NULL;
+  if (!d) return 0;
+  if (!json_is_string(d) || !rel_path_ok(json_string_value(d)))
+    return expected(v, "tokenizer.options.dictionary",
+                    "a file inside the bundle (a relative path without \"..\")", d);
+  char *path = path_join(m->dir, json_string_value(d));
+  json_t *copy = json_deep_copy(opt);
+  if (!path || !copy || json_object_set_new(copy, "dictionary", json_string(path))) {
+    free(path);
+    json_decref(copy);
+    return td_err_set(v->err, TD_ENOMEM, "out of memory");
+  }
+  free(path);
+  *out = copy;
   return 0;
 }
 
@@ -711,8 +1018,11 @@ static int load_manifest(td_model_t *m, const char *plugin_dir, const char *mpat
 
   /* Last: a plugin may be slow to create (dictionaries), and every cheaper
    * check should already have had its say. */
-  if ((rc = td_tokenizer_open(plugin_dir, tokname, opt, &m->tok, err)))
-    return td_err_prefix(err, "%s: tokenizer \"%s\"", mpath, tokname);
+  json_t *bopt = NULL;
+  if ((rc = bundle_tokenizer_options(m, &v, opt, &bopt))) return rc;
+  rc = td_tokenizer_open(plugin_dir, tokname, bopt ? bopt : opt, &m->tok, err);
+  json_decref(bopt);
+  if (rc) return td_err_prefix(err, "%s: tokenizer \"%s\"", mpath, tokname);
   return 0;
 }
 

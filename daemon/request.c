@@ -147,11 +147,14 @@ typedef struct cls_ctx {
 
 /*
  * Classifies one document object. defaults: an object whose options apply
- * unless doc overrides them (a batch's top level), or NULL. On success *out
- * is the response object and the passage counts are added to x.
+ * unless doc overrides them (a batch's top level), or NULL. On success the
+ * passage counts are added to x and the response goes to `direct` when it
+ * is not NULL -- appended, serialized by td_result_write, byte for byte
+ * what dumping the object gives, without building it (the hot path:
+ * bench/NOTES.md) -- else *out is the response object.
  */
 static td_ecode_t classify_doc(cls_ctx_t *x, const json_t *doc, const json_t *defaults,
-                               worker_tls_t *t, json_t **out, fail_t *f) {
+                               worker_tls_t *t, td_buf_t *direct, json_t **out, fail_t *f) {
   const td_config_t *cfg = x->cfg;
   const td_model_t *m = x->model;
   json_t *id = json_object_get(doc, "id");
@@ -203,13 +206,24 @@ static td_ecode_t classify_doc(cls_ctx_t *x, const json_t *doc, const json_t *de
     free(spans);
     return map_engine(rc, &err, f);
   }
-  json_t *res = td_result_json(m, &d, &o, &t->result, t->scratch);
-  if (!res) {
-    free(spans);
-    return failf(f, TD_EC_INTERNAL, "out of memory");
+  json_t *res = NULL;
+  if (direct) {
+    /* a string id is d.id already; other scalars are dumped as given */
+    td_result_id_t mode = !id ? TD_RESULT_ID_OMIT
+                          : json_is_string(id) ? TD_RESULT_ID_DOC : TD_RESULT_ID_JSON;
+    if (td_result_write(m, &d, &o, &t->result, t->scratch, mode, id, direct)) {
+      free(spans);
+      return failf(f, TD_EC_INTERNAL, "out of memory");
+    }
+  } else {
+    res = td_result_json(m, &d, &o, &t->result, t->scratch);
+    if (!res) {
+      free(spans);
+      return failf(f, TD_EC_INTERNAL, "out of memory");
+    }
+    if (id) json_object_set(res, "id", id);
+    else json_object_del(res, "id");
   }
-  if (id) json_object_set(res, "id", id);
-  else json_object_del(res, "id");
 
   const td_result_t *tr = &t->result;
   for (size_t i = 0; i < tr->passages.count; i++) {
@@ -227,25 +241,45 @@ static td_ecode_t classify_doc(cls_ctx_t *x, const json_t *doc, const json_t *de
   return TD_EC_NONE;
 }
 
+static int dump_to_buf(const char *buf, size_t n, void *ud) {
+  return td_buf_append(ud, buf, n) ? -1 : 0;
+}
+
+/*
+ * {"id":..,"results":[...]} written straight into out (appended), as
+ * dumping the object built of classify_doc's results would write it; on
+ * failure out is left as it was.
+ */
 static td_ecode_t classify_batch(cls_ctx_t *x, const json_t *id, const json_t *j, worker_tls_t *t,
-                                 json_t **out, fail_t *f) {
+                                 td_buf_t *out, fail_t *f) {
   const td_config_t *cfg = x->cfg;
   json_t *docs = json_object_get(j, "documents");
-  *out = NULL;
+  size_t len0 = out->len;
   if (!json_is_array(docs))
     return failf(f, TD_EC_INVALID_REQUEST, "documents: expected an array of objects");
   size_t n = json_array_size(docs);
   if (n > cfg->max_documents)
     return failf(f, TD_EC_TOO_MANY_DOCUMENTS, "%zu documents, the limit is %zu", n, cfg->max_documents);
-  json_t *results = json_array();
-  if (!results) return failf(f, TD_EC_INTERNAL, "out of memory");
+  int bad = td_buf_append(out, "{", 1);
+  if (!bad && id)
+    bad = td_buf_append(out, "\"id\":", 5) ||
+          json_dump_callback(id, dump_to_buf, out, TD_JSON_DUMP_FLAGS | JSON_ENCODE_ANY) ||
+          td_buf_append(out, ",", 1);
+  if (bad || td_buf_append(out, "\"results\":[", 11)) {
+    out->len = len0;
+    return failf(f, TD_EC_INTERNAL, "out of memory");
+  }
   for (size_t i = 0; i < n; i++) {
-    json_t *d = json_array_get(docs, i), *res;
+    json_t *d = json_array_get(docs, i), *res = NULL;
     if (!json_is_object(d)) {
-      json_decref(results);
+      out->len = len0;
       return failf(f, TD_EC_INVALID_REQUEST, "documents[%zu]: expected an object", i);
     }
-    if (classify_doc(x, d, j, t, &res, f)) {
+    if (i && td_buf_append(out, ",", 1)) {
+      out->len = len0;
+      return failf(f, TD_EC_INTERNAL, "out of memory");
+    }
+    if (classify_doc(x, d, j, t, out, &res, f)) {
       char pre[40];
       size_t n = (size_t)snprintf(pre, sizeof pre, "documents[%zu]: ", i);
       size_t ml = strlen(f->msg);
@@ -253,15 +287,14 @@ static td_ecode_t classify_batch(cls_ctx_t *x, const json_t *id, const json_t *j
       memmove(f->msg + n, f->msg, ml);
       memcpy(f->msg, pre, n);
       f->msg[n + ml] = '\0';
-      json_decref(results);
+      out->len = len0;
       return f->code;
     }
-    json_array_append_new(results, res);
   }
-  json_t *o = json_object();
-  if (id) json_object_set(o, "id", (json_t *)id);
-  json_object_set_new(o, "results", results);
-  *out = o;
+  if (td_buf_append(out, "]}", 2)) {
+    out->len = len0;
+    return failf(f, TD_EC_INTERNAL, "out of memory");
+  }
   return TD_EC_NONE;
 }
 
@@ -316,14 +349,20 @@ void td_request_work(uv_work_t *w) {
     goto fail;
   }
   cls_ctx_t x = {r->conn->srv->cfg, r->model, 0, r->theme_passages};
+  /* The response is written straight into the body (td_result_write): what
+   * td_req_set_json would have dumped, without the objects. */
+  td_buf_reset(&r->body);
   if (r->kind == TD_REQ_HTTP_CLASSIFY && json_object_get(j, "documents"))
-    classify_batch(&x, r->id, j, t, &out, &f);
+    classify_batch(&x, r->id, j, t, &r->body, &f);
   else
-    classify_doc(&x, j, NULL, t, &out, &f);
+    classify_doc(&x, j, NULL, t, &r->body, &out, &f);
   r->passages = x.passages;
   if (f.code) goto fail;
   json_decref(j);
-  if (td_req_set_json(r, out)) td_req_set_error(r, TD_EC_INTERNAL, "out of memory");
+  if (r->proto == TD_PROTO_JSONL && td_buf_append(&r->body, "\n", 1)) {
+    td_buf_reset(&r->body);
+    td_req_set_error(r, TD_EC_INTERNAL, "out of memory");
+  }
   return;
 fail:
   json_decref(j);
@@ -361,7 +400,7 @@ td_ecode_t td_request_classify_payload(const td_config_t *cfg, const td_model_t 
     goto fail;
   }
   cls_ctx_t x = {cfg, m, 0, theme_passages};
-  if (classify_doc(&x, j, NULL, t, &res, &f)) goto fail;
+  if (classify_doc(&x, j, NULL, t, NULL, &res, &f)) goto fail;
   if (passages) *passages += x.passages;
   json_decref(j);
   *out = res;

@@ -459,11 +459,13 @@ static td_conn_t *shed_victim(td_server_t *s) {
  * close it, accept and close the pending connections (their clients see EOF,
  * not a hang), and leave its slot free until the next loop turn, so that
  * libuv's next accept() fails with EAGAIN and its loop ends. Without a spare
- * (its slot was taken too), one connection is closed to free a slot.
+ * (its slot was taken too), one connection is closed to free a slot, which
+ * becomes the spare again at once (used on libuv's next turn).
  */
 static size_t refuse_pending(td_server_t *s, td_listener_t *l) {
   uv_os_fd_t lfd;
   size_t n = 0;
+  int shed = 0;
   if (uv_fileno(&l->h.handle, &lfd)) return 0;
   if (s->spare_fd >= 0) {
     close(s->spare_fd);
@@ -474,6 +476,7 @@ static size_t refuse_pending(td_server_t *s, td_listener_t *l) {
     td_log_warn("out of file descriptors: closing conn %llu to refuse new ones",
                 (unsigned long long)victim->id);
     conn_close(victim); /* its fd is closed now; the handle finishes later */
+    shed = 1;
   }
   for (;;) {
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -482,7 +485,8 @@ static size_t refuse_pending(td_server_t *s, td_listener_t *l) {
     close(fd);
     n++;
   }
-  uv_timer_start(&s->spare_timer, on_spare_timer, 0, 0);
+  if (shed) spare_open(s);
+  if (s->spare_fd < 0) uv_timer_start(&s->spare_timer, on_spare_timer, 0, 0);
   s->metrics.connections_rejected += n;
   return n;
 }

@@ -947,6 +947,44 @@ static json_t *make_training(trainer_t *t, const char *const *files, size_t nfil
 
 static json_t *num_or_null(double x) { return isnan(x) ? json_null() : json_real(x); }
 
+/* ---- a tokenizer's dictionary travels inside the bundle ---- */
+
+/* Where the file named by the "dictionary" option goes in the bundle: a
+ * portable name under tokenizer/ (model.c resolves it against the bundle
+ * directory when loading). */
+static char *dict_bundle_name(const char *src) {
+  const char *base = strrchr(src, '/');
+  base = base ? base + 1 : src;
+  int ok = base[0] && base[0] != '.' && strlen(base) <= 64;
+  for (const char *p = base; ok && *p; p++)
+    ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+         *p == '.' || *p == '_' || *p == '-';
+  const char *name = ok ? base : "dictionary.txt";
+  char *rel = malloc(strlen(name) + sizeof "tokenizer/");
+  if (rel) sprintf(rel, "tokenizer/%s", name);
+  return rel;
+}
+
+static int copy_dict(const char *src, const char *dir, const char *rel, td_err_t *err) {
+  char *data = NULL;
+  size_t len = 0;
+  int rc = td_read_file(src, &data, &len, err);
+  if (rc) return td_err_prefix(err, "copying the tokenizer dictionary");
+  char path[4096];
+  snprintf(path, sizeof path, "%s/tokenizer", dir);
+  if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+    free(data);
+    return td_err_set(err, TD_EIO, "%s: %s", path, strerror(errno));
+  }
+  snprintf(path, sizeof path, "%s/%s", dir, rel);
+  FILE *f = fopen(path, "wb");
+  int bad = !f || fwrite(data, 1, len, f) != len;
+  if (f && fclose(f) != 0) bad = 1;
+  free(data);
+  if (bad) return td_err_set(err, TD_EIO, "%s: cannot write the tokenizer dictionary", path);
+  return 0;
+}
+
 int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *files,
              size_t nfiles, json_t **report, td_err_t *err) {
   uint64_t t0 = td_now_ns(), t_feat = 0, t_cv = 0, t_fit = 0, t_write = 0;
@@ -962,6 +1000,9 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
   outcome_t r;
   memset(&r, 0, sizeof r);
   json_t **theme_cv = NULL, *training = NULL, *metrics = NULL, *rep = NULL, *opts_empty = NULL;
+  json_t *opts_bundle = NULL; /* tokenizer options with the dictionary's in-bundle name */
+  const char *dict_src = NULL;
+  char *dict_rel = NULL;
   char *tmp = NULL;
   td_model_t *m = NULL;
   int rc;
@@ -1051,6 +1092,19 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
     metrics = json_pack("{s:s,s:I,s:I}", "method", "none", "items", (json_int_t)n, "docs",
                         (json_int_t)c->ndocs);
   if (!o->tokenizer_options) opts_empty = json_object();
+  {
+    const json_t *d = o->tokenizer_options ? json_object_get(o->tokenizer_options, "dictionary") : NULL;
+    if (json_is_string(d)) {
+      dict_src = json_string_value(d);
+      dict_rel = dict_bundle_name(dict_src);
+      opts_bundle = json_deep_copy(o->tokenizer_options);
+      if (!dict_rel || !opts_bundle ||
+          json_object_set_new(opts_bundle, "dictionary", json_string(dict_rel))) {
+        rc = td_err_set(err, TD_ENOMEM, "out of memory");
+        goto out;
+      }
+    }
+  }
   const char *name = o->name;
   if (!name) {
     const char *sl = strrchr(o->out_dir, '/');
@@ -1061,7 +1115,7 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
       .version = o->version ? o->version : "1.0.0",
       .multiclass = o->multiclass,
       .tokenizer = o->tokenizer,
-      .tokenizer_options = o->tokenizer_options ? o->tokenizer_options : opts_empty,
+      .tokenizer_options = opts_bundle ? opts_bundle : o->tokenizer_options ? o->tokenizer_options : opts_empty,
       .feat = &o->feat,
       .split = &o->split,
       .df = df,
@@ -1091,7 +1145,8 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
   snprintf(tmp, ol + 32, "%s.tmp.%ld", out, (long)getpid());
   int exists = 0;
   rm_rf(tmp);
-  if (!(rc = check_replaceable(out, &exists, err)) && !(rc = td_model_write(tmp, &spec, err))) {
+  if (!(rc = check_replaceable(out, &exists, err)) && !(rc = td_model_write(tmp, &spec, err)) &&
+      !(rc = dict_src ? copy_dict(dict_src, tmp, dict_rel, err) : 0)) {
     if (!(rc = td_model_load(tmp, o->plugin_dir, &m, err)))
       rc = validate_bundle(&t, m, names, err);
     if (rc) td_err_prefix(err, "validating the written bundle");
@@ -1132,6 +1187,8 @@ out:
   json_decref(training);
   json_decref(metrics);
   json_decref(opts_empty);
+  json_decref(opts_bundle);
+  free(dict_rel);
   td_tokenizer_free(&tok);
   free(tmp);
   free(df);

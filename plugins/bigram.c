@@ -20,8 +20,6 @@
  */
 #include <themed/plugin.h>
 
-#include <unicode/uchar.h>
-#include <unicode/uscript.h>
 #include <unicode/utf8.h>
 
 #include "textprep.h"
@@ -31,30 +29,9 @@ typedef struct bigram_tok {
   int unigrams, bigrams;
 } bigram_tok_t;
 
-enum { CLS_SEP, CLS_CJK, CLS_WORD };
+enum { CLS_SEP = TP_CLS_SEP, CLS_CJK = TP_CLS_CJK, CLS_WORD = TP_CLS_WORD };
 
-static int classify(UChar32 c, int in_word) {
-  if (c < 0x80)
-    return ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c >= '0' && c <= '9') ? CLS_WORD
-                                                                              : CLS_SEP;
-  if (c >= 0x4E00 && c <= 0x9FFF) return CLS_CJK; /* the common case, no lookups */
-  if (u_hasBinaryProperty(c, UCHAR_ALPHABETIC)) {
-    UErrorCode st = U_ZERO_ERROR;
-    UScriptCode sc = uscript_getScript(c, &st);
-    if (sc == USCRIPT_HAN || sc == USCRIPT_HIRAGANA || sc == USCRIPT_KATAKANA ||
-        sc == USCRIPT_HANGUL)
-      return CLS_CJK;
-    /* Shared characters (ー, 々-like marks) carry their scripts in scx. */
-    if ((sc == USCRIPT_COMMON || sc == USCRIPT_INHERITED) &&
-        (uscript_hasScript(c, USCRIPT_HAN) || uscript_hasScript(c, USCRIPT_HIRAGANA) ||
-         uscript_hasScript(c, USCRIPT_KATAKANA) || uscript_hasScript(c, USCRIPT_HANGUL)))
-      return CLS_CJK;
-    return CLS_WORD;
-  }
-  if (u_isdigit(c)) return CLS_WORD;
-  if (in_word && (U_GET_GC_MASK(c) & U_GC_M_MASK)) return CLS_WORD;
-  return CLS_SEP;
-}
+static int classify(UChar32 c, int in_word) { return tp_char_class(c, in_word); }
 
 static int bigram_create(const json_t *options, void **out, char *errbuf, size_t errlen) {
   int uni = 1, bi = 1, t2s = 0;

@@ -44,7 +44,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unicode/ubrk.h>
+#include <unicode/uchar.h>
 #include <unicode/unorm2.h>
+#include <unicode/uscript.h>
 #include <unicode/ustring.h>
 #include <unicode/utrans.h>
 
@@ -59,6 +61,41 @@ static inline void tp_errf(char *errbuf, size_t errlen, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(errbuf, errlen, fmt, ap);
   va_end(ap);
+}
+
+/* ---- character classes (bigram, lexicon) ---------------------------------- */
+
+/*
+ * After preparation each code point is one of:
+ *   CJK   alphabetic and of Han, Hiragana, Katakana or Hangul script
+ *         (Script_Extensions, so the prolonged sound mark ー counts);
+ *   word  any other alphabetic character or decimal digit, and combining
+ *         marks that continue a word (in_word: the previous one was word);
+ *   separator  everything else: spaces, punctuation, symbols, emoji, U+FFFD.
+ */
+enum { TP_CLS_SEP, TP_CLS_CJK, TP_CLS_WORD };
+
+static inline int tp_char_class(UChar32 c, int in_word) {
+  if (c < 0x80)
+    return ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c >= '0' && c <= '9') ? TP_CLS_WORD
+                                                                              : TP_CLS_SEP;
+  if (c >= 0x4E00 && c <= 0x9FFF) return TP_CLS_CJK; /* the common case, no lookups */
+  if (u_hasBinaryProperty(c, UCHAR_ALPHABETIC)) {
+    UErrorCode st = U_ZERO_ERROR;
+    UScriptCode sc = uscript_getScript(c, &st);
+    if (sc == USCRIPT_HAN || sc == USCRIPT_HIRAGANA || sc == USCRIPT_KATAKANA ||
+        sc == USCRIPT_HANGUL)
+      return TP_CLS_CJK;
+    /* Shared characters (ー, 々-like marks) carry their scripts in scx. */
+    if ((sc == USCRIPT_COMMON || sc == USCRIPT_INHERITED) &&
+        (uscript_hasScript(c, USCRIPT_HAN) || uscript_hasScript(c, USCRIPT_HIRAGANA) ||
+         uscript_hasScript(c, USCRIPT_KATAKANA) || uscript_hasScript(c, USCRIPT_HANGUL)))
+      return TP_CLS_CJK;
+    return TP_CLS_WORD;
+  }
+  if (u_isdigit(c)) return TP_CLS_WORD;
+  if (in_word && (U_GET_GC_MASK(c) & U_GC_M_MASK)) return TP_CLS_WORD;
+  return TP_CLS_SEP;
 }
 
 /* ---- options ------------------------------------------------------------ */

@@ -5,7 +5,8 @@
 set -eu
 
 PKGS="build-essential pkg-config libuv1-dev libjansson-dev libsvm-dev libicu-dev
-libcmocka-dev libhttp-parser-dev libsystemd-dev libnats-dev nats-server python3 curl systemd $*"
+libcmocka-dev libhttp-parser-dev libsystemd-dev libnats-dev nats-server python3 curl systemd
+clang libclang-rt-14-dev $*"
 
 missing=""
 for p in $PKGS; do

@@ -60,6 +60,7 @@ static const char usage_train[] =
     "  --seed N              fold shuffle seed (default 1)\n"
     "  --threads N           worker threads (default 0 = online CPUs)\n"
     "  --context-weight X    weight of the heading-context block (0 = off)\n"
+    "  --neighbor-weight X   weight of the previous/next-passage blocks (0 = off, the default)\n"
     "  --buckets N           hashed feature space, a power of two\n"
     "  --ngram N             1 = tokens, 2 = tokens and adjacent pairs\n"
     "  --max-chars N         serving: cut longer passages at sentence ends (0 = never)\n"
@@ -227,7 +228,7 @@ static void print_train_report(const json_t *rep) {
 enum {
   O_DATA = 256, O_OUT, O_TOKENIZER, O_TOKOPTS, O_FOLDS, O_MULTICLASS, O_C, O_SEED, O_THREADS,
   O_BALANCED, O_NAME, O_VERSION, O_CTXW, O_BUCKETS, O_NGRAM, O_MAXCHARS, O_HEADCHARS, O_THEMES,
-  O_PLUGINS, O_QUIET, O_MODEL, O_JSONL, O_THRESHOLD, O_TOPK, O_EXPLAIN, O_TEXT, O_JSON
+  O_PLUGINS, O_QUIET, O_MODEL, O_JSONL, O_THRESHOLD, O_TOPK, O_EXPLAIN, O_TEXT, O_JSON, O_NBW
 };
 
 static int cmd_train(int argc, char **argv) {
@@ -240,6 +241,7 @@ static int cmd_train(int argc, char **argv) {
       {"threads", required_argument, 0, O_THREADS}, {"balanced", no_argument, 0, O_BALANCED},
       {"name", required_argument, 0, O_NAME}, {"version", required_argument, 0, O_VERSION},
       {"context-weight", required_argument, 0, O_CTXW}, {"buckets", required_argument, 0, O_BUCKETS},
+      {"neighbor-weight", required_argument, 0, O_NBW},
       {"ngram", required_argument, 0, O_NGRAM}, {"max-chars", required_argument, 0, O_MAXCHARS},
       {"heading-chars", required_argument, 0, O_HEADCHARS}, {"themes", required_argument, 0, O_THEMES},
       {"plugins", required_argument, 0, O_PLUGINS}, {"quiet", no_argument, 0, O_QUIET},
@@ -308,6 +310,9 @@ static int cmd_train(int argc, char **argv) {
     case O_VERSION: o.version = optarg; break;
     case O_CTXW:
       if (parse_double(optarg, &o.feat.context_weight) || o.feat.context_weight < 0) { usage_err(cmd, "--context-weight: expected a number >= 0, got \"%s\"", optarg); goto out; }
+      break;
+    case O_NBW:
+      if (parse_double(optarg, &o.feat.neighbor_weight) || o.feat.neighbor_weight < 0 || o.feat.neighbor_weight > 100) { usage_err(cmd, "--neighbor-weight: expected a number between 0 and 100, got \"%s\"", optarg); goto out; }
       break;
     case O_BUCKETS:
       if (parse_long(optarg, 2, 1L << 30, &v) || (v & (v - 1))) { usage_err(cmd, "--buckets: expected a power of two up to 2^30, got \"%s\"", optarg); goto out; }
@@ -407,6 +412,7 @@ typedef struct runner {
   td_classify_opts_t co;
   td_scratch_t *s;
   td_result_t r;
+  td_buf_t out; /* one response line, reused */
 } runner_t;
 
 static int classify_print(runner_t *rn, const td_doc_t *doc, const char *where) {
@@ -416,16 +422,15 @@ static int classify_print(runner_t *rn, const td_doc_t *doc, const char *where) 
     themectl_errorf("%s: %s", where, err.msg);
     return THEMECTL_EXIT_FAIL;
   }
-  json_t *j = td_result_json(rn->m, doc, &rn->co, &rn->r, rn->s);
-  char *out = j ? json_dumps(j, TD_JSON_DUMP_FLAGS) : NULL;
-  json_decref(j);
-  if (!out) {
+  /* The bytes of td_result_json, written directly (the hot path of a
+   * --jsonl run; bench/NOTES.md); stdout is flushed once per input file. */
+  td_buf_reset(&rn->out);
+  if (td_result_write(rn->m, doc, &rn->co, &rn->r, rn->s, TD_RESULT_ID_DOC, NULL, &rn->out) ||
+      td_buf_append(&rn->out, "\n", 1)) {
     themectl_errorf("%s: out of memory", where);
     return THEMECTL_EXIT_FAIL;
   }
-  puts(out);
-  free(out);
-  fflush(stdout);
+  fwrite(rn->out.data, 1, rn->out.len, stdout);
   return 0;
 }
 
@@ -551,8 +556,10 @@ static int cmd_classify(int argc, char **argv) {
       td_doc_t doc = {.id = is_stdin ? "stdin" : base_name(path), .text = data, .len = len};
       rc = classify_print(&rn, &doc, name);
     }
+    fflush(stdout);
     free(data);
   }
+  td_buf_free(&rn.out);
   td_scratch_free(&rn.s);
   td_result_free(&rn.r);
   td_model_unref(&rn.m);

@@ -459,11 +459,15 @@ static int cmd_collect(int argc, char **argv) {
   so.Config.Durable = durable;
   so.Config.Description = "themectl collect";
   jsErrCode je = 0;
-  s = js_PullSubscribe(&sub, js, subject, durable, NULL, &so, &je);
-  if (s != NATS_OK) {
-    themectl_errorf("collect: pull consumer on %s: %s", subject, nats_err(s));
+  /* The stream may not exist yet (the daemon creates it when it starts):
+   * keep trying until the deadline. */
+  while ((s = js_PullSubscribe(&sub, js, subject, durable, NULL, &so, &je)) != NATS_OK) {
     sub = NULL;
-    goto out;
+    if (now_s() + 0.2 >= deadline) {
+      themectl_errorf("collect: pull consumer on %s: %s", subject, nats_err(s));
+      goto out;
+    }
+    usleep(200000);
   }
   for (;;) {
     if (count && (long)json_object_size(seen) >= count) break;

@@ -27,7 +27,7 @@
 #define BUNDLE_MAX_SVM 8
 
 static inline int bundle_put(const char *dir, const char *name, const uint8_t *p, size_t n) {
-  char path[PATH_MAX];
+  char path[PATH_MAX + 64];
   snprintf(path, sizeof path, "%s/%s", dir, name);
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return -1;
@@ -47,7 +47,7 @@ static inline int bundle_put(const char *dir, const char *name, const uint8_t *p
 /* Unpacks data into dir (created if needed; files of an earlier input are
  * removed first). Returns 0, or -1 if a file cannot be written. */
 static inline int bundle_write(const char *dir, const uint8_t *data, size_t size) {
-  char path[PATH_MAX], name[32];
+  char path[PATH_MAX + 64], name[32];
   mkdir(dir, 0755);
   snprintf(path, sizeof path, "%s/svm", dir);
   mkdir(path, 0755);
@@ -100,7 +100,7 @@ static inline uint8_t *bundle_read(const char *path, size_t *size) {
  * not be unmapped while libFuzzer holds its coverage counters. */
 static inline void bundle_pin_plugins(const char *plugin_dir) {
   static const char *const names[] = {"icu", "bigram"};
-  char path[PATH_MAX];
+  char path[PATH_MAX + 64];
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     snprintf(path, sizeof path, "%s/%s.so", plugin_dir, names[i]);
     if (!dlopen(path, RTLD_NOW | RTLD_NODELETE))

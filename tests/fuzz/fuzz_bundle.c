@@ -51,8 +51,12 @@ static void classify_with(const td_model_t *m) {
   if (rc) fprintf(stderr, "classify: %s\n", err.msg);
   FUZZ_CHECK(rc == 0 || rc == TD_ENOMEM, "an accepted bundle cannot classify");
   if (rc == 0) {
-    for (size_t i = 0; i < r.passages.count * m->ntheme; i++)
+    for (size_t i = 0; i < r.passages.count * m->ntheme; i++) {
+      if (!(r.scores[i] >= 0 && r.scores[i] <= 1))
+        fprintf(stderr, "passage %zu theme %zu: decision %g, score %g\n", i / m->ntheme,
+                i % m->ntheme, r.dec[i], r.scores[i]);
       FUZZ_CHECK(r.scores[i] >= 0 && r.scores[i] <= 1, "score outside [0,1] (or NaN)");
+    }
     json_t *j = td_result_json(m, &d, &o, &r, g_scratch);
     FUZZ_CHECK(j != NULL, "td_result_json failed");
     char *s = json_dumps(j, TD_JSON_DUMP_FLAGS);

@@ -7,11 +7,11 @@ memory: VmRSS is checked) and half-closed sockets.
 One daemon serves a whole table; limits are small so the big cases stay fast.
 """
 import json
-import os
 import socket
 import threading
 import time
 
+import harness
 from harness import Daemon, check, error_code, parse_http_responses, wait
 
 REQ_MAX = 256 * 1024   # --max-request-bytes
@@ -62,22 +62,20 @@ def _fresh_ok(d, what):
 
 
 def _jsonl_lines(d, payload, n, timeout=None):
-    """Sends payload on a fresh JSON Lines connection, reads n response
-    lines, then whether the daemon closed: ([parsed], closed)."""
+    """Sends payload on a fresh JSON Lines connection and reads up to n
+    response lines (fewer if the daemon closes): ([parsed], the socket)."""
     s = d.connect()
     try:
         t = _send_all_bg(s, payload)
         buf = b""
         out = []
         s.settimeout(timeout or wait(10))
-        closed = False
         while len(out) < n:
             try:
                 x = s.recv(1 << 16)
             except ConnectionResetError:
                 x = b""
             if not x:
-                closed = True
                 break
             buf += x
             while b"\n" in buf and len(out) < n:
@@ -514,8 +512,11 @@ def test_clients_that_never_read_are_bounded():
         check(all(n < cap for n in sent), "the daemon kept reading from a client that never reads: %r" % sent)
         grown = _rss_kb(d.proc.pid) - base
         # 8 connections x (8 pending answers + 64 KiB unsent + a read chunk) is
-        # well under 16 MiB; without backpressure it would be 8 x 16 MiB.
-        check(grown < 16 * 1024, "daemon RSS grew by %d KiB with %d stuck clients (sent %r)" % (grown, len(stuck), sent))
+        # well under 16 MiB; without backpressure it would be over 8 x 16 MiB.
+        # Under a wrapper (valgrind keeps 20 MB of freed blocks in quarantine,
+        # plus redzones and shadow memory) the bound is looser.
+        bound = (96 if harness.WRAPPER else 16) * 1024
+        check(grown < bound, "daemon RSS grew by %d KiB with %d stuck clients (sent %r)" % (grown, len(stuck), sent))
         # other clients are unaffected
         t0 = time.monotonic()
         for i in range(20):

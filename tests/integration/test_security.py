@@ -58,6 +58,29 @@ def test_unix_socket_0660_whatever_the_umask():
         check(d.call({"op": "health"})["status"] == "ok")
 
 
+def test_units_keep_the_socket_in_the_service_directory():
+    """Installed, the socket lives in /run/themed, which the service owns (0750), at 0660."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    def directives(name):
+        out = {}
+        with open(os.path.join(root, "systemd", name)) as f:
+            for line in f:
+                k, sep, v = line.strip().partition("=")
+                if sep and not k.startswith("#"):
+                    out.setdefault(k, []).append(v)
+        return out
+
+    svc, sock = directives("themed.service"), directives("themed.socket")
+    check(svc.get("RuntimeDirectory") == ["themed"] and svc.get("RuntimeDirectoryMode") == ["0750"], svc)
+    check(svc.get("User") == ["themed"] and svc.get("Group") == ["themed"], svc)
+    check("unix:/run/themed/themed.sock" in " ".join(svc.get("ExecStart", [])), svc)
+    check(sock.get("ListenStream") == ["/run/themed/themed.sock"] and sock.get("SocketMode") == ["0660"]
+          and sock.get("SocketGroup") == ["themed"], sock)
+    check(not any(l.startswith("tcp:") and not l.startswith(("tcp:127.", "tcp:[::1]"))
+                  for l in " ".join(svc.get("ExecStart", [])).split()), "no remote TCP in the unit")
+
+
 def test_remote_bind_refused_unless_allowed():
     for spec in ("tcp:0.0.0.0:0", "tcp:[::]:0"):
         rc, out = _run("--model", model_dir(), "--listen", spec)

@@ -781,6 +781,9 @@ static void test_explain(void **state) {
         assert_true(strlen(tok) > 0);
         /* the token comes from this passage (normalized tokens of CJK text
          * are substrings of it; a pair feature is two tokens and a space) */
+        /* context blocks are labelled "heading:..." etc. and come from
+         * another passage; this checks the passage's own tokens */
+        if (strchr(tok, ':') || strstr(tok, " / ")) continue; /* or shared buckets */
         char part[256];
         snprintf(part, sizeof part, "%s", tok);
         char *save = NULL;

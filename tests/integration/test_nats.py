@@ -1,0 +1,395 @@
+"""themed --nats: the JetStream consumer (docs/scaling.md).
+
+Every test starts its own `nats-server -js` on a free loopback port with a
+temp store dir and stops it at the end. Articles go in with `themectl
+publish`, results come back with `themectl collect` (so both are tested too).
+Without nats-server the tests say so and pass (scripts/deps.sh installs it).
+"""
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+from harness import KEEP, THEMECTL, Daemon, check, error_code, wait
+
+NATS_SERVER = shutil.which("nats-server") or ("/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None)
+
+STREAM, SUBJECT, DURABLE, RESULTS = "ARTICLES", "articles.in", "themed", "articles.results"
+DEAD = RESULTS + ".dead"
+
+TEXTS = ["发展集体经济，壮大村级产业。", "抓队伍建设 选优配强乡村骨干力量",
+         "开展人居环境整治，建设美丽乡村。", "健全自治、法治、德治相结合的乡村治理体系。",
+         "推进移风易俗，树立文明乡风。"]
+
+
+def _skip():
+    if NATS_SERVER:
+        return False
+    print("SKIP: nats-server not found (scripts/deps.sh installs it); NATS tests not run")
+    return True
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Nats:
+    """One nats-server -js on loopback; restart() keeps its port and store."""
+
+    def __init__(self, port=None):
+        self.dir = tempfile.mkdtemp(prefix="themed-it-nats-")
+        self.store = os.path.join(self.dir, "store")
+        self.port = port or _free_port()
+        self.url = "nats://127.0.0.1:%d" % self.port
+        self.proc = None
+        self.logs = []
+
+    def start(self):
+        log = os.path.join(self.dir, "nats-%d.log" % len(self.logs))
+        self.logs.append(log)
+        self.logf = open(log, "wb")
+        self.proc = subprocess.Popen([NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port),
+                                      "-sd", self.store], stdout=self.logf, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + wait(15)
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("nats-server exited:\n" + self.log())
+            if "Server is ready" in self.log():
+                return self
+            time.sleep(0.05)
+        raise AssertionError("nats-server not ready:\n" + self.log())
+
+    def log(self):
+        with open(self.logs[-1], "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=wait(15))
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.logf.close()
+        self.proc = None
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        if not KEEP:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def nats_args(nats, ack_wait="2s", *extra):
+    return ("--nats", nats.url, "--nats-stream", STREAM, "--nats-subject", SUBJECT,
+            "--nats-durable", DURABLE, "--nats-results", RESULTS, "--nats-ack-wait", ack_wait) + extra
+
+
+def write_articles(path, n, prefix="a"):
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            text = TEXTS[i % 5] + "\n" + TEXTS[(i * 7 + 1) % 5]
+            f.write(json.dumps({"id": "%s%d" % (prefix, i), "text": text}, ensure_ascii=False) + "\n")
+
+
+def publish(nats, path):
+    r = subprocess.run([THEMECTL, "publish", "--nats", nats.url, "--stream", STREAM, "--subject", SUBJECT, path],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=wait(60))
+    check(r.returncode == 0, "themectl publish failed:\n" + r.stdout.decode("utf-8", "replace"))
+    return r.stdout.decode()
+
+
+def collect(nats, subject, count, tmp, timeout=45):
+    """Runs themectl collect; returns (parsed lines, summary dict, stderr)."""
+    out, summ = os.path.join(tmp, "collected.jsonl"), os.path.join(tmp, "summary.json")
+    r = subprocess.run([THEMECTL, "collect", "--nats", nats.url, "--subject", subject, "--count", str(count),
+                        "--timeout", "%ds" % wait(timeout), "--out", out, "--summary", summ],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=wait(timeout) + 30)
+    text = r.stdout.decode("utf-8", "replace")
+    check(r.returncode == 0, "themectl collect failed (%d):\n%s" % (r.returncode, text))
+    with open(out, encoding="utf-8") as f:
+        lines = [json.loads(l) for l in f if l.strip()]
+    with open(summ) as f:
+        summary = json.load(f)
+    return lines, summary, text
+
+
+def metrics(d):
+    st, _, text = d.request("GET", "/metrics")
+    check(st == 200, text)
+    out = {}
+    for m in re.finditer(r'^themed_nats_(\w+?)(?:\{result="(\w+)"\})? (\d+)$', text, re.M):
+        out[m.group(2) or m.group(1)] = int(m.group(3))
+    return out
+
+
+def wait_for(cond, timeout, what):
+    deadline = time.monotonic() + wait(timeout)
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def check_all_results(lines, n, prefix="a"):
+    ids = [o.get("id") for o in lines]
+    want = set("%s%d" % (prefix, i) for i in range(n))
+    missing = want - set(ids)
+    check(not missing, "%d articles without a result, e.g. %s" % (len(missing), sorted(missing)[:5]))
+    for o in lines:
+        check("passages" in o and o["summary"]["passages"] == 2 and "@" in o["model"], o)
+
+
+def test_nats_two_daemons_10k():
+    if _skip():
+        return
+    n = 10000
+    tmp = tempfile.mkdtemp(prefix="themed-it-natsdata-")
+    with Nats() as nats:
+        path = os.path.join(tmp, "articles.jsonl")
+        write_articles(path, n)
+        publish(nats, path)
+        with Daemon(*nats_args(nats, "10s"), "--workers", "1") as a, \
+                Daemon(*nats_args(nats, "10s"), "--workers", "1") as b:
+            # Socket clients are served at the same time.
+            r = a.call({"id": "sock", "text": TEXTS[0]})
+            check(r["id"] == "sock" and r["summary"]["passages"] == 1, r)
+            t0 = time.monotonic()
+            lines, summary, text = collect(nats, RESULTS, n, tmp)
+            dt = time.monotonic() - t0
+            check_all_results(lines, n)
+            ma, mb = metrics(a), metrics(b)
+            print("    two daemons: %d articles in %.2fs (%.0f/s); split %d / %d; %d duplicates; %s"
+                  % (n, dt, n / dt, ma["ok"], mb["ok"], summary["duplicates"], text.strip().splitlines()[-1]))
+            check(ma["ok"] + mb["ok"] >= n and ma["ok"] > 0 and mb["ok"] > 0, (ma, mb))
+            check(ma["dead"] == mb["dead"] == 0 and ma["connected"] == 1, (ma, mb))
+            check(sorted(summary["instances"].values()) == sorted([ma["ok"], mb["ok"]]), summary)
+            st, _, ready = a.request("GET", "/v1/ready")
+            check(st == 200 and ready.get("nats") == "connected", ready)
+            stats = a.call({"op": "stats"})["stats"]
+            check(stats["nats"]["messages"]["ok"] == ma["ok"] and stats["nats"]["connected"], stats)
+            check(stats["passages"] >= 2 * ma["ok"], stats)  # NATS articles count as passages too
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_nats_daemon_killed_midway_other_finishes():
+    if _skip():
+        return
+    n = 10000
+    tmp = tempfile.mkdtemp(prefix="themed-it-natsdata-")
+    with Nats() as nats:
+        path = os.path.join(tmp, "articles.jsonl")
+        write_articles(path, n)
+        publish(nats, path)
+        # Small windows so that the stream takes a few seconds; ack wait 2s:
+        # the killed daemon's unacked articles come back quickly.
+        slow = ("--workers", "1", "--nats-max-inflight", "4")
+        a = Daemon(*nats_args(nats, "2s", *slow))
+        try:
+            with Daemon(*nats_args(nats, "2s", *slow)) as b:
+                killed_at = wait_for(lambda: metrics(a)["ok"] >= n // 10 and metrics(a), 30, "daemon A to work")
+                a.kill(signal.SIGKILL)
+                a.proc.wait()
+                at_kill = killed_at["ok"] + metrics(b)["ok"]
+                check(at_kill < n * 0.9, "the stream was nearly done before the kill (%d); test not meaningful"
+                      % at_kill)
+                lines, summary, text = collect(nats, RESULTS, n, tmp)
+                check_all_results(lines, n)
+                mb = metrics(b)
+                print("    killed A after %d of its articles (%d done in all); B did %d; %d duplicates; %s"
+                      % (killed_at["ok"], at_kill, mb["ok"], summary["duplicates"], text.strip().splitlines()[-1]))
+                check(mb["ok"] >= n - killed_at["ok"] - killed_at["inflight"], (killed_at, mb))
+        finally:
+            a.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_nats_server_restart_midstream():
+    if _skip():
+        return
+    n = 10000
+    tmp = tempfile.mkdtemp(prefix="themed-it-natsdata-")
+    with Nats() as nats:
+        path = os.path.join(tmp, "articles.jsonl")
+        write_articles(path, n)
+        publish(nats, path)
+        slow = ("--workers", "1", "--nats-max-inflight", "4")
+        with Daemon(*nats_args(nats, "3s", *slow)) as d:
+            wait_for(lambda: metrics(d)["ok"] >= n // 10, 30, "the daemon to work")
+            nats.stop()
+            wait_for(lambda: metrics(d)["connected"] == 0, 10, "nats_connected 0")
+            done_before = metrics(d)["ok"]
+            check(done_before < n * 0.9, "the stream was nearly done before the restart (%d)" % done_before)
+            # NATS is down: the socket is still served, ready says so.
+            st, _, ready = d.request("GET", "/v1/ready")
+            check(st == 200 and ready["status"] == "ready" and ready["nats"] == "disconnected", ready)
+            r = d.call({"id": "while-down", "text": TEXTS[1]})
+            check(r["id"] == "while-down" and "passages" in r, r)
+            time.sleep(0.5)
+            nats.start()
+            wait_for(lambda: metrics(d)["connected"] == 1, 15, "the reconnect")
+            lines, summary, text = collect(nats, RESULTS, n, tmp)
+            check_all_results(lines, n)
+            m = metrics(d)
+            print("    restarted nats-server after %d articles; then %d more; nak %d; %d duplicates; %s"
+                  % (done_before, m["ok"] - done_before, m["nak"], summary["duplicates"],
+                     text.strip().splitlines()[-1]))
+            check(m["ok"] > done_before, m)
+            st, _, ready = d.request("GET", "/v1/ready")
+            check(ready["nats"] == "connected", ready)
+            check("nats: disconnected" in d.log() and "nats: reconnected" in d.log(), d.log())
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_nats_poison_messages_dead_letter():
+    if _skip():
+        return
+    tmp = tempfile.mkdtemp(prefix="themed-it-natsdata-")
+    good = 50
+    poison = [  # (raw line, expected error code, id or None)
+        (b'{"id":"p1","text":', "invalid_json", None),
+        (b'{"id":"p2","text":5}', "invalid_request", "p2"),
+        (b'{"id":"p3","text":"\xff\xfe bad"}', "invalid_utf8", None),
+        (b'[1,2,3]', "invalid_request", None),
+        (json.dumps({"id": "p5", "passages": ["x"] * 20}).encode(), "too_many_passages", "p5"),
+        (json.dumps({"id": "p6", "text": "长" * 500}, ensure_ascii=False).encode(), "too_large", None),
+        (b'{"id":"p7","op":"health"}', "invalid_request", "p7"),
+        (b'{"id":"p8"}', "invalid_request", "p8"),
+        (b'{"id":"p9","text":"ok","top_k":-1}', "invalid_request", "p9"),
+    ]
+    with Nats() as nats:
+        path = os.path.join(tmp, "mixed.jsonl")
+        with open(path, "wb") as f:
+            for i in range(good):
+                f.write(json.dumps({"id": "g%d" % i, "text": TEXTS[i % 5]}, ensure_ascii=False).encode() + b"\n")
+                if i < len(poison):
+                    f.write(poison[i][0] + b"\n")
+        publish(nats, path)
+        with Daemon(*nats_args(nats, "1s"), "--max-passages", "10", "--max-request-bytes", "1024") as d:
+            lines, _, _ = collect(nats, RESULTS, good, tmp)
+            check(sorted(o["id"] for o in lines) == sorted("g%d" % i for i in range(good)), lines[:3])
+            dead, _, _ = collect(nats, DEAD, len(poison), os.path.join(tmp))
+            check(len(dead) == len(poison), dead)
+            by_payload = {}
+            for o in dead:
+                if "payload" in o:
+                    by_payload[o["payload"].encode()] = o
+                else:
+                    by_payload[base64.b64decode(o["payload_base64"])] = o
+            for raw, code, pid in poison:
+                o = by_payload.get(raw)
+                check(o is not None, "no dead letter for %r" % raw)
+                check(error_code(o) == code and o["error"]["message"], (raw, o))
+                check(o.get("id") == pid, (raw, o))
+                check(o["stream"] == STREAM and o["subject"] == SUBJECT and o["seq"] > 0, o)
+            # Acked, not redelivered: the counts stay put past the ack wait.
+            m = metrics(d)
+            check(m["ok"] == good and m["dead"] == len(poison) and m["nak"] == 0, m)
+            time.sleep(wait(1.5))
+            check(metrics(d) == m, (m, metrics(d)))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_nats_down_at_start_socket_served_then_consumes():
+    if _skip():
+        return
+    tmp = tempfile.mkdtemp(prefix="themed-it-natsdata-")
+    nats = Nats()  # not started: nothing listens on its port yet
+    try:
+        with Daemon(*nats_args(nats, "5s")) as d:
+            st, _, ready = d.request("GET", "/v1/ready")
+            check(st == 200 and ready["status"] == "ready" and ready["nats"] == "disconnected", ready)
+            r = d.call({"id": 1, "text": TEXTS[2]})
+            check(r["id"] == 1 and r["summary"]["passages"] == 1, r)
+            check(metrics(d)["connected"] == 0, metrics(d))
+            nats.start()
+            wait_for(lambda: metrics(d)["connected"] == 1, 15, "the connection")
+            path = os.path.join(tmp, "a.jsonl")
+            write_articles(path, 200, prefix="late")
+            publish(nats, path)
+            lines, _, _ = collect(nats, RESULTS, 200, tmp)
+            check_all_results(lines, 200, prefix="late")
+            st, _, ready = d.request("GET", "/v1/ready")
+            check(ready["nats"] == "connected", ready)
+    finally:
+        nats.__exit__()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_nats_stop_while_busy_acks_nothing_unpublished():
+    """SIGTERM mid-stream: the daemon stops cleanly (exit 0), and a second one
+    finishes the stream: every article has a result."""
+    if _skip():
+        return
+    n = 3000
+    tmp = tempfile.mkdtemp(prefix="themed-it-natsdata-")
+    with Nats() as nats:
+        path = os.path.join(tmp, "articles.jsonl")
+        write_articles(path, n)
+        publish(nats, path)
+        a = Daemon(*nats_args(nats, "2s", "--workers", "1", "--nats-max-inflight", "4"))
+        try:
+            wait_for(lambda: metrics(a)["ok"] >= 100, 30, "daemon A to work")
+            t0 = time.monotonic()
+            check(a.stop() == 0, a.log())
+            check(time.monotonic() - t0 < wait(5), "stop took %.1fs" % (time.monotonic() - t0))
+        finally:
+            a.close()
+        with Daemon(*nats_args(nats, "2s")):
+            lines, _, _ = collect(nats, RESULTS, n, tmp)
+            check_all_results(lines, n)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_nats_config_errors():
+    if _skip():
+        return
+    tmp = tempfile.mkdtemp(prefix="themed-it-natscfg-")
+    try:
+        def run(*args):
+            d = Daemon(*args, start=False)
+            r = subprocess.run(d.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=d.env,
+                               timeout=wait(20))
+            shutil.rmtree(d.dir, ignore_errors=True)
+            return r.returncode, r.stdout.decode("utf-8", "replace")
+
+        rc, out = run("--nats", "nats://127.0.0.1:1", "--check-config")
+        check(rc == 1 and "--nats needs --nats-stream" in out, out)
+        rc, out = run("--nats-stream", "S", "--check-config")
+        check(rc == 1 and "need --nats URL" in out, out)
+        rc, out = run("--nats", "nats://127.0.0.1:1", "--nats-stream", "a.b", "--nats-subject", "x",
+                      "--nats-durable", "d", "--nats-results", "r", "--check-config")
+        check(rc == 1 and "nats-stream" in out, out)
+        rc, out = run("--nats", "nats://127.0.0.1:1", "--nats-stream", "S", "--nats-subject", "x",
+                      "--nats-durable", "d", "--nats-results", "r.*", "--check-config")
+        check(rc == 1 and "nats-results" in out, out)
+        # The config file takes the same keys (flag name, '-' -> '_').
+        cfg = os.path.join(tmp, "themed.json")
+        with open(cfg, "w") as f:
+            json.dump({"nats": "nats://127.0.0.1:1", "nats_stream": "S", "nats_subject": "in.>",
+                       "nats_durable": "d", "nats_results": "out", "nats_max_inflight": 8,
+                       "nats_ack_wait": "10s", "nats_dead_letter": "out.bad"}, f)
+        rc, out = run("--config", cfg, "--check-config")
+        check(rc == 0 and "config ok" in out, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
