@@ -5,20 +5,24 @@
 #
 # For each setting, a fresh nats-server -js (loopback, temp store) gets ARTICLES
 # articles (the 8 fixture articles of tests/fixtures/classify-corpus.jsonl,
-# 4-5 passages each, cycled with unique ids) through `themectl publish`; then
-# the daemons start and `themectl collect --count ARTICLES` waits for every
-# result. Reported: articles per second from the daemons' start to the last
-# result (median of RUNS), and how the articles split between the daemons.
+# 4-5 passages each, cycled with unique ids) through `themectl publish`. Then
+# the daemons start; the clock runs from their start until their
+# themed_nats_messages_total{result="ok"} add up to ARTICLES (polled every
+# 20 ms over their sockets). Afterwards, untimed, `themectl collect` checks
+# that every article has its result and reports duplicates. Printed: articles
+# per second (median of RUNS) and how the articles split between the daemons.
 #
 # Environment: BUILD (default build), THEMED_MODEL (a bundle; default
-# models/rural-themes, else one trained from tests/fixtures), WORKERS (per
-# daemon; default: both "1" and the online CPUs), NATS_SERVER (nats-server).
+# models/rural-themes, else one trained from tests/fixtures), WORKERS (worker
+# threads per daemon, a list; default "1 <online CPUs>"), INFLIGHT
+# (--nats-max-inflight, default 64), NATS_SERVER (default nats-server).
 set -eu
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BUILD=${BUILD:-build}
 N=${1:-50000}
 RUNS=${2:-3}
+INFLIGHT=${INFLIGHT:-64}
 NATS_SERVER=${NATS_SERVER:-nats-server}
 THEMED="$ROOT/$BUILD/themed"
 THEMECTL="$ROOT/$BUILD/themectl"
@@ -59,12 +63,44 @@ with open(out, "w", encoding="utf-8") as f:
         f.write(json.dumps({"id": "b%d" % i, "text": texts[i % len(texts)]}, ensure_ascii=False) + "\n")
 EOF
 
+# Waits until the daemons' ok counters reach $N; prints the seconds since $1
+# and the per-daemon counts. Sockets: $TMP/d1.sock ...
+cat >"$TMP/wait_ok.py" <<'EOF'
+import re, socket, sys, time
+t0, n, socks = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+def ok(path):
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5)
+        s.connect(path)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+        d = b""
+        while True:
+            x = s.recv(65536)
+            if not x:
+                break
+            d += x
+        s.close()
+        m = re.search(rb'themed_nats_messages_total\{result="ok"\} (\d+)', d)
+        return int(m.group(1)) if m else 0
+    except OSError:
+        return 0
+deadline = time.time() + 600
+while time.time() < deadline:
+    c = [ok(p) for p in socks]
+    if sum(c) >= n:
+        print("%.3f %s" % (time.time() - t0, "/".join(str(x) for x in c)))
+        sys.exit(0)
+    time.sleep(0.02)
+sys.exit("nats_scale: the daemons did not finish within 600 s")
+EOF
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# One run: $1 daemons with $2 workers each. Appends "<articles/s> <split>"
-# to $TMP/rows (not in a subshell: the EXIT trap must see the pids).
+# One run: $1 daemons with $2 workers each; appends "<articles/s> <split>" to
+# $TMP/rows (not in a subshell: the EXIT trap must see the pids).
 run_once() {
   nd=$1 w=$2
   port=$(free_port)
@@ -78,19 +114,21 @@ run_once() {
     sleep 0.1
   done
   "$THEMECTL" publish --nats "$url" --stream BENCH --subject bench.in --quiet "$TMP/articles.jsonl"
-  t0=$(date +%s.%N)
-  DAEMONS=
+  t0=$(python3 -c 'import time; print(time.time())')
+  DAEMONS= socks=
   k=1
   while [ $k -le "$nd" ]; do
     "$THEMED" --model "$MODEL" --listen "unix:$TMP/d$k.sock" --workers "$w" --log-level warn \
       --nats "$url" --nats-stream BENCH --nats-subject bench.in --nats-durable bench \
-      --nats-results bench.results 2>>"$TMP/daemons.log" &
+      --nats-results bench.results --nats-max-inflight "$INFLIGHT" 2>>"$TMP/daemons.log" &
     DAEMONS="$DAEMONS $!"
+    socks="$socks $TMP/d$k.sock"
     k=$((k + 1))
   done
-  "$THEMECTL" collect --nats "$url" --subject bench.results --count "$N" --timeout 600 --quiet \
+  # shellcheck disable=SC2086
+  res=$(python3 "$TMP/wait_ok.py" "$t0" "$N" $socks)
+  "$THEMECTL" collect --nats "$url" --subject bench.results --count "$N" --timeout 120 --quiet \
     --out /dev/null --summary "$TMP/summary.json"
-  t1=$(date +%s.%N)
   for p in $DAEMONS; do kill "$p"; done
   for p in $DAEMONS; do wait "$p" || true; done
   DAEMONS=
@@ -98,14 +136,16 @@ run_once() {
   NATS_PID=
   python3 -c '
 import json, sys
-t0, t1, n = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-s = json.load(open(sys.argv[4]))
-split = "/".join(str(v) for v in sorted(s["instances"].values(), reverse=True))
-print("%.0f %s(dup=%d)" % (n / (t1 - t0), split, s["duplicates"]))' "$t0" "$t1" "$N" "$TMP/summary.json" >>"$TMP/rows"
+secs, split = sys.argv[1].split()
+s = json.load(open(sys.argv[3]))
+assert s["distinct"] >= int(sys.argv[2]), s
+print("%.0f %s(dup=%d)" % (int(sys.argv[2]) / float(secs), split, s["duplicates"]))' "$res" "$N" "$TMP/summary.json" \
+    >>"$TMP/rows"
 }
 
 CPUS=$(getconf _NPROCESSORS_ONLN)
-echo "nats_scale: $N articles, $RUNS runs each, $CPUS CPUs, $("$NATS_SERVER" --version), model $MODEL"
+echo "nats_scale: $N articles, $RUNS runs each, max in flight $INFLIGHT, $CPUS CPUs," \
+  "load average $(cut -d' ' -f1-3 /proc/loadavg), $("$NATS_SERVER" --version), model $MODEL"
 for w in ${WORKERS:-1 $CPUS}; do
   for nd in 1 2; do
     : >"$TMP/rows"

@@ -291,12 +291,16 @@ static int label_features(const td_model_t *m, const td_result_t *r, size_t i, t
     long src = td_features_block_source(&m->feat, r->passages.items, n, i, (td_block_t)b);
     if (src < 0) continue;
     snprintf(prefix, sizeof prefix, "%s:", td_features_block_name((td_block_t)b));
-    s->tok_prefix = b == TD_BLOCK_BODY ? NULL : prefix;
-    int rc = td_features_block_tokens(&m->feat, m->tok, (td_block_t)b, r->spans[src].s,
-                                      r->spans[src].len, collect_token, s, err);
-    s->tok_prefix = NULL;
-    if (s->tok_oom) return td_err_set(err, TD_ENOMEM, "out of memory");
-    if (rc) return rc;
+    /* the doc block is fed by every passage of the document */
+    size_t last = b == TD_BLOCK_DOC ? n - 1 : (size_t)src;
+    for (size_t p = (size_t)src; p <= last; p++) {
+      s->tok_prefix = b == TD_BLOCK_BODY ? NULL : prefix;
+      int rc = td_features_block_tokens(&m->feat, m->tok, (td_block_t)b, r->spans[p].s,
+                                        r->spans[p].len, collect_token, s, err);
+      s->tok_prefix = NULL;
+      if (s->tok_oom) return td_err_set(err, TD_ENOMEM, "out of memory");
+      if (rc) return rc;
+    }
   }
   qsort(s->toks, s->ntok, sizeof *s->toks, by_index);
   const td_fvec_t *x = &s->vecs[i];
@@ -315,8 +319,14 @@ static int label_features(const td_model_t *m, const td_result_t *r, size_t i, t
     /* Reserved up front, so the appends below never move the bytes they copy. */
     int bad = td_buf_reserve(&s->tokbytes, need);
     for (size_t u = t; !bad && u < s->ntok && s->toks[u].index == idx; u++) {
-      if (u > t) bad |= td_buf_append(&s->tokbytes, " / ", 3);
-      bad |= td_buf_append(&s->tokbytes, s->tokbytes.data + s->toks[u].off, s->toks[u].len);
+      const char *lab = s->tokbytes.data + s->toks[u].off;
+      size_t len = s->toks[u].len, dup = 0;
+      /* the same token from several passages (doc block) is named once */
+      for (size_t w = t; w < u && !dup; w++)
+        dup = s->toks[w].len == len && !memcmp(s->tokbytes.data + s->toks[w].off, lab, len);
+      if (dup) continue;
+      if (s->tokbytes.len > off) bad |= td_buf_append(&s->tokbytes, " / ", 3);
+      bad |= td_buf_append(&s->tokbytes, lab, len);
     }
     if (!bad && s->tokbytes.len == off) { /* no token behind it: cannot happen, but say so */
       char tmp[24];

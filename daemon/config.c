@@ -61,6 +61,7 @@ static const opt_def_t g_opts[] = {
     {"nats_dead_letter", T_STR, OFF(nats_dead_letter), "SUBJECT", "malformed articles go here (<results>.dead)"},
     {"nats_max_inflight", T_SIZE, OFF(nats_max_inflight), "N", "articles fetched and not yet acked (64)"},
     {"nats_ack_wait", T_DUR, OFF(nats_ack_wait_ms), "DUR", "redelivery delay of an unacked article, for a new consumer (30s)"},
+    {"nats_replicas", T_SIZE, OFF(nats_replicas), "N", "replicas of the streams themed creates (1; 3 in a cluster)"},
 };
 #define NOPTS (sizeof g_opts / sizeof g_opts[0])
 
@@ -79,6 +80,7 @@ void td_config_init(td_config_t *c) {
   c->drain_timeout_ms = TD_DEFAULT_DRAIN_TIMEOUT_MS;
   c->nats_max_inflight = TD_DEFAULT_NATS_MAX_INFLIGHT;
   c->nats_ack_wait_ms = TD_DEFAULT_NATS_ACK_WAIT_MS;
+  c->nats_replicas = 1;
 }
 
 static void list_clear(td_config_t *c) {
@@ -373,6 +375,21 @@ static int bad_subject(const char *s, int wildcards) {
   return 0;
 }
 
+/* 1 if the subject filter `pat` (tokens, '*' = one token, '>' = the rest)
+ * matches the literal subject `s`. */
+static int subject_matches(const char *pat, const char *s) {
+  while (*pat && *s) {
+    const char *pe = strchr(pat, '.'), *se = strchr(s, '.');
+    size_t pl = pe ? (size_t)(pe - pat) : strlen(pat), sl = se ? (size_t)(se - s) : strlen(s);
+    if (pl == 1 && *pat == '>') return 1;
+    if (!(pl == 1 && *pat == '*') && (pl != sl || memcmp(pat, s, pl))) return 0;
+    if (!pe || !se) return !pe && !se;
+    pat = pe + 1;
+    s = se + 1;
+  }
+  return 0;
+}
+
 static int validate_nats(td_config_t *c, td_err_t *err) {
   if (c->nats_url && !*c->nats_url) TD_FREE(c->nats_url);
   if (!c->nats_url) {
@@ -402,11 +419,17 @@ static int validate_nats(td_config_t *c, td_err_t *err) {
   if (bad_subject(c->nats_dead_letter, 0))
     return td_err_set(err, TD_EINVAL, "nats-dead-letter \"%s\": not a valid subject (no wildcards)",
                       c->nats_dead_letter);
-  if (!strcmp(c->nats_dead_letter, c->nats_results) || !strcmp(c->nats_results, c->nats_subject))
-    return td_err_set(err, TD_EINVAL, "nats: articles, results and dead letters need three different subjects");
-  if (c->nats_max_inflight == 0 || c->nats_max_inflight > 100000)
-    return td_err_set(err, TD_EINVAL, "nats_max_inflight: 1..100000");
+  if (!strcmp(c->nats_dead_letter, c->nats_results))
+    return td_err_set(err, TD_EINVAL, "nats: results and dead letters need two different subjects");
+  /* A daemon that consumed its own output would loop forever. */
+  if (subject_matches(c->nats_subject, c->nats_results) ||
+      subject_matches(c->nats_subject, c->nats_dead_letter))
+    return td_err_set(err, TD_EINVAL, "nats: the article subject %s also matches the results (%s) or "
+                      "dead letters (%s)", c->nats_subject, c->nats_results, c->nats_dead_letter);
+  if (c->nats_max_inflight == 0 || c->nats_max_inflight > TD_NATS_MAX_INFLIGHT)
+    return td_err_set(err, TD_EINVAL, "nats_max_inflight: 1..%d", TD_NATS_MAX_INFLIGHT);
   if (c->nats_ack_wait_ms < 1000) return td_err_set(err, TD_EINVAL, "nats_ack_wait: at least 1s");
+  if (c->nats_replicas < 1 || c->nats_replicas > 5) return td_err_set(err, TD_EINVAL, "nats_replicas: 1..5");
   return 0;
 }
 

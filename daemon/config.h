@@ -27,6 +27,7 @@
 #define TD_DEFAULT_MAX_OUTPUT_BYTES (8u << 20)
 #define TD_MAX_WORKERS 1024
 #define TD_DEFAULT_NATS_MAX_INFLIGHT 64
+#define TD_NATS_MAX_INFLIGHT 10000
 #define TD_DEFAULT_NATS_ACK_WAIT_MS 30000
 
 typedef struct td_config {
@@ -53,6 +54,7 @@ typedef struct td_config {
   char *nats_dead_letter;  /* NULL: "<nats_results>.dead" (td_config_validate fills it) */
   size_t nats_max_inflight;
   uint64_t nats_ack_wait_ms; /* AckWait of the consumer when themed creates it */
+  size_t nats_replicas;      /* replicas of the streams themed creates (a cluster: 3) */
 } td_config_t;
 
 /* What main should do after parsing. */

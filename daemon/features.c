@@ -1,6 +1,7 @@
 #include "features.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 /* Recorded in the manifest: a bundle names the exact hash it was built with. */
@@ -15,6 +16,7 @@
  * passage is tokenized once per call whichever blocks it feeds. */
 #define PREV_SALT 0x27d4eb2fu
 #define NEXT_SALT 0x165667b1u
+#define DOC_SALT 0xd3a2646cu
 
 #define MIN_BUCKETS_LOG2 10
 #define MAX_BUCKETS_LOG2 24
@@ -28,6 +30,7 @@ void td_feat_config_default(td_feat_config_t *c) {
   c->context_weight = 0.5;
   c->seed = 0x7d5eed;
   c->neighbor_weight = 0;
+  c->doc_weight = 0;
 }
 
 /* ---- hashing: MurmurHash3 x86_32 (Austin Appleby, public domain) ---- */
@@ -43,7 +46,9 @@ static inline uint32_t fmix32(uint32_t h) {
   return h;
 }
 
-uint32_t td_features_hash(const void *key, size_t len, uint32_t seed) {
+/* Inlined into the per-token callbacks (count_token, keep_hash): a call per
+ * token was a visible share of featurizing (bench/NOTES.md). */
+static inline uint32_t hash32(const void *key, size_t len, uint32_t seed) {
   const uint8_t *p = key;
   const uint32_t c1 = 0xcc9e2d51u, c2 = 0x1b873593u;
   uint32_t h = seed;
@@ -73,6 +78,26 @@ uint32_t td_features_hash(const void *key, size_t len, uint32_t seed) {
   return fmix32(h);
 }
 
+uint32_t td_features_hash(const void *key, size_t len, uint32_t seed) {
+  return hash32(key, len, seed);
+}
+
+/*
+ * 1 + ln(tf) for the counts that occur (a token seldom repeats in a
+ * passage), looked up: log() per feature was a visible share of
+ * featurizing. Filled with the same expression, so the values are the same
+ * bits. Larger counts compute it.
+ */
+#define SUBLINEAR_TABLE 64
+static double sublinear_tab[SUBLINEAR_TABLE];
+static pthread_once_t sublinear_once = PTHREAD_ONCE_INIT;
+static void sublinear_init(void) {
+  for (unsigned k = 1; k < SUBLINEAR_TABLE; k++) sublinear_tab[k] = 1.0 + log((double)k);
+}
+static inline double sublinear(uint32_t cnt) {
+  return cnt < SUBLINEAR_TABLE ? sublinear_tab[cnt] : 1.0 + log((double)cnt);
+}
+
 /* A token pair hashes the two token hashes, not the concatenated strings. */
 static inline uint32_t pair_hash(uint32_t h1, uint32_t h2, uint32_t seed) {
   uint8_t b[8] = {(uint8_t)h1, (uint8_t)(h1 >> 8), (uint8_t)(h1 >> 16), (uint8_t)(h1 >> 24),
@@ -90,8 +115,9 @@ json_t *td_feat_config_to_json(const td_feat_config_t *c) {
                         "l2");
   /* Optional keys only when they change something: a bundle without them
    * stays loadable by readers that predate them. */
-  if (j && c->neighbor_weight != 0 &&
-      json_object_set_new(j, "neighbor_weight", json_real(c->neighbor_weight))) {
+  if (j && ((c->neighbor_weight != 0 &&
+              json_object_set_new(j, "neighbor_weight", json_real(c->neighbor_weight))) ||
+             (c->doc_weight != 0 && json_object_set_new(j, "doc_weight", json_real(c->doc_weight))))) {
     json_decref(j);
     return NULL;
   }
@@ -147,7 +173,7 @@ int td_feat_config_from_json(const json_t *j, td_feat_config_t *c, td_err_t *err
                                      "sublinear_tf", "use_idf", "context_weight", "seed",
                                      "norm",
                                      /* optional from here on */
-                                     "neighbor_weight"};
+                                     "neighbor_weight", "doc_weight"};
   const size_t nkeys = sizeof keys / sizeof keys[0], nrequired = 9;
   if (!json_is_object(j)) {
     char got[96];
@@ -197,12 +223,15 @@ int td_feat_config_from_json(const json_t *j, td_feat_config_t *c, td_err_t *err
     return bad_value(err, "seed", "an integer between 0 and 4294967295", v);
   t.seed = (uint32_t)json_integer_value(v);
 
-  t.neighbor_weight = 0;
-  if ((v = json_object_get(j, "neighbor_weight"))) {
+  static const char *const optional[] = {"neighbor_weight", "doc_weight"};
+  double *dst[] = {&t.neighbor_weight, &t.doc_weight};
+  for (size_t i = 0; i < 2; i++) {
+    *dst[i] = 0;
+    if (!(v = json_object_get(j, optional[i]))) continue;
     if (!json_is_number(v) || !isfinite(json_number_value(v)) || json_number_value(v) < 0 ||
         json_number_value(v) > MAX_CONTEXT_WEIGHT)
-      return bad_value(err, "neighbor_weight", "a number between 0 and 100", v);
-    t.neighbor_weight = json_number_value(v);
+      return bad_value(err, optional[i], "a number between 0 and 100", v);
+    *dst[i] = json_number_value(v);
   }
 
   *c = t;
@@ -327,9 +356,12 @@ struct td_fscratch {
   size_t *toff;
   size_t captoff;
   int pre;
+  td_fvec_t docv; /* the weighted doc block of the current call ... */
+  int doc_ok;     /* ... once computed */
 };
 
 td_fscratch_t *td_fscratch_new(void) {
+  pthread_once(&sublinear_once, sublinear_init); /* every featurization has a scratch */
   td_fscratch_t *s = calloc(1, sizeof *s);
   if (s) s->ctx_of = -1;
   return s;
@@ -344,6 +376,7 @@ void td_fscratch_free(td_fscratch_t **sp) {
   td_fvec_free(&s->sortbuf);
   free(s->th);
   free(s->toff);
+  td_fvec_free(&s->docv);
   TD_FREE(*sp);
 }
 
@@ -360,7 +393,7 @@ typedef struct emit_ud {
 static int count_token(void *ud, const char *tok, size_t len) {
   emit_ud_t *u = ud;
   if (!len) return 0;
-  uint32_t h = td_features_hash(tok, len, u->seed);
+  uint32_t h = hash32(tok, len, u->seed);
   if (cmap_add(u->m, h & u->mask)) goto oom;
   if (u->pairs) {
     if (u->have_prev && cmap_add(u->m, pair_hash(u->prev, h, u->seed) & u->mask)) goto oom;
@@ -390,8 +423,7 @@ static int add_block(const td_feat_config_t *c, const td_tokenizer_t *tok, const
   }
   if (m->n && fvec_reserve(v, m->n)) return td_err_set(err, TD_ENOMEM, "out of memory");
   for (size_t e = 0; e < m->n; e++) {
-    double tf = m->cnt[e];
-    if (c->sublinear_tf) tf = 1.0 + log(tf);
+    double tf = c->sublinear_tf ? sublinear(m->cnt[e]) : m->cnt[e];
     if (c->use_idf && idf) tf *= idf[m->key[e]];
     v->items[v->count++] = (td_feat_t){m->key[e], tf * scale};
   }
@@ -438,10 +470,14 @@ static void sort_feats(td_feat_t *a, size_t n) {
 /* Sort, sum entries that share an index (body and context can collide),
  * drop zeros, L2-normalize. */
 /*
- * LSD radix sort on the index (at most 24 bits: 1-3 passes of <= 11-bit
- * digits) through the scratch buffer: linear and branch-free, where a
- * comparison sort over hashed (random) indexes mispredicts half its
- * branches. Short vectors, or a failed buffer growth, take sort_feats.
+ * Sorts by index, stably, through the scratch buffer: one counting pass on
+ * the top log2(n) bits of the index into about n buckets, then an insertion
+ * sort that only moves an entry within its bucket (hashed indexes spread
+ * evenly: a bucket holds about one). Linear, like the two-pass LSD radix
+ * sort it replaces, with the same (stable) result, but its fixed cost
+ * scales with n instead of 2 x 512 counters: sorting was a tenth of
+ * classifying a passage (bench/NOTES.md). Short vectors, or a failed
+ * buffer growth, take sort_feats.
  */
 static void sort_by_index(td_feat_t *a, size_t n, uint32_t buckets, td_fscratch_t *s) {
   if (n <= 48) {
@@ -452,29 +488,29 @@ static void sort_by_index(td_feat_t *a, size_t n, uint32_t buckets, td_fscratch_
     sort_feats(a, n);
     return;
   }
-  unsigned bits = 1;
+  unsigned bits = 1, b = 1;
   while (bits < 32 && (1u << bits) < buckets) bits++;
-  unsigned passes = bits <= 11 ? 1 : bits <= 22 ? 2 : 3;
-  unsigned digit = (bits + passes - 1) / passes;
+  while (b < 11 && ((size_t)1 << b) < n) b++;
+  if (b > bits) b = bits;
+  unsigned shift = bits - b;
   uint32_t count[1u << 11];
-  td_feat_t *src = a, *dst = s->sortbuf.items;
-  for (unsigned p = 0; p < passes; p++) {
-    unsigned shift = p * digit;
-    uint32_t mask = (1u << digit) - 1;
-    memset(count, 0, ((size_t)mask + 1) * sizeof *count);
-    for (size_t i = 0; i < n; i++) count[(src[i].index >> shift) & mask]++;
-    uint32_t sum = 0;
-    for (uint32_t d = 0; d <= mask; d++) {
-      uint32_t c = count[d];
-      count[d] = sum;
-      sum += c;
-    }
-    for (size_t i = 0; i < n; i++) dst[count[(src[i].index >> shift) & mask]++] = src[i];
-    td_feat_t *t = src;
-    src = dst;
-    dst = t;
+  memset(count, 0, ((size_t)1 << b) * sizeof *count);
+  for (size_t i = 0; i < n; i++) count[a[i].index >> shift]++;
+  uint32_t sum = 0;
+  for (uint32_t d = 0; d < (1u << b); d++) {
+    uint32_t c = count[d];
+    count[d] = sum;
+    sum += c;
   }
-  if (src != a) memcpy(a, src, n * sizeof *a);
+  td_feat_t *t = s->sortbuf.items;
+  for (size_t i = 0; i < n; i++) t[count[a[i].index >> shift]++] = a[i];
+  for (size_t i = 1; i < n; i++) {
+    td_feat_t x = t[i];
+    size_t j = i;
+    for (; j > 0 && t[j - 1].index > x.index; j--) t[j] = t[j - 1];
+    t[j] = x;
+  }
+  memcpy(a, t, n * sizeof *a);
 }
 
 static void finish(td_fvec_t *v, uint32_t buckets, td_fscratch_t *s) {
@@ -527,7 +563,7 @@ static int keep_hash(void *ud, const char *tok, size_t len) {
     s->th = p;
     s->capth = cap;
   }
-  s->th[s->nth++] = td_features_hash(tok, len, u->seed);
+  s->th[s->nth++] = hash32(tok, len, u->seed);
   return 0;
 }
 
@@ -556,32 +592,38 @@ static int prepass(const td_feat_config_t *c, const td_tokenizer_t *tok, const t
 }
 
 /*
- * add_block over the kept hashes of passage p. salt 0: the body block,
+ * add_block over the kept hashes of passages [p0, p1) counted together.
+ * salt 0: the body block (one passage),
  * exactly what add_block computes from the text (index h & mask, plus pairs
  * when ngram_max == 2); otherwise a neighbour block (index
  * block_index(h, salt), tokens only).
  */
-static int add_hashed_block(const td_feat_config_t *c, const double *idf, size_t p, uint32_t salt,
-                            double scale, td_fscratch_t *s, td_fvec_t *v, td_err_t *err) {
+static int add_hashed_range(const td_feat_config_t *c, const double *idf, size_t p0, size_t p1,
+                            uint32_t salt, double scale, td_fscratch_t *s, td_fvec_t *v,
+                            td_err_t *err) {
   cmap_t *m = &s->counts;
   cmap_clear(m);
   uint32_t mask = c->buckets - 1;
   int pairs = !salt && c->ngram_max >= 2;
-  for (size_t q = s->toff[p]; q < s->toff[p + 1]; q++) {
+  for (size_t q = s->toff[p0]; q < s->toff[p1]; q++) {
     uint32_t h = s->th[q];
     if (cmap_add(m, salt ? block_index(h, salt, mask) : h & mask))
       return td_err_set(err, TD_ENOMEM, "out of memory");
-    if (pairs && q > s->toff[p] && cmap_add(m, pair_hash(s->th[q - 1], h, c->seed) & mask))
+    if (pairs && q > s->toff[p0] && cmap_add(m, pair_hash(s->th[q - 1], h, c->seed) & mask))
       return td_err_set(err, TD_ENOMEM, "out of memory");
   }
   if (m->n && fvec_reserve(v, m->n)) return td_err_set(err, TD_ENOMEM, "out of memory");
   for (size_t e = 0; e < m->n; e++) {
-    double tf = m->cnt[e];
-    if (c->sublinear_tf) tf = 1.0 + log(tf);
+    double tf = c->sublinear_tf ? sublinear(m->cnt[e]) : m->cnt[e];
     if (c->use_idf && idf) tf *= idf[m->key[e]];
     v->items[v->count++] = (td_feat_t){m->key[e], tf * scale};
   }
   return 0;
+}
+
+static int add_hashed_block(const td_feat_config_t *c, const double *idf, size_t p, uint32_t salt,
+                            double scale, td_fscratch_t *s, td_fvec_t *v, td_err_t *err) {
+  return add_hashed_range(c, idf, p, p + 1, salt, scale, s, v, err);
 }
 
 static int passage_vec(const td_feat_config_t *c, const td_tokenizer_t *tok, const double *idf,
@@ -597,6 +639,20 @@ static int passage_vec(const td_feat_config_t *c, const td_tokenizer_t *tok, con
     if (i + 1 < n &&
         (rc = add_hashed_block(c, idf, i + 1, NEXT_SALT, c->neighbor_weight, s, v, err)))
       return td_err_prefix(err, "passage %zu: next passage", i);
+  }
+  if (s->pre && c->doc_weight > 0 && n > 0) {
+    /* One block for the whole document: computed once per call. */
+    if (!s->doc_ok) {
+      s->docv.count = 0;
+      if ((rc = add_hashed_range(c, idf, 0, n, DOC_SALT, c->doc_weight, s, &s->docv, err)))
+        return td_err_prefix(err, "document block");
+      s->doc_ok = 1;
+    }
+    if (s->docv.count) {
+      if (fvec_reserve(v, s->docv.count)) return td_err_set(err, TD_ENOMEM, "out of memory");
+      memcpy(v->items + v->count, s->docv.items, s->docv.count * sizeof *v->items);
+      v->count += s->docv.count;
+    }
   }
   if (!ps || !(c->context_weight > 0) || ps[i].context < 0) {
     finish(v, c->buckets, s);
@@ -642,12 +698,12 @@ int td_features_doc(const td_feat_config_t *c, const td_tokenizer_t *tok, const 
   int rc = check_args(c, tok, spans, n, s, out, err);
   if (rc) return rc;
   s->ctx_of = -1; /* the caches never outlive a call: spans change */
-  s->pre = 0;
-  if (c->neighbor_weight > 0) rc = prepass(c, tok, spans, n, s, err);
+  s->pre = s->doc_ok = 0;
+  if (c->neighbor_weight > 0 || c->doc_weight > 0) rc = prepass(c, tok, spans, n, s, err);
   for (size_t i = 0; !rc && i < n; i++)
     if ((rc = passage_vec(c, tok, idf, spans, ps, n, i, s, &out[i], err))) break;
   s->ctx_of = -1;
-  s->pre = 0;
+  s->pre = s->doc_ok = 0;
   return rc;
 }
 
@@ -657,8 +713,8 @@ int td_features_doc_df(const td_feat_config_t *c, const td_tokenizer_t *tok,
   int rc = check_args(c, tok, spans, n, s, df, err);
   if (rc) return rc;
   s->ctx_of = -1;
-  s->pre = 0;
-  if (c->neighbor_weight > 0) rc = prepass(c, tok, spans, n, s, err);
+  s->pre = s->doc_ok = 0;
+  if (c->neighbor_weight > 0 || c->doc_weight > 0) rc = prepass(c, tok, spans, n, s, err);
   for (size_t i = 0; i < n && !rc; i++) {
     /* Without idf no value is zero, so the vector lists every index touched. */
     if ((rc = passage_vec(c, tok, NULL, spans, ps, n, i, s, &s->tmp, err))) break;
@@ -666,7 +722,7 @@ int td_features_doc_df(const td_feat_config_t *c, const td_tokenizer_t *tok,
       if (df[s->tmp.items[q].index] != UINT32_MAX) df[s->tmp.items[q].index]++;
   }
   s->ctx_of = -1;
-  s->pre = 0;
+  s->pre = s->doc_ok = 0;
   return rc;
 }
 
@@ -693,7 +749,7 @@ typedef struct tok_set {
   uint32_t prev_hash;
 } tok_set_t;
 
-static const char *const block_names[TD_BLOCK_COUNT] = {"body", "heading", "prev", "next"};
+static const char *const block_names[TD_BLOCK_COUNT] = {"body", "heading", "prev", "next", "doc"};
 
 const char *td_features_block_name(td_block_t b) {
   return (unsigned)b < TD_BLOCK_COUNT ? block_names[b] : "?";
@@ -709,6 +765,7 @@ long td_features_block_source(const td_feat_config_t *c, const td_passage_t *ps,
                ? ps[i].context : -1;
   case TD_BLOCK_PREV: return c->neighbor_weight > 0 && i > 0 ? (long)i - 1 : -1;
   case TD_BLOCK_NEXT: return c->neighbor_weight > 0 && i + 1 < n ? (long)i + 1 : -1;
+  case TD_BLOCK_DOC: return c->doc_weight > 0 ? 0 : -1;
   default: return -1;
   }
 }
@@ -794,7 +851,8 @@ int td_features_block_tokens(const td_feat_config_t *c, const td_tokenizer_t *to
     return td_err_set(err, TD_EINVAL, "features: bad arguments");
   /* As passage_vec hashes each block: the heading block with its own seed
    * (pairs too), the neighbours by re-mixing the body hash (tokens only). */
-  uint32_t salt = b == TD_BLOCK_PREV ? PREV_SALT : b == TD_BLOCK_NEXT ? NEXT_SALT : 0;
+  uint32_t salt = b == TD_BLOCK_PREV ? PREV_SALT : b == TD_BLOCK_NEXT ? NEXT_SALT
+                  : b == TD_BLOCK_DOC ? DOC_SALT : 0;
   tok_set_t t = {.seed = b == TD_BLOCK_HEADING ? c->seed ^ CTX_SALT : c->seed,
                  .pairs = !salt && c->ngram_max >= 2};
   td_buf_init(&t.bytes);

@@ -15,8 +15,11 @@
  * of the next passage of the same document, each in its own hashed space
  * (index = fmix32(body hash ^ salt): a neighbour's 产业 is a third feature,
  * beside the body's and the heading's), tf x idf, scaled by neighbor_weight.
- * Every passage is then tokenized once per call and its token hashes kept,
- * so neighbours cost no extra tokenizer work.
+ * With doc_weight > 0, one more: the tokens of the whole document (tf over
+ * all its passages), the same block for every passage of it, again in its
+ * own space and scaled by doc_weight. Every passage is then tokenized once
+ * per call and its token hashes kept, so these blocks cost no extra
+ * tokenizer work.
  */
 #ifndef TD_FEATURES_H
 #define TD_FEATURES_H
@@ -40,6 +43,9 @@ typedef struct td_feat_config {
                              in bundles that predate it, and written only when
                              non-zero, so those bundles stay readable by older
                              readers) */
+  double doc_weight;     /* scale of the whole-document block; 0 = off
+                            (manifest key "doc_weight", optional like
+                            neighbor_weight) */
 } td_feat_config_t;
 
 #define TD_FEAT_DEFAULT_BUCKETS (1u << 18)
@@ -47,7 +53,8 @@ void td_feat_config_default(td_feat_config_t *c);
 /* New reference; the object written to manifest.json "features". */
 json_t *td_feat_config_to_json(const td_feat_config_t *c);
 /* Strict: unknown keys, missing keys and bad values are errors naming the
- * field. Optional keys (neighbor_weight) take their default when absent. */
+ * field. Optional keys (neighbor_weight, doc_weight) take their default
+ * when absent. */
 int td_feat_config_from_json(const json_t *j, td_feat_config_t *c, td_err_t *err);
 
 typedef struct td_span {
@@ -120,15 +127,18 @@ typedef enum td_block {
   TD_BLOCK_HEADING,  /* the heading it sits under (context_weight) */
   TD_BLOCK_PREV,     /* the previous passage (neighbor_weight) */
   TD_BLOCK_NEXT,     /* the next passage (neighbor_weight) */
+  TD_BLOCK_DOC,      /* every passage of the document (doc_weight) */
   TD_BLOCK_COUNT
 } td_block_t;
 
-/* "body", "heading", "prev", "next". */
+/* "body", "heading", "prev", "next", "doc". */
 const char *td_features_block_name(td_block_t b);
 
 /*
  * Which passage feeds block b of passage i (spans/ps/n as for
- * td_features_doc), or -1 when the block is off or empty for it.
+ * td_features_doc), or -1 when the block is off or empty for it. The doc
+ * block is fed by every passage: this returns 0 when it is on (and n > 0),
+ * and the caller walks all n passages.
  */
 long td_features_block_source(const td_feat_config_t *c, const td_passage_t *ps, size_t n,
                               size_t i, td_block_t b);

@@ -5,11 +5,13 @@
 #include "model.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libsvm/svm.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -292,6 +294,93 @@ static inline int token_long(char *s, char *e, long *out) {
 static inline int is_ws(char c) { return c == ' ' || c == '\t' || c == '\r'; }
 
 /*
+ * The collapsed weights (12 MiB for 2^18 buckets x 6 themes) and the idf
+ * table are read at random indexes, once per feature of every passage:
+ * with 4 KiB pages nearly every lookup is a TLB miss. Asked for 2 MiB
+ * pages (transparent huge pages in "madvise" mode, Debian's default) they
+ * fit in a handful of TLB entries, and loading them takes a few page
+ * faults instead of thousands. Freed with free(); zeroed when zero is set.
+ */
+#define HUGE_PAGE ((size_t)2 << 20)
+static void *huge_alloc(size_t n, int zero) {
+  if (n < HUGE_PAGE) return zero ? calloc(1, n) : malloc(n);
+  size_t sz = (n + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+  void *p = NULL;
+  if (posix_memalign(&p, HUGE_PAGE, sz)) return NULL;
+#ifdef MADV_HUGEPAGE
+  madvise(p, sz, MADV_HUGEPAGE); /* advice only: a refusal changes nothing */
+#endif
+  if (zero) memset(p, 0, n);
+  return p;
+}
+
+/* Bytes of slack after a file read by read_padded: the digit parser may
+ * load 8 bytes at any position before the end. */
+#define READ_PAD 16
+
+/*
+ * td_read_file (same errors, NUL-terminated) in one read into fb, a buffer
+ * reused for every file of a bundle, with READ_PAD zero bytes after the
+ * end. td_read_file copies 64 KiB chunks into a new doubling buffer per
+ * file: for the 20 MB of a bundle's SVM files that was measurable, and
+ * every fresh buffer is thousands of page faults again.
+ */
+static int read_padded(const char *path, td_buf_t *fb, td_err_t *err) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return td_err_set(err, TD_EIO, "%s: %s", path, strerror(errno));
+  struct stat st;
+  /* +1: room for the read that sees the end */
+  size_t want = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 65536;
+  size_t n = 0;
+  for (;;) {
+    if (fb->cap < want + READ_PAD) {
+      /* what it held matters only past the first read: no copy otherwise */
+      char *nb = n ? realloc(fb->data, want + READ_PAD) : malloc(want + READ_PAD);
+      if (nb && !n) free(fb->data);
+      if (!nb) {
+        close(fd);
+        return td_err_set(err, TD_ENOMEM, "%s: out of memory", path);
+      }
+      fb->data = nb;
+      fb->cap = want + READ_PAD;
+    }
+    size_t room = fb->cap - READ_PAD - n;
+    if (!room) { /* grew since fstat, or not a regular file */
+      want = 2 * (fb->cap - READ_PAD);
+      continue;
+    }
+    ssize_t r = read(fd, fb->data + n, room);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      close(fd);
+      return td_err_set(err, TD_EIO, "%s: read error", path);
+    }
+    if (r == 0) break;
+    n += (size_t)r;
+  }
+  close(fd);
+  memset(fb->data + n, 0, READ_PAD);
+  fb->len = n;
+  return 0;
+}
+
+/* simdjson's eight-digit tests and conversion (little-endian loads). */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define HAVE_SWAR_DIGITS 1
+static inline int eight_digits(uint64_t x) {
+  return ((x & 0xF0F0F0F0F0F0F0F0ull) |
+          (((x + 0x0606060606060606ull) & 0xF0F0F0F0F0F0F0F0ull) >> 4)) == 0x3333333333333333ull;
+}
+static inline uint64_t parse_eight(uint64_t x) {
+  x -= 0x3030303030303030ull;
+  x = x * 10 + (x >> 8);
+  x = (((x & 0x000000FF000000FFull) * 0x000F424000000064ull) +
+       (((x >> 16) & 0x000000FF000000FFull) * 0x0000271000000001ull)) >> 32;
+  return x;
+}
+#endif
+
+/*
  * One "index:value" pair as svm_save_model writes it (index 1-10 digits,
  * value %.8g without an exponent), parsed in a single pass over its bytes:
  * a model load is little else. On success *qp moves to the separator after
@@ -305,7 +394,9 @@ static inline int pair_fast(char **qp, long *idx, double *val) {
                                  1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
   const char *q = *qp, *d0 = q;
   long x = 0;
-  for (; (unsigned)(*q - '0') < 10; q++) x = x * 10 + (*q - '0');
+  /* At most 11 digits are read: 10 fit a long, an 11th sends the pair to
+   * the general parser (unbounded, x overflowed: found by fuzz_bundle). */
+  for (; q - d0 <= 10 && (unsigned)(*q - '0') < 10; q++) x = x * 10 + (*q - '0');
   if (q == d0 || q - d0 > 10 || *q != ':') return 0;
   q++;
   int neg = 0, nd = 0, any = 0;
@@ -319,15 +410,24 @@ static inline int pair_fast(char **qp, long *idx, double *val) {
       mant = mant * 10 + d;
     }
   }
-  if (*q == '.')
-    for (unsigned d; (d = (unsigned)(*++q - '0')) < 10;) {
-      any = 1;
-      ex--;
-      if (mant | d) {
-        if (++nd > 19) return 0;
-        mant = mant * 10 + d;
-      }
+  if (*q == '.') {
+    /* Fraction digits all count (leading zeros too): nd + their number
+     * <= 19 keeps mant < 10^19. Eight at a time while they last. */
+    const char *f0 = ++q;
+#ifdef HAVE_SWAR_DIGITS
+    for (uint64_t w8; nd + (q - f0) + 8 <= 19; q += 8) {
+      memcpy(&w8, q, 8); /* the buffer has READ_PAD bytes after its end */
+      if (!eight_digits(w8)) break;
+      mant = mant * 100000000u + parse_eight(w8);
     }
+#endif
+    for (unsigned d; (d = (unsigned)(*q - '0')) < 10; q++) {
+      if (nd + (q - f0) >= 19) return 0;
+      mant = mant * 10 + d;
+    }
+    any |= q > f0;
+    ex = -(long)(q - f0);
+  }
   if (!any || (*q && !is_ws(*q)) || mant > (1ull << 53) || ex < -22) return 0;
   double v = mant ? (double)mant / p10[-ex] : 0;
   *idx = x;
@@ -363,19 +463,17 @@ static int svm_hdr_numbers(char **save, long n, int ints, long *sum, void **arr)
   return strtok_r(NULL, WS, save) == NULL;
 }
 
-/* Parses, validates and builds one libsvm model file; *out owned by the
- * caller (svm_free_and_destroy_model). */
-static int svm_parse(const char *path, uint32_t buckets, struct svm_model **out, td_err_t *err) {
-  char *buf;
-  size_t len;
+/* Parses, validates and builds one libsvm model file (read into fb, a
+ * reused buffer); *out owned by the caller (svm_free_and_destroy_model). */
+static int svm_parse(const char *path, uint32_t buckets, td_buf_t *fb, struct svm_model **out,
+                     td_err_t *err) {
   *out = NULL;
-  int rc = td_read_file(path, &buf, &len, err);
+  int rc = read_padded(path, fb, err);
   if (rc) return rc;
+  char *buf = fb->data;
+  size_t len = fb->len;
   struct svm_model *sm = calloc(1, sizeof *sm);
-  if (!sm) {
-    free(buf);
-    return td_err_set(err, TD_ENOMEM, "out of memory");
-  }
+  if (!sm) return td_err_set(err, TD_ENOMEM, "out of memory");
   sm->free_sv = 1; /* as svm_load_model: SV[0] is the one block of nodes */
   svm_hdr_t h = {.svm_type = -1, .kernel = -1};
   size_t line = 0, nnode = 0, capnode = 0;
@@ -584,7 +682,6 @@ static int svm_parse(const char *path, uint32_t buckets, struct svm_model **out,
   else if (!rc && nsv < h.total_sv)
     rc = td_err_set(err, TD_EMODEL, "%s: truncated: %ld of %ld support vectors", path, nsv,
                     h.total_sv);
-  free(buf);
   if (rc) {
     /* SV[] is not filled yet: libsvm must not free SV[0]; the block is xs.
      * sv_coef (calloc'd) has nr_class - 1 entries, NULL where not made. */
@@ -758,7 +855,7 @@ static int load_idf(td_model_t *m, vctx_t *v, const json_t *jidf) {
   if ((rc = get_int(v, jidf, "n_docs", "idf.n_docs", 0, (long long)1 << 40, &n_docs))) return rc;
 
   uint32_t nb = m->feat.buckets;
-  m->idf = malloc((size_t)nb * sizeof *m->idf);
+  m->idf = huge_alloc((size_t)nb * sizeof *m->idf, 0);
   if (!m->idf) return td_err_set(v->err, TD_ENOMEM, "out of memory");
   for (uint32_t i = 0; i < nb; i++) m->idf[i] = NAN; /* NaN: not listed yet */
 
@@ -852,14 +949,23 @@ done:
   return rc;
 }
 
+static int load_svms_into(td_model_t *m, vctx_t *v, td_buf_t *fb);
 static int load_svms(td_model_t *m, vctx_t *v) {
+  td_buf_t fb; /* every file is read into this one buffer */
+  td_buf_init(&fb);
+  int rc = load_svms_into(m, v, &fb);
+  td_buf_free(&fb);
+  return rc;
+}
+
+static int load_svms_into(td_model_t *m, vctx_t *v, td_buf_t *fb) {
   m->linear = 1;
   for (size_t k = 0; k < m->ntheme; k++) {
     td_theme_t *t = &m->themes[k];
     const json_t *jt = json_array_get(json_object_get(m->manifest, "themes"), k);
     char *path = path_join(m->dir, json_string_value(json_object_get(jt, "svm")));
     if (!path) return td_err_set(v->err, TD_ENOMEM, "out of memory");
-    int rc = svm_parse(path, m->feat.buckets, &t->svm, v->err);
+    int rc = svm_parse(path, m->feat.buckets, fb, &t->svm, v->err);
     if (rc) {
       free(path);
       return rc;
@@ -900,7 +1006,7 @@ static int collapse(td_model_t *m, td_err_t *err) {
     m->bias[k] = -(double)m->themes[k].sign * m->themes[k].svm->rho[0];
   if (!m->linear) return 0;
   if (nb > SIZE_MAX / sizeof(double) / nt) return td_err_set(err, TD_ENOMEM, "out of memory");
-  m->w = calloc(nb * nt, sizeof *m->w);
+  m->w = huge_alloc(nb * nt * sizeof *m->w, 1);
   if (!m->w)
     return td_err_set(err, TD_ENOMEM, "out of memory for %zu x %zu collapsed weights", nb, nt);
   for (size_t k = 0; k < nt; k++) {

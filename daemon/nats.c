@@ -21,13 +21,15 @@
 #define NAK_DELAY_MAX_MS 60000    /* doubles per delivery up to this */
 #define SETUP_RETRY_MAX_MS 10000
 #define CONSUMER_MAX_ACK_PENDING 10000
+#define CONSUMER_CHECK_NS 5000000000ull /* idle this long: check the consumer still exists */
 #define ID_HEADER_MAX 256         /* Themed-Id is cut here; the body has the whole id */
 #define HEADER_ROOM 2048          /* kept free of the max payload for headers */
 
 enum job_kind { JOB_RESULT, JOB_DEAD };
 
 typedef struct job {
-  struct job *next, *prev; /* inbox/done queues (next); awaiting list (both) */
+  struct job *next;        /* inbox/done queues */
+  struct job *hnext;       /* awaiting table chain */
   td_nats_t *n;
   natsMsg *msg;            /* the article, owned */
   natsMsg *pub;            /* identifies the publish awaiting its ack (libnats owns it) */
@@ -35,7 +37,7 @@ typedef struct job {
   td_model_t *model;       /* reference taken at dispatch */
   int kind;                /* what was published */
   int outcome;             /* TD_NATS_OK / DEAD / NAK */
-  int linked;              /* in n->awaiting (under n->mu) */
+  int linked;              /* in the awaiting table (under n->mu) */
   int awaiting;            /* worker: the publish was accepted, an answer will come */
   int worked;              /* loop: after_work ran */
   int answered;            /* loop: the publish answer (or the abort) came */
@@ -59,7 +61,8 @@ struct td_nats {
   size_t inflight;         /* fetched, not yet finished on the loop */
   job_t *inbox_head, *inbox_tail; /* fetched, for the loop to dispatch */
   job_t *done_head, *done_tail;   /* publish answered, for the loop to finish */
-  job_t *awaiting;         /* publishes waiting for their ack */
+  job_t **awaiting;        /* publishes waiting for their ack, by published message */
+  size_t nbuckets;         /* a power of two */
   /* loop thread only */
   int stopping, finished, closed;
   /* libnats objects: opts from td_nats_start; nc, js, sub made by the fetch
@@ -73,11 +76,39 @@ struct td_nats {
   atomic_int closing;      /* td_nats_close: disconnects are expected */
   atomic_llong warned_ns;  /* rate limit of per-article warnings */
   char instance[300];      /* Themed-Instance: "host/pid" */
+  char url[512];           /* --nats for logs, passwords and tokens blanked */
   char results_stream[300];
 };
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                              */
+
+/* The awaiting table, under n->mu: the ack handler is given the message
+ * that was published and finds its article here. */
+static size_t bucket(const td_nats_t *n, const natsMsg *m) {
+  uint64_t h = (uint64_t)(uintptr_t)m * 0x9e3779b97f4a7c15ull;
+  return (size_t)(h >> 32) & (n->nbuckets - 1);
+}
+
+static void await_add(td_nats_t *n, job_t *j) {
+  size_t b = bucket(n, j->pub);
+  j->hnext = n->awaiting[b];
+  n->awaiting[b] = j;
+  j->linked = 1;
+}
+
+static job_t *await_take(td_nats_t *n, const natsMsg *m) {
+  for (job_t **p = &n->awaiting[bucket(n, m)]; *p; p = &(*p)->hnext)
+    if ((*p)->pub == m) {
+      job_t *j = *p;
+      *p = j->hnext;
+      j->hnext = NULL;
+      j->linked = 0;
+      j->pub = NULL;
+      return j;
+    }
+  return NULL;
+}
 
 static const char *nats_err(natsStatus s) {
   const char *t = nats_GetLastError(NULL);
@@ -97,6 +128,46 @@ static void warn_limited(td_nats_t *n, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   td_log_warn("%s", msg);
+}
+
+/* Blanks the credentials of every URL in a comma-separated list (the
+ * user:secret or token before '@' becomes ***): the URL goes to the log,
+ * its password or token must not. */
+static void redact_url(const char *in, char *out, size_t cap) {
+  size_t o = 0;
+  while (*in && o + 1 < cap) {
+    const char *end = strchr(in, ','), *at, *sl = strstr(in, "://");
+    size_t len = end ? (size_t)(end - in) : strlen(in);
+    const char *host = sl && (size_t)(sl - in) < len ? sl + 3 : in;
+    at = memchr(host, '@', len - (size_t)(host - in));
+    int n = at ? snprintf(out + o, cap - o, "%.*s***%.*s", (int)(host - in), in,
+                          (int)(len - (size_t)(at - in)), at)
+               : snprintf(out + o, cap - o, "%.*s", (int)len, in);
+    if (n < 0) break;
+    o += (size_t)n < cap - o ? (size_t)n : cap - o - 1;
+    if (!end) break;
+    if (o + 1 < cap) out[o++] = ',';
+    in = end + 1;
+  }
+  out[o < cap ? o : cap - 1] = '\0';
+}
+
+/* "nats://a:4222, nats://b:4222" -> the server list (SetURL takes one URL). */
+static natsStatus set_servers(natsOptions *o, const char *urls) {
+  char *copy = strdup(urls), *save = NULL;
+  const char *list[64];
+  int n = 0;
+  if (!copy) return NATS_NO_MEMORY;
+  for (char *t = strtok_r(copy, ",", &save); t && n < 64; t = strtok_r(NULL, ",", &save)) {
+    while (*t == ' ') t++;
+    size_t l = strlen(t);
+    while (l && t[l - 1] == ' ') t[--l] = '\0';
+    if (*t) list[n++] = t;
+  }
+  natsStatus s = n == 0 ? NATS_ADDRESS_MISSING
+                 : n == 1 ? natsOptions_SetURL(o, list[0]) : natsOptions_SetServers(o, list, n);
+  free(copy);
+  return s;
 }
 
 /* Header values are one line: anything but printable bytes is replaced. */
@@ -191,6 +262,7 @@ static void on_async(uv_async_t *a) {
   uv_mutex_lock(&n->mu);
   job_t *in = n->inbox_head, *done = n->done_head;
   n->inbox_head = n->inbox_tail = n->done_head = n->done_tail = NULL;
+  n->srv->metrics.nats_inflight = n->inflight;
   uv_mutex_unlock(&n->mu);
   n->srv->metrics.nats_connected = atomic_load(&n->connected);
   while (in) {
@@ -319,28 +391,17 @@ static void publish(td_nats_t *n, job_t *j, natsMsg *m, const char *msgid) {
   const char *subject = natsMsg_GetSubject(m);
   char subj[300];
   snprintf(subj, sizeof subj, "%s", subject ? subject : "?");
+  natsMsg *key = m;
   uv_mutex_lock(&n->mu);
   j->pub = m;
   j->awaiting = 1;
-  j->linked = 1;
-  j->prev = NULL;
-  j->next = n->awaiting;
-  if (n->awaiting) n->awaiting->prev = j;
-  n->awaiting = j;
+  await_add(n, j);
   uv_mutex_unlock(&n->mu);
   natsStatus s = js_PublishMsgAsync(n->js, &m, &po);
   if (s == NATS_OK) return;
-  int mine = 0;
   uv_mutex_lock(&n->mu);
-  if (j->linked) {
-    if (j->prev) j->prev->next = j->next;
-    else n->awaiting = j->next;
-    if (j->next) j->next->prev = j->prev;
-    j->next = j->prev = NULL;
-    j->linked = 0;
-    j->awaiting = 0;
-    mine = 1;
-  }
+  int mine = await_take(n, key) == j;
+  if (mine) j->awaiting = 0;
   uv_mutex_unlock(&n->mu);
   natsMsg_Destroy(m);
   if (!mine) return; /* td_nats_abort took it */
@@ -433,17 +494,8 @@ out:
 
 static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure) {
   td_nats_t *n = closure;
-  job_t *j;
   uv_mutex_lock(&n->mu);
-  for (j = n->awaiting; j && j->pub != msg; j = j->next) {}
-  if (j) {
-    if (j->prev) j->prev->next = j->next;
-    else n->awaiting = j->next;
-    if (j->next) j->next->prev = j->prev;
-    j->next = j->prev = NULL;
-    j->linked = 0;
-    j->pub = NULL;
-  }
+  job_t *j = await_take(n, msg);
   uv_mutex_unlock(&n->mu);
   if (!j) { /* abandoned by td_nats_abort */
     natsMsg_Destroy(msg);
@@ -474,7 +526,9 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
 }
 
 static void conn_url(natsConnection *nc, char *buf, size_t cap) {
-  if (natsConnection_GetConnectedUrl(nc, buf, cap) != NATS_OK || !*buf) snprintf(buf, cap, "?");
+  char raw[512];
+  if (natsConnection_GetConnectedUrl(nc, raw, sizeof raw) != NATS_OK || !*raw) snprintf(raw, sizeof raw, "?");
+  redact_url(raw, buf, cap);
 }
 
 static void on_connected(natsConnection *nc, void *closure) {
@@ -556,6 +610,7 @@ static natsStatus ensure_stream(td_nats_t *n, const char *name, const char **sub
   sc.Subjects = subjects;
   sc.SubjectsLen = nsubj;
   sc.Storage = js_FileStorage;
+  sc.Replicas = (int64_t)n->cfg->nats_replicas;
   s = js_AddStream(&si, n->js, &sc, NULL, je);
   jsStreamInfo_Destroy(si);
   if (s == NATS_OK) *created = 1;
@@ -690,7 +745,7 @@ static void fetch_main(void *arg) {
   td_nats_t *n = arg;
   const td_config_t *cfg = n->cfg;
   char why[700] = "", last[700] = "";
-  uint64_t retry = 250;
+  uint64_t retry = 250, quiet_since = 0, checked = 0;
   int errors = 0;
 
   natsStatus s = natsConnection_Connect(&n->nc, n->opts);
@@ -702,9 +757,9 @@ static void fetch_main(void *arg) {
     uv_async_send(&n->async);
   } else if (s == NATS_NOT_YET_CONNECTED) {
     td_log_warn("nats: cannot connect to %s yet: retrying every %dms (socket clients are served meanwhile)",
-                cfg->nats_url, RECONNECT_WAIT_MS);
+                n->url, RECONNECT_WAIT_MS);
   } else {
-    td_log_error("nats: cannot connect to %s: %s", cfg->nats_url, nats_err(s));
+    td_log_error("nats: cannot connect to %s: %s", n->url, nats_err(s));
     n->nc = NULL;
     goto out;
   }
@@ -721,6 +776,10 @@ static void fetch_main(void *arg) {
   }
   while (!stopped(n)) {
     if (!n->sub) {
+      if (!atomic_load(&n->connected)) { /* API requests would only time out */
+        nap(n, 100);
+        continue;
+      }
       why[0] = '\0';
       if (setup(n, why, sizeof why)) {
         if (strcmp(why, last)) { /* each new reason once, not every retry */
@@ -739,19 +798,41 @@ static void fetch_main(void *arg) {
                   cfg->nats_results, cfg->nats_dead_letter, cfg->nats_max_inflight);
     }
     s = fetch_once(n);
-    if (s == NATS_OK || s == NATS_TIMEOUT) {
+    if (s == NATS_OK) {
       errors = 0;
+      quiet_since = 0;
       continue;
     }
-    if (!atomic_load(&n->connected)) { /* the library reconnects; wait for it */
+    if (s == NATS_TIMEOUT) {
+      /* Nothing to fetch. A deleted consumer looks just like this (its
+       * pull requests go unanswered), so when it lasts, look. */
+      errors = 0;
+      uint64_t now = uv_hrtime();
+      if (!quiet_since) quiet_since = now;
+      if (now - quiet_since < CONSUMER_CHECK_NS || now - checked < CONSUMER_CHECK_NS ||
+          !atomic_load(&n->connected))
+        continue;
+      checked = now;
+      jsConsumerInfo *ci = NULL;
+      jsErrCode je = 0;
+      s = js_GetConsumerInfo(&ci, n->js, cfg->nats_stream, cfg->nats_durable, NULL, &je);
+      jsConsumerInfo_Destroy(ci);
+      if (s != NATS_NOT_FOUND && je != JSConsumerNotFoundErr && je != JSStreamNotFoundErr) continue;
+      td_log_warn("nats: consumer %s on stream %s is gone: creating it again (it starts from the "
+                  "beginning of the stream)", cfg->nats_durable, cfg->nats_stream);
+      errors = 3;
+    } else if (!atomic_load(&n->connected)) { /* the library reconnects; wait for it */
       nap(n, 250);
       continue;
+    } else {
+      warn_limited(n, "nats: fetch from %s/%s: %s", cfg->nats_stream, cfg->nats_durable, nats_err(s));
+      errors++;
     }
-    warn_limited(n, "nats: fetch from %s/%s: %s", cfg->nats_stream, cfg->nats_durable, nats_err(s));
-    if (++errors >= 3) {
+    if (errors >= 3) {
       /* The consumer (or stream) may be gone: subscribe again, creating
        * what is missing. Articles in flight still ack through this
        * subscription, so they finish first. */
+      quiet_since = checked = 0;
       uv_mutex_lock(&n->mu);
       while (!n->stop && n->inflight > 0) uv_cond_wait(&n->cond, &n->mu);
       uv_mutex_unlock(&n->mu);
@@ -783,6 +864,11 @@ int td_nats_start(td_server_t *s, td_err_t *err) {
   uv_async_init(s->loop, &n->async, on_async);
   n->async.data = n;
   s->nats = n; /* from here on, td_server_close/free release it */
+  for (n->nbuckets = 16; n->nbuckets < 2 * cfg->nats_max_inflight;) n->nbuckets *= 2;
+  if (!(n->awaiting = calloc(n->nbuckets, sizeof *n->awaiting))) {
+    n->nbuckets = 0;
+    return td_err_set(err, TD_ENOMEM, "out of memory");
+  }
   s->metrics.nats_enabled = 1;
   n->publish_wait_ms = (int64_t)cfg->nats_ack_wait_ms / 2;
   if (n->publish_wait_ms > PUBLISH_WAIT_MAX_MS) n->publish_wait_ms = PUBLISH_WAIT_MAX_MS;
@@ -792,13 +878,18 @@ int td_nats_start(td_server_t *s, td_err_t *err) {
   snprintf(n->instance, sizeof n->instance, "%s/%ld", host, (long)getpid());
   header_clean(n->instance);
 
+  redact_url(cfg->nats_url, n->url, sizeof n->url);
   natsStatus st = natsOptions_Create(&n->opts);
-  if (st == NATS_OK) st = natsOptions_SetURL(n->opts, cfg->nats_url);
+  if (st == NATS_OK) st = set_servers(n->opts, cfg->nats_url);
   if (st != NATS_OK)
-    return td_err_set(err, TD_EINVAL, "nats: bad URL \"%s\": %s", cfg->nats_url, nats_err(st));
+    return td_err_set(err, TD_EINVAL, "nats: bad URL \"%s\": %s", n->url, nats_err(st));
   char name[400];
   snprintf(name, sizeof name, "themed %s", n->instance);
   natsOptions_SetName(n->opts, name);
+  /* Each publish goes out at once: libnats otherwise holds it ~1 ms to
+   * batch writes, and an article crosses that three times (fetch, result,
+   * ack), which made throughput proportional to the in-flight window. */
+  natsOptions_SetSendAsap(n->opts, true);
   natsOptions_SetMaxReconnect(n->opts, -1);
   natsOptions_SetReconnectWait(n->opts, RECONNECT_WAIT_MS);
   natsOptions_SetPingInterval(n->opts, PING_INTERVAL_MS);
@@ -813,7 +904,7 @@ int td_nats_start(td_server_t *s, td_err_t *err) {
   int rc = uv_thread_create(&n->thread, fetch_main, n);
   if (rc) return td_err_set(err, TD_EIO, "nats: cannot start the fetch thread: %s", uv_strerror(rc));
   n->thread_started = 1;
-  td_log_info("nats: consumer starting: %s, stream %s, subject %s, durable %s", cfg->nats_url,
+  td_log_info("nats: consumer starting: %s, stream %s, subject %s, durable %s", n->url,
               cfg->nats_stream, cfg->nats_subject, cfg->nats_durable);
   return 0;
 }
@@ -831,21 +922,22 @@ void td_nats_stop(td_nats_t *n) {
 }
 
 void td_nats_abort(td_nats_t *n) {
-  uv_mutex_lock(&n->mu);
-  job_t *list = n->awaiting;
-  n->awaiting = NULL;
+  job_t *list = NULL;
   size_t k = 0;
-  for (job_t *j = list; j; j = j->next) {
-    j->linked = 0;
-    j->pub = NULL;
-    k++;
-  }
+  uv_mutex_lock(&n->mu);
+  for (size_t b = 0; b < n->nbuckets; b++)
+    while (n->awaiting[b]) {
+      job_t *j = await_take(n, n->awaiting[b]->pub);
+      j->next = list;
+      list = j;
+      k++;
+    }
   uv_mutex_unlock(&n->mu);
   if (k) td_log_warn("nats: %zu articles still waiting for their publish ack: nak'ed", k);
   while (list) {
     job_t *j = list;
     list = j->next;
-    j->next = j->prev = NULL;
+    j->next = NULL;
     natsMsg_Nak(j->msg, NULL);
     j->outcome = TD_NATS_NAK;
     j->answered = 1;
@@ -909,5 +1001,6 @@ void td_nats_free(td_nats_t *n) {
   if (!n) return;
   uv_mutex_destroy(&n->mu);
   uv_cond_destroy(&n->cond);
+  free(n->awaiting);
   free(n);
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "classify.h"
+#include "docscan.h"
 #include "log.h"
 #include "nats.h"
 #include "plugin.h"
@@ -18,6 +19,7 @@
 typedef struct worker_tls {
   td_scratch_t *scratch;
   td_result_t result;
+  td_docscan_t scan; /* the fast request reader's buffers */
 } worker_tls_t;
 
 static pthread_key_t g_key;
@@ -28,6 +30,7 @@ static void tls_destroy(void *p) {
   worker_tls_t *t = p;
   td_scratch_free(&t->scratch);
   td_result_free(&t->result);
+  td_docscan_free(&t->scan);
   free(t);
 }
 
@@ -45,6 +48,7 @@ static worker_tls_t *tls_get(void) {
     return NULL;
   }
   td_result_init(&t->result);
+  td_docscan_init(&t->scan);
   pthread_setspecific(g_key, t);
   return t_tls = t;
 }
@@ -145,6 +149,21 @@ typedef struct cls_ctx {
   uint64_t *theme_passages;
 } cls_ctx_t;
 
+/* Adds one classified document's passages to the metrics counts. */
+static void count_tags(cls_ctx_t *x, const td_classify_opts_t *o, const td_result_t *tr) {
+  const td_model_t *m = x->model;
+  for (size_t i = 0; i < tr->passages.count; i++) {
+    int any = 0;
+    for (size_t k = 0; k < m->ntheme; k++)
+      if (td_result_tagged(m, o, tr, i, k)) {
+        if (x->theme_passages) x->theme_passages[k]++;
+        any = 1;
+      }
+    if (!any && x->theme_passages) x->theme_passages[m->ntheme]++;
+  }
+  x->passages += tr->passages.count;
+}
+
 /*
  * Classifies one document object. defaults: an object whose options apply
  * unless doc overrides them (a batch's top level), or NULL. On success the
@@ -225,17 +244,7 @@ static td_ecode_t classify_doc(cls_ctx_t *x, const json_t *doc, const json_t *de
     else json_object_del(res, "id");
   }
 
-  const td_result_t *tr = &t->result;
-  for (size_t i = 0; i < tr->passages.count; i++) {
-    int any = 0;
-    for (size_t k = 0; k < m->ntheme; k++)
-      if (td_result_tagged(m, &o, tr, i, k)) {
-        if (x->theme_passages) x->theme_passages[k]++;
-        any = 1;
-      }
-    if (!any && x->theme_passages) x->theme_passages[m->ntheme]++;
-  }
-  x->passages += tr->passages.count;
+  count_tags(x, &o, &t->result);
   free(spans);
   *out = res;
   return TD_EC_NONE;
@@ -298,6 +307,93 @@ static td_ecode_t classify_batch(cls_ctx_t *x, const json_t *id, const json_t *j
   return TD_EC_NONE;
 }
 
+/*
+ * The fast path of a classify request (bench/NOTES.md): the line read by
+ * td_docscan instead of jansson, the response written by td_result_write.
+ * It serves only requests that succeed: anything docscan does not take, any
+ * value the jansson path would refuse, any engine error, and it returns 0
+ * having answered nothing, so td_request_work does it all again the
+ * jansson way -- which produces the documented error. Returns 1 when r is
+ * answered.
+ */
+static int fast_classify(td_req_t *r) {
+  worker_tls_t *t = tls_get();
+  if (!t) return 0;
+  td_docscan_t *ds = &t->scan;
+  if (td_docscan(ds, r->in, r->inlen) != 1) return 0;
+  const td_config_t *cfg = r->conn->srv->cfg;
+  const td_model_t *m = r->model;
+  if (r->kind == TD_REQ_JSONL) { /* no "op", or "classify"; others are answered on the loop */
+    if (ds->op.kind != TD_SCAN_ABSENT &&
+        (ds->op.kind != TD_SCAN_STRING || td_op_parse(ds->op.s) != TD_OP_CLASSIFY))
+      return 0;
+  } else if (r->kind != TD_REQ_HTTP_CLASSIFY || ds->documents.kind != TD_SCAN_ABSENT) {
+    return 0; /* batches take the jansson path */
+  }
+  td_classify_opts_t o;
+  td_classify_opts_default(&o);
+  o.max_passages = cfg->max_passages;
+  switch (ds->threshold.kind) { /* as read_opts */
+  case TD_SCAN_ABSENT: case TD_SCAN_NULL: break;
+  case TD_SCAN_INT: o.threshold = (double)ds->threshold.i; break;
+  case TD_SCAN_REAL: o.threshold = ds->threshold.d; break;
+  default: return 0;
+  }
+  if (ds->threshold.kind >= TD_SCAN_INT && !(o.threshold >= 0 && o.threshold <= 1)) return 0;
+  if (ds->top_k.kind == TD_SCAN_INT && ds->top_k.i >= 0 && ds->top_k.i <= 1000000)
+    o.top_k = (int)ds->top_k.i;
+  else if (ds->top_k.kind != TD_SCAN_ABSENT && ds->top_k.kind != TD_SCAN_NULL)
+    return 0;
+  const td_scan_val_t *b[2] = {&ds->explain, &ds->include_text};
+  int *bo[2] = {&o.explain, &o.include_text};
+  for (int i = 0; i < 2; i++) {
+    if (b[i]->kind == TD_SCAN_TRUE || b[i]->kind == TD_SCAN_FALSE) *bo[i] = b[i]->kind == TD_SCAN_TRUE;
+    else if (b[i]->kind != TD_SCAN_ABSENT && b[i]->kind != TD_SCAN_NULL) return 0;
+  }
+  td_doc_t d = {0};
+  if (ds->text.kind == TD_SCAN_STRING && ds->passages.kind == TD_SCAN_ABSENT) {
+    d.text = ds->text.s;
+    d.len = ds->text.len;
+  } else if (ds->passages.kind == TD_SCAN_ARRAY && ds->text.kind == TD_SCAN_ABSENT &&
+             ds->npassages <= cfg->max_passages) {
+    d.passages = ds->items;
+    d.npassages = ds->npassages;
+  } else {
+    return 0;
+  }
+  /* the id: echoed as it came (a real number: jansson prints those) */
+  td_result_id_t mode = TD_RESULT_ID_OMIT;
+  json_t *jid = NULL;
+  switch (ds->id.kind) {
+  case TD_SCAN_ABSENT: break;
+  case TD_SCAN_STRING: mode = TD_RESULT_ID_DOC; d.id = ds->id.s; break;
+  case TD_SCAN_INT: mode = TD_RESULT_ID_JSON; jid = json_integer(ds->id.i); break;
+  case TD_SCAN_TRUE: mode = TD_RESULT_ID_JSON; jid = json_true(); break;
+  case TD_SCAN_FALSE: mode = TD_RESULT_ID_JSON; jid = json_false(); break;
+  case TD_SCAN_NULL: mode = TD_RESULT_ID_JSON; jid = json_null(); break;
+  default: return 0;
+  }
+  if (mode == TD_RESULT_ID_JSON && !jid) return 0;
+  td_err_t err = {0};
+  int ok = td_classify(m, &d, &o, t->scratch, &t->result, &err) == 0;
+  td_buf_reset(&r->body);
+  ok = ok && !td_result_write(m, &d, &o, &t->result, t->scratch, mode, jid, &r->body) &&
+       !(r->proto == TD_PROTO_JSONL && td_buf_append(&r->body, "\n", 1));
+  json_decref(jid);
+  if (ok && !r->theme_passages &&
+      !(r->theme_passages = calloc(m->ntheme + 1, sizeof *r->theme_passages)))
+    ok = 0;
+  if (!ok) {
+    td_buf_reset(&r->body);
+    return 0;
+  }
+  r->op = TD_OP_CLASSIFY;
+  cls_ctx_t x = {cfg, m, 0, r->theme_passages};
+  count_tags(&x, &o, &t->result);
+  r->passages = x.passages;
+  return 1;
+}
+
 void td_request_work(uv_work_t *w) {
   td_req_t *r = w->data;
   fail_t f = {0};
@@ -308,6 +404,7 @@ void td_request_work(uv_work_t *w) {
     r->op = TD_OP_RELOAD;
     if (r->inlen == 0) return; /* no body: reload the current path */
   }
+  if ((r->kind == TD_REQ_JSONL || r->kind == TD_REQ_HTTP_CLASSIFY) && fast_classify(r)) return;
   if (!(j = parse(r->in, r->inlen, what, &f))) goto fail;
   if (!json_is_object(j)) {
     failf(&f, TD_EC_INVALID_REQUEST, "request must be a JSON object");

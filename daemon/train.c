@@ -319,7 +319,7 @@ static void gram_job(struct trainer *t, size_t i) {
  * product once instead of once per job makes cross-validation many times
  * faster (libsvm spends nearly all its time in Kernel::dot otherwise). Only
  * when the matrix fits in TD_TRAIN_GRAM_MAX_BYTES; 0 means "not used". */
-#define TD_TRAIN_GRAM_MAX_BYTES ((size_t)1 << 30)
+#define TD_TRAIN_GRAM_MAX_BYTES ((size_t)2 << 30) /* 10,000 passages: 1.6 GB */
 
 static int gram_alloc(struct trainer *t) {
   size_t n = t->n, row = n + 2;

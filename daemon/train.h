@@ -7,7 +7,7 @@
  * Deterministic for a given seed regardless of thread count.
  *
  * With the linear kernel every dot product between passages is computed
- * once into a Gram matrix (n x n, used only while it fits in 1 GiB) and the
+ * once into a Gram matrix (n x n, used only while it fits in 2 GiB) and the
  * CV and final fits train on it as libsvm PRECOMPUTED kernels; the final
  * models are then rewritten as the LINEAR models they equal. libsvm would
  * otherwise spend nearly all the time recomputing the same dot products in

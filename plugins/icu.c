@@ -5,7 +5,11 @@
  * number, letter, kana or ideograph; drops the rest (punctuation, symbols,
  * emoji, spaces). Pipeline and threading: plugins/textprep.h.
  *
- * Options: {"traditional_to_simplified": false}
+ * Options: {"traditional_to_simplified": false, "char_ngrams": false}
+ *
+ * char_ngrams: after the words, every CJK run (classified as in the bigram
+ * plugin, tp_char_class) also emits its character unigrams and bigrams, so
+ * one feature space holds dictionary words and character n-grams.
  */
 #include <themed/plugin.h>
 
@@ -13,17 +17,19 @@
 
 typedef struct icu_tok {
   tp_core_t core;
+  int char_ngrams;
 } icu_tok_t;
 
 static int icu_create(const json_t *options, void **out, char *errbuf, size_t errlen) {
-  int t2s = 0;
-  const tp_bool_opt_t opts[] = {{"traditional_to_simplified", &t2s}};
-  if (tp_parse_bool_opts(options, opts, 1, errbuf, errlen) != 0) return -1;
+  int t2s = 0, ngrams = 0;
+  const tp_bool_opt_t opts[] = {{"traditional_to_simplified", &t2s}, {"char_ngrams", &ngrams}};
+  if (tp_parse_bool_opts(options, opts, 2, errbuf, errlen) != 0) return -1;
   icu_tok_t *t = malloc(sizeof *t);
   if (!t) {
     tp_errf(errbuf, errlen, "out of memory");
     return -1;
   }
+  t->char_ngrams = ngrams;
   if (tp_core_init(&t->core, 1, t2s, errbuf, errlen) != 0) {
     free(t);
     return -1;
@@ -68,6 +74,26 @@ static int icu_tokenize(void *inst, const char *text, size_t len, themed_emit_cb
       rc = m < 0 ? -1 : emit(ud, s->u8, (size_t)m);
     }
     start = end;
+  }
+  /* Character unigrams and bigrams of each CJK run, after the words. */
+  for (int32_t i = 0, prev = -1; rc == 0 && t->char_ngrams && i < n;) {
+    int32_t at = i;
+    UChar32 c;
+    U16_NEXT(u, i, n, c);
+    if (tp_char_class(c, 0) != TP_CLS_CJK) {
+      prev = -1;
+      continue;
+    }
+    int32_t m;
+    if (prev >= 0) {
+      m = tp_to_utf8(s, u + prev, i - prev, errbuf, errlen);
+      rc = m < 0 ? -1 : emit(ud, s->u8, (size_t)m);
+    }
+    if (rc == 0) {
+      m = tp_to_utf8(s, u + at, i - at, errbuf, errlen);
+      rc = m < 0 ? -1 : emit(ud, s->u8, (size_t)m);
+    }
+    prev = at;
   }
 out:
   tp_release(&t->core, s);

@@ -38,6 +38,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -151,12 +152,17 @@ typedef struct tp_t2s {
   uint32_t nrules;
   uint32_t grow;        /* output never exceeds grow * input units */
   uint64_t first[65536 / 64]; /* bit u set: some lhs starts with unit u */
+  uint16_t *lo;         /* lo[u]: the first rule starting with u (where the bit is
+                           set); a binary search found it, once per character of
+                           text that starts a rule -- most Han text (bench/NOTES.md).
+                           NULL if the rules do not fit 16 bits. */
 } tp_t2s_t;
 
 static inline void tp_t2s_free(tp_t2s_t *t) {
   if (!t) return;
   free(t->pool);
   free(t->rules);
+  free(t->lo);
   free(t);
 }
 
@@ -222,6 +228,8 @@ static inline tp_t2s_t *tp_t2s_parse(const UChar *r, int32_t n) {
   }
   if (t->nrules == 0) goto fail;
   qsort_r(t->rules, t->nrules, sizeof *t->rules, tp_t2s_cmp, t->pool);
+  if (t->nrules <= UINT16_MAX && (t->lo = malloc(65536 * sizeof *t->lo)))
+    for (uint32_t k = t->nrules; k-- > 0;) t->lo[t->pool[t->rules[k].lhs]] = (uint16_t)k;
   return t;
 fail:
   tp_t2s_free(t);
@@ -237,16 +245,24 @@ static inline int32_t tp_t2s_apply(const tp_t2s_t *t, const UChar *s, int32_t n,
     if (t->first[u >> 6] >> (u & 63) & 1) {
       /* lower bound of rules starting with u */
       uint32_t lo = 0, hi = t->nrules;
-      while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (t->pool[t->rules[mid].lhs] < u) lo = mid + 1;
-        else hi = mid;
+      if (t->lo) {
+        lo = t->lo[u];
+      } else {
+        while (lo < hi) {
+          uint32_t mid = lo + (hi - lo) / 2;
+          if (t->pool[t->rules[mid].lhs] < u) lo = mid + 1;
+          else hi = mid;
+        }
       }
       const tp_t2s_rule_t *hit = NULL;
       for (uint32_t k = lo; k < t->nrules && t->pool[t->rules[k].lhs] == u; k++) {
         const tp_t2s_rule_t *rl = &t->rules[k];
+        const UChar *lhs = t->pool + rl->lhs;
+        /* the second unit first: most phrase rules fail there */
         if (rl->lhs_len <= n - i &&
-            memcmp(t->pool + rl->lhs, s + i, rl->lhs_len * sizeof(UChar)) == 0) {
+            (rl->lhs_len == 1 ||
+             (lhs[1] == s[i + 1] &&
+              memcmp(lhs + 2, s + i + 2, (rl->lhs_len - 2u) * sizeof(UChar)) == 0))) {
           hit = rl;
           break;
         }
@@ -501,6 +517,89 @@ static inline int32_t tp_to_utf8(tp_state_t *s, const UChar *u, int32_t n, char 
     return -1;
   }
   return o;
+}
+
+/* ---- the fast path of tp_prepare ------------------------------------------ */
+
+/*
+ * Why: converting to UTF-16, normalizing and converting back through ICU's C
+ * API cost more than everything else a passage goes through in the engine
+ * (bench/NOTES.md). But nearly every character of our text normalizes on
+ * its own: it always has a normalization boundary before it (ICU's
+ * hasBoundaryBefore: it never combines with what precedes it), so a string
+ * made only of such characters splits into one-character segments and its
+ * NFKC_Casefold is the concatenation of each one's. When that is one BMP
+ * unit (Han stays itself, "，" becomes ",", "A" becomes "a"), a table
+ * lookup replaces ICU. (A letter has no boundary *after* it -- a combining
+ * mark may follow -- but such a mark has no boundary before it, so a text
+ * containing one takes the slow path.) The table is filled lazily, per process, from
+ * ICU itself (so it is ICU's answer, whatever the ICU version), one code
+ * point the first time it is seen; entries are written once with the same
+ * value by whichever thread gets there, hence relaxed atomics.
+ *
+ * A text with any other character -- a supplementary one, one that may
+ * combine with the one before it, one that normalizes to nothing or to
+ * several units, an invalid byte -- takes tp_prepare, unchanged. T2S runs
+ * on the normalized units exactly as in tp_prepare.
+ */
+#define TP_NF_SIMPLE 0x80000000u  /* low 16 bits: the normalized unit */
+#define TP_NF_COMPLEX 0x40000000u
+static _Atomic uint32_t tp_nf_memo[65536];
+
+static inline uint32_t tp_nf_entry(const UNormalizer2 *norm, uint32_t c) {
+  uint32_t e = atomic_load_explicit(&tp_nf_memo[c], memory_order_relaxed);
+  if (e) return e;
+  UChar in = (UChar)c, out[8];
+  UErrorCode st = U_ZERO_ERROR;
+  e = TP_NF_COMPLEX;
+  if (!U16_IS_SURROGATE(c) && unorm2_hasBoundaryBefore(norm, (UChar32)c)) {
+    int32_t m = unorm2_normalize(norm, &in, 1, out, 8, &st);
+    if (U_SUCCESS(st) && m == 1 && !U16_IS_SURROGATE(out[0])) e = TP_NF_SIMPLE | out[0];
+  }
+  atomic_store_explicit(&tp_nf_memo[c], e, memory_order_relaxed);
+  return e;
+}
+
+/*
+ * tp_prepare for texts made only of such characters: returns 1 with *out /
+ * *outlen set exactly as tp_prepare would set them, or 0 (nothing decided:
+ * call tp_prepare) -- also when memory runs out, so tp_prepare reports it.
+ */
+static inline int tp_prepare_fast(const tp_core_t *c, tp_state_t *s, const char *text,
+                                  size_t len, const UChar **out, int32_t *outlen) {
+  if (len > TP_MAX_TEXT || (!c->t2s && s->tr)) return 0; /* ICU's own T2S: the slow path */
+  if (tp_grow16(&s->b, &s->bcap, (int64_t)len + 1)) return 0;
+  const uint8_t *p = (const uint8_t *)text, *end = p + len;
+  UChar *b = s->b;
+  int32_t n = 0;
+  while (p < end) {
+    uint32_t cp = *p;
+    if (cp < 0x80) {
+      p++;
+    } else if (cp >= 0xC2 && cp <= 0xDF && end - p >= 2 && (p[1] & 0xC0) == 0x80) {
+      cp = (cp & 0x1F) << 6 | (p[1] & 0x3F);
+      p += 2;
+    } else if (cp >= 0xE0 && cp <= 0xEF && end - p >= 3 && (p[1] & 0xC0) == 0x80 &&
+               (p[2] & 0xC0) == 0x80) {
+      cp = (cp & 0x0F) << 12 | (uint32_t)(p[1] & 0x3F) << 6 | (p[2] & 0x3F);
+      if (cp < 0x800 || U16_IS_SURROGATE(cp)) return 0; /* overlong, surrogate: U+FFFD there */
+      p += 3;
+    } else {
+      return 0; /* supplementary or invalid */
+    }
+    uint32_t e = tp_nf_entry(c->norm, cp);
+    if (!(e & TP_NF_SIMPLE)) return 0;
+    b[n++] = (UChar)e;
+  }
+  if (c->t2s) {
+    if (tp_grow16(&s->a, &s->acap, (int64_t)n * c->t2s->grow + 1)) return 0;
+    *out = s->a;
+    *outlen = tp_t2s_apply(c->t2s, s->b, n, s->a);
+  } else {
+    *out = s->b;
+    *outlen = n;
+  }
+  return 1;
 }
 
 #endif

@@ -15,6 +15,7 @@
 #include "classify.h"
 #include "common.h"
 #include "corpus.h"
+#include "docscan.h"
 #include "model.h"
 #include "themectl.h"
 #include "train.h"
@@ -61,6 +62,7 @@ static const char usage_train[] =
     "  --threads N           worker threads (default 0 = online CPUs)\n"
     "  --context-weight X    weight of the heading-context block (0 = off)\n"
     "  --neighbor-weight X   weight of the previous/next-passage blocks (0 = off, the default)\n"
+    "  --doc-weight X        weight of the whole-document block (0 = off, the default)\n"
     "  --buckets N           hashed feature space, a power of two\n"
     "  --ngram N             1 = tokens, 2 = tokens and adjacent pairs\n"
     "  --max-chars N         serving: cut longer passages at sentence ends (0 = never)\n"
@@ -228,7 +230,7 @@ static void print_train_report(const json_t *rep) {
 enum {
   O_DATA = 256, O_OUT, O_TOKENIZER, O_TOKOPTS, O_FOLDS, O_MULTICLASS, O_C, O_SEED, O_THREADS,
   O_BALANCED, O_NAME, O_VERSION, O_CTXW, O_BUCKETS, O_NGRAM, O_MAXCHARS, O_HEADCHARS, O_THEMES,
-  O_PLUGINS, O_QUIET, O_MODEL, O_JSONL, O_THRESHOLD, O_TOPK, O_EXPLAIN, O_TEXT, O_JSON, O_NBW
+  O_PLUGINS, O_QUIET, O_MODEL, O_JSONL, O_THRESHOLD, O_TOPK, O_EXPLAIN, O_TEXT, O_JSON, O_NBW, O_DOCW
 };
 
 static int cmd_train(int argc, char **argv) {
@@ -241,7 +243,7 @@ static int cmd_train(int argc, char **argv) {
       {"threads", required_argument, 0, O_THREADS}, {"balanced", no_argument, 0, O_BALANCED},
       {"name", required_argument, 0, O_NAME}, {"version", required_argument, 0, O_VERSION},
       {"context-weight", required_argument, 0, O_CTXW}, {"buckets", required_argument, 0, O_BUCKETS},
-      {"neighbor-weight", required_argument, 0, O_NBW},
+      {"neighbor-weight", required_argument, 0, O_NBW}, {"doc-weight", required_argument, 0, O_DOCW},
       {"ngram", required_argument, 0, O_NGRAM}, {"max-chars", required_argument, 0, O_MAXCHARS},
       {"heading-chars", required_argument, 0, O_HEADCHARS}, {"themes", required_argument, 0, O_THEMES},
       {"plugins", required_argument, 0, O_PLUGINS}, {"quiet", no_argument, 0, O_QUIET},
@@ -313,6 +315,9 @@ static int cmd_train(int argc, char **argv) {
       break;
     case O_NBW:
       if (parse_double(optarg, &o.feat.neighbor_weight) || o.feat.neighbor_weight < 0 || o.feat.neighbor_weight > 100) { usage_err(cmd, "--neighbor-weight: expected a number between 0 and 100, got \"%s\"", optarg); goto out; }
+      break;
+    case O_DOCW:
+      if (parse_double(optarg, &o.feat.doc_weight) || o.feat.doc_weight < 0 || o.feat.doc_weight > 100) { usage_err(cmd, "--doc-weight: expected a number between 0 and 100, got \"%s\"", optarg); goto out; }
       break;
     case O_BUCKETS:
       if (parse_long(optarg, 2, 1L << 30, &v) || (v & (v - 1))) { usage_err(cmd, "--buckets: expected a power of two up to 2^30, got \"%s\"", optarg); goto out; }
@@ -413,13 +418,17 @@ typedef struct runner {
   td_scratch_t *s;
   td_result_t r;
   td_buf_t out; /* one response line, reused */
+  td_docscan_t scan; /* the fast line reader (--jsonl) */
 } runner_t;
 
-static int classify_print(runner_t *rn, const td_doc_t *doc, const char *where) {
+/* where: the input's name; lineno > 0 adds " line N" (formatted only for
+ * a message: this runs once per input line). */
+static int classify_print(runner_t *rn, const td_doc_t *doc, const char *where, size_t lineno) {
   td_err_t err;
   td_err_clear(&err);
   if (td_classify(rn->m, doc, &rn->co, rn->s, &rn->r, &err)) {
-    themectl_errorf("%s: %s", where, err.msg);
+    if (lineno) themectl_errorf("%s line %zu: %s", where, lineno, err.msg);
+    else themectl_errorf("%s: %s", where, err.msg);
     return THEMECTL_EXIT_FAIL;
   }
   /* The bytes of td_result_json, written directly (the hot path of a
@@ -427,7 +436,8 @@ static int classify_print(runner_t *rn, const td_doc_t *doc, const char *where) 
   td_buf_reset(&rn->out);
   if (td_result_write(rn->m, doc, &rn->co, &rn->r, rn->s, TD_RESULT_ID_DOC, NULL, &rn->out) ||
       td_buf_append(&rn->out, "\n", 1)) {
-    themectl_errorf("%s: out of memory", where);
+    if (lineno) themectl_errorf("%s line %zu: out of memory", where, lineno);
+    else themectl_errorf("%s: out of memory", where);
     return THEMECTL_EXIT_FAIL;
   }
   fwrite(rn->out.data, 1, rn->out.len, stdout);
@@ -446,6 +456,28 @@ static int classify_jsonl(runner_t *rn, const char *name, const char *data, size
     size_t k = 0;
     while (k < ll && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) k++;
     if (k == ll) continue;
+    /* The fast reader (td_docscan) for lines that are what they should be;
+     * anything else goes through jansson below, which reports the error. */
+    td_docscan_t *ds = &rn->scan;
+    int sc = td_docscan(ds, line, ll);
+    if (sc < 0) {
+      themectl_errorf("%s line %zu: out of memory", name, lineno);
+      return THEMECTL_EXIT_FAIL;
+    }
+    if (sc == 1 && (ds->id.kind == TD_SCAN_ABSENT || ds->id.kind == TD_SCAN_STRING) &&
+        ((ds->text.kind == TD_SCAN_STRING && ds->passages.kind == TD_SCAN_ABSENT) ||
+         (ds->passages.kind == TD_SCAN_ARRAY && ds->text.kind == TD_SCAN_ABSENT))) {
+      td_doc_t doc = {.id = ds->id.kind == TD_SCAN_STRING ? ds->id.s : NULL};
+      if (ds->text.kind == TD_SCAN_STRING) {
+        doc.text = ds->text.s;
+        doc.len = ds->text.len;
+      } else {
+        doc.passages = ds->items;
+        doc.npassages = ds->npassages;
+      }
+      rc = classify_print(rn, &doc, name, lineno);
+      continue;
+    }
     char where[512];
     snprintf(where, sizeof where, "%s line %zu", name, lineno);
     json_error_t je;
@@ -486,7 +518,7 @@ static int classify_jsonl(runner_t *rn, const char *name, const char *data, size
       rc = THEMECTL_EXIT_FAIL;
     }
     doc.id = id ? json_string_value(id) : NULL;
-    if (!rc) rc = classify_print(rn, &doc, where);
+    if (!rc) rc = classify_print(rn, &doc, where, 0);
     free(spans);
     json_decref(o);
   }
@@ -554,12 +586,13 @@ static int cmd_classify(int argc, char **argv) {
       rc = classify_jsonl(&rn, name, data, len);
     } else {
       td_doc_t doc = {.id = is_stdin ? "stdin" : base_name(path), .text = data, .len = len};
-      rc = classify_print(&rn, &doc, name);
+      rc = classify_print(&rn, &doc, name, 0);
     }
     fflush(stdout);
     free(data);
   }
   td_buf_free(&rn.out);
+  td_docscan_free(&rn.scan);
   td_scratch_free(&rn.s);
   td_result_free(&rn.r);
   td_model_unref(&rn.m);
@@ -776,6 +809,8 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "publish") || !strcmp(cmd, "collect")) return themectl_nats_main(sargc, sargv);
   if (!strcmp(cmd, "train")) return cmd_train(sargc, sargv);
   if (!strcmp(cmd, "eval")) return cmd_eval(sargc, sargv);
+  int themectl_vectorize_main(int, char **); /* tools/themectl_vectorize.c */
+  if (!strcmp(cmd, "vectorize")) return themectl_vectorize_main(sargc, sargv);
   if (cmd[0] == '-') themectl_errorf("unknown option %s (see 'themectl --help')", cmd);
   else themectl_errorf("unknown command \"%s\" (see 'themectl --help')", cmd);
   return THEMECTL_EXIT_USAGE;

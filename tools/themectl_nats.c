@@ -45,6 +45,7 @@ static const char usage_publish[] =
     "  --stream NAME         the stream that stores SUBJECT\n"
     "  --subject SUBJECT     the subject to publish on\n"
     "  --max-inflight N      publishes awaiting their ack (default 256)\n"
+    "  --replicas N          replicas of the stream if it is created (default 1; 3 in a cluster)\n"
     "  --timeout D           wait for each ack at most D (default 5s); failed publishes are\n"
     "                        retried up to 4 more times\n"
     "  --quiet               no summary line\n";
@@ -117,10 +118,28 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* "nats://a:4222, nats://b:4222" -> the server list (SetURL takes one URL). */
+static natsStatus set_servers(natsOptions *o, const char *urls) {
+  char *copy = strdup(urls), *save = NULL;
+  const char *list[64];
+  int n = 0;
+  if (!copy) return NATS_NO_MEMORY;
+  for (char *t = strtok_r(copy, ",", &save); t && n < 64; t = strtok_r(NULL, ",", &save)) {
+    while (*t == ' ') t++;
+    size_t l = strlen(t);
+    while (l && t[l - 1] == ' ') t[--l] = '\0';
+    if (*t) list[n++] = t;
+  }
+  natsStatus s = n == 0 ? NATS_ADDRESS_MISSING
+                 : n == 1 ? natsOptions_SetURL(o, list[0]) : natsOptions_SetServers(o, list, n);
+  free(copy);
+  return s;
+}
+
 static natsStatus connect_url(const char *url, natsConnection **nc) {
   natsOptions *o = NULL;
   natsStatus s = natsOptions_Create(&o);
-  if (s == NATS_OK) s = natsOptions_SetURL(o, url);
+  if (s == NATS_OK) s = set_servers(o, url);
   if (s == NATS_OK) s = natsOptions_SetName(o, "themectl");
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, 60);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, 500);
@@ -176,7 +195,7 @@ static natsStatus pub_one(jsCtx *js, natsMsg *m, jsPubOptions *po, int64_t wait_
   return s;
 }
 
-static int ensure_stream(jsCtx *js, const char *name, const char *subject, int *created) {
+static int ensure_stream(jsCtx *js, const char *name, const char *subject, long replicas, int *created) {
   jsStreamInfo *si = NULL;
   jsErrCode je = 0;
   *created = 0;
@@ -195,6 +214,7 @@ static int ensure_stream(jsCtx *js, const char *name, const char *subject, int *
   sc.Subjects = subj;
   sc.SubjectsLen = 1;
   sc.Storage = js_FileStorage;
+  sc.Replicas = replicas;
   s = js_AddStream(&si, js, &sc, NULL, &je);
   jsStreamInfo_Destroy(si);
   if (s == NATS_OK) {
@@ -208,14 +228,15 @@ static int ensure_stream(jsCtx *js, const char *name, const char *subject, int *
 
 static int cmd_publish(int argc, char **argv) {
   const char *cmd = "publish", *url = getenv("NATS_URL"), *stream = NULL, *subject = NULL;
-  long inflight = DEFAULT_PUB_INFLIGHT;
+  long inflight = DEFAULT_PUB_INFLIGHT, replicas = 1;
   int64_t wait_ms = DEFAULT_PUB_WAIT_MS;
   int quiet = 0, ch;
   static const struct option lo[] = {
       {"nats", required_argument, NULL, 'u'},      {"stream", required_argument, NULL, 's'},
       {"subject", required_argument, NULL, 'j'},   {"max-inflight", required_argument, NULL, 'i'},
       {"timeout", required_argument, NULL, 't'},   {"quiet", no_argument, NULL, 'q'},
-      {"help", no_argument, NULL, 'h'},            {0, 0, 0, 0}};
+      {"replicas", required_argument, NULL, 'r'},  {"help", no_argument, NULL, 'h'},
+      {0, 0, 0, 0}};
   optind = 1;
   while ((ch = getopt_long(argc, argv, ":qh", lo, NULL)) != -1) {
     switch (ch) {
@@ -229,6 +250,10 @@ static int cmd_publish(int argc, char **argv) {
     case 't':
       if (parse_ms(optarg, &wait_ms) || wait_ms == 0)
         return usage_err(cmd, "--timeout: expected a duration (5, 500ms, 2m), got \"%s\"", optarg);
+      break;
+    case 'r':
+      if (parse_pos(optarg, 5, &replicas))
+        return usage_err(cmd, "--replicas: expected an integer in [1,5], got \"%s\"", optarg);
       break;
     case 'q': quiet = 1; break;
     case 'h': fputs(usage_publish, stdout); return 0;
@@ -265,7 +290,7 @@ static int cmd_publish(int argc, char **argv) {
     themectl_errorf("publish: %s", nats_err(s));
     goto out;
   }
-  if (ensure_stream(js, stream, subject, &created)) goto out;
+  if (ensure_stream(js, stream, subject, replicas, &created)) goto out;
   if (created && !quiet) fprintf(stderr, "themectl: publish: created stream %s on %s\n", stream, subject);
   /* A run-unique prefix: message ids never collide with another run's. */
   struct timespec ts;
@@ -358,6 +383,9 @@ static int cmd_publish(int argc, char **argv) {
   rc = 0;
 out:
   free(line);
+  /* One round trip before tearing down: every reply has been handled
+   * (libnats 3.4 can leak a reply that races with jsCtx_Destroy). */
+  if (nc) natsConnection_FlushTimeout(nc, 2000);
   jsCtx_Destroy(js);
   natsConnection_Destroy(nc);
   pthread_mutex_lock(&st.mu);
@@ -548,6 +576,9 @@ static int cmd_collect(int argc, char **argv) {
   }
   rc = 0;
 out:
+  /* The acks are still in the connection's buffer: a durable consumer
+   * must get them, or a rerun sees these messages again. */
+  if (nc) natsConnection_FlushTimeout(nc, 2000);
   if (sub) {
     /* An ephemeral consumer is ours to delete; a durable one stays. */
     if (ephemeral) natsSubscription_Unsubscribe(sub);

@@ -12,6 +12,7 @@
 #ifndef TD_FUZZ_BUNDLE_SPLIT_H
 #define TD_FUZZ_BUNDLE_SPLIT_H
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -95,17 +96,24 @@ static inline uint8_t *bundle_read(const char *path, size_t *size) {
   return buf;
 }
 
-/* Keeps the tokenizer plugins mapped for the whole process: the loader
- * dlopen()s and dlclose()s them per model, and an instrumented .so must
- * not be unmapped while libFuzzer holds its coverage counters. */
+/* Keeps every tokenizer plugin in plugin_dir mapped for the whole process:
+ * the loader dlopen()s and dlclose()s them per model, and an instrumented
+ * .so must not be unmapped while libFuzzer holds its coverage counters. */
 static inline void bundle_pin_plugins(const char *plugin_dir) {
-  static const char *const names[] = {"icu", "bigram"};
+  DIR *d = opendir(plugin_dir);
+  if (!d) {
+    fprintf(stderr, "fuzz: cannot open plugin directory %s\n", plugin_dir);
+    return;
+  }
   char path[PATH_MAX + 64];
-  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-    snprintf(path, sizeof path, "%s/%s.so", plugin_dir, names[i]);
+  for (struct dirent *e; (e = readdir(d));) {
+    size_t n = strlen(e->d_name);
+    if (n < 4 || strcmp(e->d_name + n - 3, ".so")) continue;
+    snprintf(path, sizeof path, "%s/%s", plugin_dir, e->d_name);
     if (!dlopen(path, RTLD_NOW | RTLD_NODELETE))
       fprintf(stderr, "fuzz: cannot preload %s: %s\n", path, dlerror());
   }
+  closedir(d);
 }
 
 #endif

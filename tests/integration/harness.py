@@ -32,16 +32,20 @@ BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
 THEMED = os.path.join(BUILD, "themed")
 THEMECTL = os.path.join(BUILD, "themectl")
 # THEMED_VALGRIND=1 (make valgrind-integration): the daemon runs under
-# memcheck; any error or definite leak makes it exit 99, which close() reports.
+# memcheck; any error or definite leak makes it exit 99, which close() reports
+# with the log. tests/valgrind.supp says what is suppressed and why; 40 frames
+# so that its stacks reach past the plugin's.
 VALGRIND = os.environ.get("THEMED_VALGRIND") == "1"
-VALGRIND_CMD = "valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite -q"
+VALGRIND_CMD = ("valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite -q "
+                "--num-callers=40 --suppressions=" + shlex.quote(os.path.join(ROOT, "tests", "valgrind.supp")))
 SCALE = float(os.environ.get("THEMED_TEST_TIMEOUT_SCALE", "10" if VALGRIND else "1"))
 WRAPPER = shlex.split(os.environ.get("THEMED_TEST_WRAPPER", VALGRIND_CMD if VALGRIND else ""))
 KEEP = os.environ.get("TD_TEST_KEEP") == "1"
 
 # Lines that mean the daemon misbehaved, whatever the test asserted.
 BAD_LOG = re.compile(r"AddressSanitizer|LeakSanitizer|runtime error:|ERROR SUMMARY: [1-9]|"
-                     r"Invalid (read|write)|uninitialised|definitely lost: [1-9]")
+                     r"Invalid (read|write|free)|uninitialised|definitely lost: [1-9]|"
+                     r"are definitely lost in loss record")
 
 
 class TestFailure(AssertionError):
@@ -189,13 +193,15 @@ class Daemon:
         self.notify.close()
         if self.proc:
             self.logf.close()
-        bad = BAD_LOG.search(self.log())
+        log = self.log()
+        bad = BAD_LOG.search(log)
         if not KEEP:
             shutil.rmtree(self.dir, ignore_errors=True)
         if bad:
-            raise TestFailure("daemon log reports a memory error: " + bad.group(0) + "\n" + self.log())
+            raise TestFailure("daemon log reports a memory error: " + bad.group(0) + "\n" + log)
         if rc != 0:
-            raise TestFailure("daemon exited with %s on SIGTERM" % rc)
+            raise TestFailure("daemon exited with %s on SIGTERM%s" % (
+                rc, "; log:\n" + log[-20000:] if VALGRIND else ""))
 
     def __enter__(self):
         return self

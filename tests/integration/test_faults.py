@@ -177,7 +177,11 @@ def test_reload_storm_100_under_load_zero_failures():
 
 def _reload_storm(copy):
     _, label_b = _labels()
-    with Daemon("--workers", "2", "--allow-any-model-path", tcp=True, model=model_b_dir()) as d:
+    # A fixed mmap threshold: glibc otherwise raises it after the first big
+    # free, and later models come from arenas that keep their pages, so RSS
+    # would climb by a few models' worth and plateau, hiding what we check.
+    with Daemon("--workers", "2", "--allow-any-model-path", tcp=True, model=model_b_dir(),
+                env={"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"}) as d:
         load = _Load(d).start()
         load.wait_ok(20, wait(20))
         results, rss = [], {}
@@ -217,10 +221,14 @@ def _reload_storm(copy):
         check(load.ok > 100, load.ok)
         m = d.request("GET", "/metrics")[2]
         check('themed_reloads_total{result="ok"} 100' in m, [l for l in m.splitlines() if "reload" in l])
-        # replaced models are freed: 78 more reloads, no more memory (a model
-        # of the test bundle is several MiB: leaking them would show at once)
+        # replaced models are freed: 78 more reloads, no more memory. A model
+        # of the test bundle is about 15 MiB in memory; one may still be held
+        # by a request in flight when RSS is read, a leaked one per reload
+        # would be a GiB. (valgrind keeps 20 MB of freed blocks in quarantine
+        # and has its own malloc: looser there.)
         grown = rss[98] - rss[20]
-        check(grown < 24 * 1024, "RSS grew %d KiB over 78 reloads" % grown)
+        bound = (160 if harness.WRAPPER else 24) * 1024
+        check(grown < bound, "RSS grew %d KiB over 78 reloads" % grown)
 
 
 def test_model_dir_removed_or_corrupted_while_serving():
@@ -454,6 +462,9 @@ def test_emfile_without_libuv_reserve_fd():
             check(len(held) > 10, len(held))
             for _ in range(5):
                 _refused_promptly(d)
+                # the reserve's slot stays free until the next loop turn (a
+                # client connecting within it would be served and take it)
+                time.sleep(0.05 * harness.SCALE)
             c0 = _cpu_s(d.proc.pid)
             time.sleep(0.5)
             used = _cpu_s(d.proc.pid) - c0

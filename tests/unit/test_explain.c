@@ -30,7 +30,15 @@
 
 static char tmpdir[] = "/tmp/td-explain-XXXXXX";
 
+static td_model_t *train_doc(const char *sub, double neighbor_weight, double doc_weight,
+                             int ngram_max);
+
 static td_model_t *train(const char *sub, double neighbor_weight, int ngram_max) {
+  return train_doc(sub, neighbor_weight, 0, ngram_max);
+}
+
+static td_model_t *train_doc(const char *sub, double neighbor_weight, double doc_weight,
+                             int ngram_max) {
   char out[512];
   snprintf(out, sizeof out, "%s/%s", tmpdir, sub);
   td_corpus_t c;
@@ -47,6 +55,7 @@ static td_model_t *train(const char *sub, double neighbor_weight, int ngram_max)
   o.nc = 1;
   o.threads = 1;
   o.feat.neighbor_weight = neighbor_weight;
+  o.feat.doc_weight = doc_weight;
   o.feat.ngram_max = ngram_max;
   o.feat.buckets = 1u << 12; /* small: collisions happen and must be handled */
   const char *files[] = {FX_TRAIN};
@@ -62,7 +71,7 @@ static td_model_t *train(const char *sub, double neighbor_weight, int ngram_max)
 
 typedef struct sum {
   double total, pos_max;
-  size_t n, heading, prev, next, joined;
+  size_t n, heading, prev, next, doc, joined;
   int bad_label;
 } sum_t;
 
@@ -74,6 +83,7 @@ static int add(void *ud, const td_contrib_t *c) {
   if (c->len > 8 && !memcmp(c->label, "heading:", 8)) s->heading++;
   if (c->len > 5 && !memcmp(c->label, "prev:", 5)) s->prev++;
   if (c->len > 5 && !memcmp(c->label, "next:", 5)) s->next++;
+  if (c->len > 4 && !memcmp(c->label, "doc:", 4)) s->doc++;
   if (memmem(c->label, c->len, " / ", 3)) s->joined++;
   if (c->contrib > s->pos_max) s->pos_max = c->contrib;
   return 0;
@@ -116,6 +126,7 @@ static void check_identity(td_model_t *m, sum_t *all) {
       all->heading += one.heading;
       all->prev += one.prev;
       all->next += one.next;
+      all->doc += one.doc;
       all->joined += one.joined;
     }
   /* Out of range and non-linear are refused. */
@@ -145,6 +156,16 @@ static void identity_neighbors_pairs(void **state) {
   /* 4096 buckets for hundreds of features: some tokens share a bucket, and
    * the shared feature is listed once, with both labels. */
   assert_true(all.joined > 0);
+  td_model_unref(&m);
+}
+
+static void identity_doc_block(void **state) {
+  (void)state;
+  td_model_t *m = train_doc("doc", 0.3, 0.3, 1);
+  sum_t all;
+  check_identity(m, &all);
+  assert_true(all.heading > 0 && all.prev > 0 && all.next > 0);
+  assert_true(all.doc > 0);
   td_model_unref(&m);
 }
 
@@ -221,6 +242,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(identity_heading),
       cmocka_unit_test(identity_neighbors_pairs),
+      cmocka_unit_test(identity_doc_block),
       cmocka_unit_test(response_matches),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -674,6 +674,138 @@ static void test_no_steady_state_allocation(void **st) {
 #endif
 }
 
+/* Neighbour blocks: optional config key, exact body path, block values. */
+typedef struct idx_list {
+  uint32_t idx[8];
+  size_t n;
+} idx_list_t;
+
+static int take_index(void *ud, const char *tok, size_t len, uint32_t index) {
+  (void)tok;
+  (void)len;
+  idx_list_t *l = ud;
+  if (l->n < 8) l->idx[l->n++] = index;
+  return 0;
+}
+
+static void test_neighbor_blocks(void **st) {
+  td_tokenizer_t *tok = *st;
+  /* config: absent = 0 and not written at 0; written, read back, checked otherwise */
+  td_feat_config_t c = small_config(), b;
+  td_err_t err;
+  json_t *j = td_feat_config_to_json(&c);
+  assert_int_equal(json_object_size(j), 9);
+  assert_int_equal(td_feat_config_from_json(j, &b, &err), 0);
+  assert_true(b.neighbor_weight == 0);
+  c.neighbor_weight = 0.25;
+  json_decref(j);
+  j = td_feat_config_to_json(&c);
+  assert_int_equal(json_object_size(j), 10);
+  assert_int_equal(td_feat_config_from_json(j, &b, &err), 0);
+  assert_true(b.neighbor_weight == 0.25);
+  static const char *const bad[] = {"-1", "\"x\"", "101", "true"};
+  for (size_t i = 0; i < 4; i++) {
+    json_t *v = json_loads(bad[i], JSON_DECODE_ANY, NULL);
+    json_object_set_new(j, "neighbor_weight", v);
+    assert_int_equal(td_feat_config_from_json(j, &b, &err), TD_EFORMAT);
+    assert_non_null(strstr(err.msg, "features.neighbor_weight: expected a number between 0 and 100"));
+  }
+  json_decref(j);
+
+  /* One passage: no neighbours, and the body computed from the kept hashes
+   * is exactly the body computed from the text (tokens and pairs). */
+  double *idf = malloc(c.buckets * sizeof *idf);
+  for (uint32_t i = 0; i < c.buckets; i++) idf[i] = 1.0 + (i % 7) * 0.25;
+  td_span_t one = {"p q p r q p", 11};
+  td_fvec_t v0, v1, v[3];
+  td_fvec_init(&v0);
+  td_fvec_init(&v1);
+  for (int i = 0; i < 3; i++) td_fvec_init(&v[i]);
+  td_fscratch_t *s = td_fscratch_new();
+  for (int ng = 1; ng <= 2; ng++) {
+    td_feat_config_t off = small_config(), on = small_config();
+    off.ngram_max = on.ngram_max = ng;
+    on.neighbor_weight = 0.5;
+    assert_int_equal(td_features_doc(&off, tok, idf, &one, NULL, 1, s, &v0, NULL), 0);
+    assert_int_equal(td_features_doc(&on, tok, idf, &one, NULL, 1, s, &v1, NULL), 0);
+    assert_int_equal(v0.count, v1.count);
+    for (size_t i = 0; i < v0.count; i++) {
+      assert_int_equal(v0.items[i].index, v1.items[i].index);
+      assert_true(v0.items[i].value == v1.items[i].value);
+    }
+  }
+
+  /* Three passages, raw tf, no idf, no heading: passage 1 = its own token
+   * (1), the previous passage's two and the next passage's two (0.5 each,
+   * in their own index spaces), L2-normalized. */
+  td_feat_config_t n = small_config();
+  n.sublinear_tf = 0;
+  n.neighbor_weight = 0.5;
+  td_span_t sp[3] = {{"a b", 3}, {"c", 1}, {"d e", 3}};
+  assert_int_equal(td_features_doc(&n, tok, NULL, sp, NULL, 3, s, v, NULL), 0);
+  assert_int_equal(v[0].count, 3); /* a b + next c */
+  assert_int_equal(v[1].count, 5);
+  assert_int_equal(v[2].count, 3); /* d e + prev c */
+  assert_sorted_unique_unit(&v[1]);
+  double norm = sqrt(1 + 4 * 0.25);
+  assert_true(fabs(value_at(&v[1], idx(&n, "c")) - 1 / norm) < 1e-12);
+  idx_list_t prev = {0}, next = {0};
+  assert_int_equal(td_features_block_tokens(&n, tok, TD_BLOCK_PREV, "a b", 3, take_index, &prev, NULL), 0);
+  assert_int_equal(td_features_block_tokens(&n, tok, TD_BLOCK_NEXT, "d e", 3, take_index, &next, NULL), 0);
+  assert_int_equal(prev.n, 2);
+  assert_int_equal(next.n, 2);
+  for (size_t i = 0; i < 2; i++) {
+    assert_true(fabs(value_at(&v[1], prev.idx[i]) - 0.5 / norm) < 1e-12);
+    assert_true(fabs(value_at(&v[1], next.idx[i]) - 0.5 / norm) < 1e-12);
+    assert_true(prev.idx[i] != idx(&n, "a") && prev.idx[i] != idx(&n, "b")); /* own space */
+  }
+  /* the block sources explanations use */
+  assert_int_equal(td_features_block_source(&n, NULL, 3, 1, TD_BLOCK_PREV), 0);
+  assert_int_equal(td_features_block_source(&n, NULL, 3, 1, TD_BLOCK_NEXT), 2);
+  assert_int_equal(td_features_block_source(&n, NULL, 3, 0, TD_BLOCK_PREV), -1);
+  assert_int_equal(td_features_block_source(&n, NULL, 3, 2, TD_BLOCK_NEXT), -1);
+  assert_int_equal(td_features_block_source(&c, NULL, 3, 1, TD_BLOCK_HEADING), -1);
+  assert_string_equal(td_features_block_name(TD_BLOCK_HEADING), "heading");
+
+  /* The doc block: every passage gets the whole document's tokens (tf over
+   * all passages: a twice, b c d once) in one more space, scaled by 0.25;
+   * raw tf, no idf. */
+  td_feat_config_t dc = small_config();
+  dc.sublinear_tf = 0;
+  dc.doc_weight = 0.25;
+  td_span_t dsp[3] = {{"a b", 3}, {"c a", 3}, {"d", 1}};
+  assert_int_equal(td_features_doc(&dc, tok, NULL, dsp, NULL, 3, s, v, NULL), 0);
+  idx_list_t docl = {0};
+  assert_int_equal(td_features_block_tokens(&dc, tok, TD_BLOCK_DOC, "a b c d", 7, take_index, &docl, NULL), 0);
+  assert_int_equal(docl.n, 4);
+  assert_int_equal(v[2].count, 1 + 4);
+  double dn = sqrt(1 + 0.25 * 0.25 * (4 + 3)); /* a counted twice: tf 2 */
+  assert_true(fabs(value_at(&v[2], idx(&dc, "d")) - 1 / dn) < 1e-12);
+  assert_true(fabs(value_at(&v[2], docl.idx[0]) - 0.5 / dn) < 1e-12); /* a: 0.25 * 2 */
+  assert_true(fabs(value_at(&v[2], docl.idx[3]) - 0.25 / dn) < 1e-12); /* d */
+  /* passages 0 and 1 have bodies of the same norm: the same doc values */
+  assert_true(value_at(&v[0], docl.idx[2]) > 0);
+  assert_true(value_at(&v[0], docl.idx[2]) == value_at(&v[1], docl.idx[2]));
+  assert_int_equal(td_features_block_source(&dc, NULL, 3, 2, TD_BLOCK_DOC), 0);
+  dc.doc_weight = 0.5;
+  j = td_feat_config_to_json(&dc);
+  assert_int_equal(td_feat_config_from_json(j, &b, &err), 0);
+  assert_true(b.doc_weight == 0.5 && b.neighbor_weight == 0);
+  json_decref(j);
+
+  /* df counts the neighbour features too */
+  uint32_t *df = calloc(n.buckets, sizeof *df);
+  assert_int_equal(td_features_doc_df(&n, tok, sp, NULL, 3, s, df, NULL), 0);
+  assert_int_equal(df[prev.idx[0]], 1);
+  assert_int_equal(df[idx(&n, "c")], 1);
+  free(df);
+  td_fscratch_free(&s);
+  td_fvec_free(&v0);
+  td_fvec_free(&v1);
+  for (int i = 0; i < 3; i++) td_fvec_free(&v[i]);
+  free(idf);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_config_default),
@@ -683,6 +815,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_hash_determinism, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tf_idf_l2_by_hand, setup, teardown),
       cmocka_unit_test_setup_teardown(test_context_block, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_neighbor_blocks, setup, teardown),
       cmocka_unit_test_setup_teardown(test_context_cache_consistent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_random_sorted_unique, setup, teardown),
       cmocka_unit_test_setup_teardown(test_df_counting, setup, teardown),

@@ -52,6 +52,19 @@ static int load_with_svm(const char *svm, td_err_t *err) {
   return rc;
 }
 
+/* The seed's svm/0.model, as a string (caller frees). */
+static char *seed_svm0(void) {
+  size_t n = 0;
+  uint8_t *b = bundle_read("tests/fuzz/corpus/fuzz_bundle/tiny.bundle", &n);
+  assert_non_null(b);
+  const uint8_t *s0 = memmem(b, n, BUNDLE_SEP, 4);
+  const uint8_t *s1 = memmem(s0 + 4, n - (size_t)(s0 + 4 - b), BUNDLE_SEP, 4);
+  const uint8_t *s2 = memmem(s1 + 4, n - (size_t)(s1 + 4 - b), BUNDLE_SEP, 4);
+  char *svm0 = strndup((const char *)s1 + 4, (size_t)(s2 - s1 - 4));
+  free(b);
+  return svm0;
+}
+
 /* fuzz_bundle: a header key without its value ("kernel_type" alone) passed
  * strtok's NULL to strcmp: a crash loading (or reloading) such a bundle. */
 static void test_svm_header_key_without_value(void **st) {
@@ -69,14 +82,65 @@ static void test_svm_header_key_without_value(void **st) {
   }
   /* the unmodified seed loads: the cases above fail for their own reason */
   td_err_t err = {0};
-  size_t n = 0;
-  uint8_t *b = bundle_read("tests/fuzz/corpus/fuzz_bundle/tiny.bundle", &n);
-  assert_non_null(b);
-  const uint8_t *s0 = memmem(b, n, BUNDLE_SEP, 4), *s1 = memmem(s0 + 4, n - (size_t)(s0 + 4 - b), BUNDLE_SEP, 4);
-  const uint8_t *s2 = memmem(s1 + 4, n - (size_t)(s1 + 4 - b), BUNDLE_SEP, 4);
-  char *svm0 = strndup((const char *)s1 + 4, (size_t)(s2 - s1 - 4));
-  free(b);
+  char *svm0 = seed_svm0();
   assert_int_equal(load_with_svm(svm0, &err), 0);
+  free(svm0);
+}
+
+/* fuzz_bundle: a header key given twice ("rho" ... "rho") made libsvm's
+ * reader allocate the array again and leak the first, on every (re)load.
+ * Either refused or loaded, never leaked (the ASan+UBSan run checks). */
+static void test_svm_duplicate_header_keys(void **st) {
+  char *svm0 = seed_svm0();
+  const char *keys[] = {"rho 0.5\n", "label 1 -1\n", "nr_sv 1 1\n", "probA 0.1\n", "probB 0.2\n",
+                        "nr_class 2\n", "svm_type c_svc\n", "kernel_type linear\n", "total_sv 2\n"};
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    /* the key once more just before "SV" */
+    char *sv = strstr(svm0, "\nSV\n");
+    assert_non_null(sv);
+    size_t head = (size_t)(sv - svm0) + 1, kl = strlen(keys[i]);
+    char *svm = malloc(strlen(svm0) + kl + 1);
+    memcpy(svm, svm0, head);
+    memcpy(svm + head, keys[i], kl);
+    strcpy(svm + head + kl, svm0 + head);
+    td_err_t err = {0};
+    int rc = load_with_svm(svm, &err);
+    if (rc != 0 && rc != TD_EMODEL) fail_msg("%s: rc %d: %s", keys[i], rc, err.msg);
+    if (rc) assert_non_null(strstr(err.msg, "svm/0.model"));
+    free(svm);
+  }
+  free(svm0);
+}
+
+/* fuzz_bundle: the fast index:value path read the index digits into a long
+ * before checking their number: 40 digits overflowed it (UB). Long indexes
+ * and values go to the general parser and are refused as out of range. */
+static void test_svm_long_index_digits(void **st) {
+  char *svm0 = seed_svm0();
+  static const char *const pairs[] = {"5655555555555555555555555555555555555550:0.5",
+                                      "99999999999:0.5", "12345678901234567890:1",
+                                      "1:99999999999999999999999999999999999999.5"};
+  for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+    /* the first support vector's first pair replaced */
+    char *sv = strstr(svm0, "\nSV\n");
+    assert_non_null(sv);
+    char *first = strchr(sv + 4, ' ') + 1, *after = strchr(first, ' ');
+    size_t head = (size_t)(first - svm0), pl = strlen(pairs[i]);
+    char *svm = malloc(strlen(svm0) + pl + 1);
+    memcpy(svm, svm0, head);
+    memcpy(svm + head, pairs[i], pl);
+    strcpy(svm + head + pl, after);
+    td_err_t err = {0};
+    int rc = load_with_svm(svm, &err);
+    if (i < 3) {
+      assert_int_equal(rc, TD_EMODEL);
+      if (!strstr(err.msg, "out of range") && !strstr(err.msg, "expected index:value"))
+        fail_msg("%s: %s", pairs[i], err.msg);
+    } else if (rc != 0 && rc != TD_EMODEL) { /* a huge value: loads, or refused cleanly */
+      fail_msg("%s: rc %d: %s", pairs[i], rc, err.msg);
+    }
+    free(svm);
+  }
   free(svm0);
 }
 
@@ -84,6 +148,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_split_blank_into_empty_array),
       cmocka_unit_test(test_svm_header_key_without_value),
+      cmocka_unit_test(test_svm_duplicate_header_keys),
+      cmocka_unit_test(test_svm_long_index_digits),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

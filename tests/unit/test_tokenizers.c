@@ -126,6 +126,14 @@ static void icu_traditional(void **state) {
   td_tokenizer_free(&off);
 }
 
+/* char_ngrams: the words, then each CJK run's unigrams and bigrams. */
+static void icu_char_ngrams(void **state) {
+  td_tokenizer_t *t = open_tok("icu", "{\"char_ngrams\": true}");
+  expect(t, "乡村振兴，5G网络", "乡村|振兴|5g|网络|乡|乡村|村|村振|振|振兴|兴|网|网络|络");
+  expect(t, "covid19", "covid19");
+  td_tokenizer_free(&t);
+}
+
 /* ---- bigram ------------------------------------------------------------ */
 
 static void bigram_mixed(void **state) {
@@ -498,6 +506,7 @@ int main(void) {
       cmocka_unit_test(icu_normalization),
       cmocka_unit_test(icu_drops_punct_and_emoji),
       cmocka_unit_test(icu_traditional),
+      cmocka_unit_test(icu_char_ngrams),
       cmocka_unit_test(bigram_mixed),
       cmocka_unit_test(bigram_normalization),
       cmocka_unit_test(bigram_drops_punct_and_emoji),
