@@ -141,7 +141,8 @@ soak: deps all
 	@BUILD=$(BUILD) python3 tests/soak/soak.py $(SOAKFLAGS)
 
 # The integration suites with the daemon under valgrind memcheck.
-valgrind-integration: deps all $(EXAMPLES) $(TESTPLUGS)
+valgrind-integration: all $(EXAMPLES) $(TESTPLUGS)
+	@scripts/deps.sh valgrind
 	@BUILD=$(BUILD) SHARED=$(SHARED) THEMED_VALGRIND=1 python3 tests/integration/run.py
 
 run: deps all
@@ -151,18 +152,20 @@ run: deps all
 
 # Retrains the bundled model. Needs ../shared (read-only corpus).
 # Settings chosen by 5-fold cross-validation by article on train.jsonl only
-# (docs/model.md): bigram tokens over Simplified script, heading context 0.5.
+# (docs/model.md): bigram tokens over Simplified script, heading context 0.5,
+# previous/next-passage context 0.3.
 model: deps all
 	@test -f $(SHARED)/corpus/train.jsonl || { echo "make model: $(SHARED)/corpus/train.jsonl not found" >&2; exit 1; }
 	$(BUILD)/themectl train --data $(SHARED)/corpus/train.jsonl --out models/rural-themes \
-	  --name rural-themes --plugins $(BUILD)/plugins \
+	  --name rural-themes --version 1.1.0 --plugins $(BUILD)/plugins \
 	  --themes organization,talent,industry,governance,culture,ecology \
 	  --tokenizer bigram --tokenizer-options '{"traditional_to_simplified":true}' \
-	  --context-weight 0.5 --folds 5 --seed 1 $(MODELFLAGS)
+	  --context-weight 0.5 --neighbor-weight 0.3 --folds 5 --seed 1 $(MODELFLAGS)
 
+# Side by side with the peers; BENCH_QUICK=1 for a ~2-minute run (bench/run.sh).
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BINS)
-	@if [ -x bench/run.sh ]; then bench/run.sh; else echo "bench: not written yet"; fi
+	@BUILD=$(BUILD) SHARED=$(SHARED) bench/run.sh
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(MODELDIR) \

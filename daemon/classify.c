@@ -428,9 +428,11 @@ json_t *td_result_json(const td_model_t *m, const td_doc_t *doc, const td_classi
   }
   /* json_object_set_new steals its value even when it fails */
   if (json_object_set_new(root, "id", doc && doc->id ? json_string(doc->id) : json_null()) ||
-      json_object_set_new(root, "model", json_string(m->label)) ||
-      json_object_set_new(root, "passages", plist))
+      json_object_set_new(root, "model", json_string(m->label))) {
+    json_decref(plist); /* not attached yet (an id or label that is not UTF-8) */
     goto fail;
+  }
+  if (json_object_set_new(root, "passages", plist)) goto fail;
   if (o->explain && !m->linear &&
       json_object_set_new(root, "explain_note",
                           json_string("explanations need a linear model; this bundle's "

@@ -113,6 +113,14 @@ static int scan_string(scanner_t *s, int keep, int copy, sstr_t *out) {
       p++;
       continue;
     }
+    /* Han and most of the BMP: lead E1..EC or EE..EF, two continuation
+     * bytes, no overlong or surrogate possible -- checked inline, the
+     * common case of our text */
+    if (((c >= 0xE1 && c <= 0xEC) || c >= 0xEE) && c <= 0xEF && end - p >= 3 &&
+        (p[1] & 0xC0) == 0x80 && (p[2] & 0xC0) == 0x80) {
+      p += 3;
+      continue;
+    }
     size_t n = utf8_seq(p, end);
     if (!n) return NOT_HANDLED;
     p += n;

@@ -1203,14 +1203,44 @@ void td_model_decision(const td_model_t *m, const td_fvec_t *x, double *dec) {
     for (size_t k = 0; k < nt; k++) dec[k] = td_model_decision_libsvm(m, k, x);
     return;
   }
-  for (size_t k = 0; k < nt; k++) dec[k] = 0;
+  /* Themes four (then two, then one) at a time, each sum in a register
+   * across the features instead of a load and a store of dec[k] per
+   * multiply-add. Every dec[k] still adds its terms in feature order, from
+   * 0, then the bias: the same sums, bit for bit. */
   const double *w = m->w;
-  for (size_t i = 0; i < x->count; i++) {
-    const double *row = w + (size_t)x->items[i].index * nt;
-    double v = x->items[i].value;
-    for (size_t k = 0; k < nt; k++) dec[k] += row[k] * v;
+  const td_feat_t *it = x->items;
+  size_t n = x->count, k = 0;
+  for (; k + 4 <= nt; k += 4) {
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (size_t i = 0; i < n; i++) {
+      const double *row = w + (size_t)it[i].index * nt + k;
+      double v = it[i].value;
+      a0 += row[0] * v;
+      a1 += row[1] * v;
+      a2 += row[2] * v;
+      a3 += row[3] * v;
+    }
+    dec[k] = a0 + m->bias[k];
+    dec[k + 1] = a1 + m->bias[k + 1];
+    dec[k + 2] = a2 + m->bias[k + 2];
+    dec[k + 3] = a3 + m->bias[k + 3];
   }
-  for (size_t k = 0; k < nt; k++) dec[k] += m->bias[k];
+  for (; k + 2 <= nt; k += 2) {
+    double a0 = 0, a1 = 0;
+    for (size_t i = 0; i < n; i++) {
+      const double *row = w + (size_t)it[i].index * nt + k;
+      double v = it[i].value;
+      a0 += row[0] * v;
+      a1 += row[1] * v;
+    }
+    dec[k] = a0 + m->bias[k];
+    dec[k + 1] = a1 + m->bias[k + 1];
+  }
+  for (; k < nt; k++) {
+    double a0 = 0;
+    for (size_t i = 0; i < n; i++) a0 += w[(size_t)it[i].index * nt + k] * it[i].value;
+    dec[k] = a0 + m->bias[k];
+  }
 }
 
 double td_model_score(const td_theme_t *t, double dec) {

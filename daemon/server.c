@@ -640,6 +640,7 @@ static void maybe_finished(td_server_t *s) {
 void td_server_stop(td_server_t *s) {
   if (s->draining) {
     td_log_warn("second stop signal: closing every connection now");
+    if (s->nats) td_nats_abort(s->nats);
     close_all(s);
     return;
   }

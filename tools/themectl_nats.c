@@ -505,7 +505,11 @@ static int cmd_collect(int argc, char **argv) {
     int64_t wait = (int64_t)(left * 1000);
     if (wait > 1000) wait = 1000;
     if (wait < 1) wait = 1;
-    s = natsSubscription_Fetch(&list, sub, COLLECT_BATCH, wait, &je);
+    /* With --count, fetch no more than still needed: a durable consumer
+     * keeps the rest for the next run. */
+    long batch = COLLECT_BATCH;
+    if (count && count - (long)json_object_size(seen) < batch) batch = count - (long)json_object_size(seen);
+    s = natsSubscription_Fetch(&list, sub, (int)batch, wait, &je);
     uint64_t pending = 1;
     for (int i = 0; i < list.Count; i++) {
       natsMsg *m = list.Msgs[i];

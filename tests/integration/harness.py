@@ -57,6 +57,21 @@ def check(cond, msg="check failed"):
         raise TestFailure(msg)
 
 
+_ASAN = None
+
+
+def asan_build():
+    """True when THEMED is an AddressSanitizer build (BUILD=build/asan): its
+    quarantine keeps freed memory, so VmRSS says little about leaks there
+    (LeakSanitizer checks them at exit instead), and LD_PRELOAD cannot be
+    used (the ASan runtime must come first)."""
+    global _ASAN
+    if _ASAN is None:
+        r = subprocess.run(["ldd", THEMED], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        _ASAN = b"libasan" in r.stdout
+    return _ASAN
+
+
 def model_dir():
     return os.environ["THEMED_TEST_MODEL"]
 

@@ -228,7 +228,8 @@ def _reload_storm(copy):
         # and has its own malloc: looser there.)
         grown = rss[98] - rss[20]
         bound = (160 if harness.WRAPPER else 24) * 1024
-        check(grown < bound, "RSS grew %d KiB over 78 reloads" % grown)
+        if not harness.asan_build():
+            check(grown < bound, "RSS grew %d KiB over 78 reloads" % grown)
 
 
 def test_model_dir_removed_or_corrupted_while_serving():
@@ -448,6 +449,15 @@ def _shim(tmp):
 
 
 def test_emfile_without_libuv_reserve_fd():
+    if harness.WRAPPER:
+        # valgrind owns the top of the fd table and enforces the client's
+        # limit itself: a connection the kernel accepted above it is closed
+        # inside valgrind's accept wrapper, so the daemon never sees it.
+        print("  skipped: fd-limit behaviour is valgrind's own under a wrapper")
+        return
+    if harness.asan_build():
+        print("  skipped: an LD_PRELOAD shim cannot go before the ASan runtime")
+        return
     limit = 40
     tmp = tempfile.mkdtemp(prefix="themed-shim-")
     try:

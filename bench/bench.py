@@ -1,0 +1,884 @@
+#!/usr/bin/python3
+"""The body of `make bench` (bench/run.sh): themed side by side with its peers.
+
+Everything in the report is measured in this one run, on this machine, and
+compared as ratios. Throughput is passages per CPU-second of the process
+(user + system time from wait4), which on a shared machine is far steadier
+than wall time; wall times are shown beside it. Offline tools run pinned to
+one core (taskset -c 0). Start-up is measured separately (the same command on
+an empty input) and subtracted, so rates are steady state.
+
+  /usr/bin/python3 bench/bench.py [--quick] [--build build] [--shared ../shared]
+
+Writes bench/results/latest.md (and latest.json); exits non-zero only if a
+step failed to run, never because of a speed.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+THUC_CLASSES = ["finance", "realty", "stocks", "education", "science", "society", "politics",
+                "sports", "game", "entertainment"]
+THEMES = ["organization", "talent", "industry", "governance", "culture", "ecology"]
+TOKOPTS = '{"traditional_to_simplified":true}'
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.quick = a.quick
+        self.build = os.path.join(ROOT, a.build)
+        self.shared = os.path.abspath(os.path.join(ROOT, a.shared))
+        self.work = os.path.join(self.build, "bench-work")
+        self.themectl = os.path.join(self.build, "themectl")
+        self.themed = os.path.join(self.build, "themed")
+        self.plugins = os.path.join(self.build, "plugins")
+        self.loadgen = os.path.join(self.build, "bench", "loadgen")
+        self.hotpath = os.path.join(self.build, "bench", "hotpath")
+        self.reps = 1 if self.quick else 3
+        self.failures = []
+        self.r = {}          # results, also written as JSON
+        self.t_start = time.time()
+
+    # ---------------------------------------------------------------- helpers
+
+    def log(self, msg):
+        print(f"[bench {time.time() - self.t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    def fail(self, step, err):
+        self.failures.append(f"{step}: {err}")
+        self.log(f"FAILED {step}: {err}")
+
+    def run(self, cmd, out=None, inp=None, pin=True, check=True, env=None, capture=False):
+        """Runs cmd; returns dict(wall, cpu, rc, stdout). CPU = user + sys of the child."""
+        if pin and shutil.which("taskset"):
+            cmd = ["taskset", "-c", "0"] + cmd
+        stdout = subprocess.PIPE if capture else (open(out, "wb") if out else subprocess.DEVNULL)
+        stdin = open(inp, "rb") if inp else subprocess.DEVNULL
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=stdout, stdin=stdin, stderr=subprocess.PIPE, env=env)
+        data = b""
+        if capture:
+            data = p.stdout.read()
+        err = p.stderr.read()
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if out and not capture:
+            stdout.close()
+        if inp:
+            stdin.close()
+        if check and p.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[-6:])} exited {p.returncode}: "
+                               f"{err.decode(errors='replace').strip()[-400:]}")
+        return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rc": p.returncode,
+                "stdout": data.decode(errors="replace"), "stderr": err.decode(errors="replace"),
+                "maxrss_kb": ru.ru_maxrss}
+
+    def step(self, name, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as e:  # a step that cannot run is reported, the rest goes on
+            traceback.print_exc()
+            self.fail(name, e)
+            return None
+
+    def write_jsonl(self, path, rows):
+        with open(path, "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+    def replicate(self, src, dst, times):
+        with open(src, "rb") as f:
+            data = f.read()
+        with open(dst, "wb") as f:
+            for _ in range(times):
+                f.write(data)
+
+    # ------------------------------------------------------------------ data
+
+    def prepare(self):
+        shutil.rmtree(self.work, ignore_errors=True)
+        os.makedirs(self.work)
+        w = self.work
+        thuc = [json.loads(l) for l in open(os.path.join(self.shared, "bench/thucnews/train.jsonl"),
+                                             encoding="utf-8")]
+        ntr, nte = (2000, 500) if self.quick else (8000, 2000)
+        self.thuc_train, self.thuc_test = thuc[:ntr], thuc[8000:8000 + nte]
+        self.write_jsonl(f"{w}/thuc_train.jsonl", self.thuc_train)
+        self.write_jsonl(f"{w}/thuc_test.jsonl", self.thuc_test)
+        self.write_jsonl(f"{w}/thuc_test_docs.jsonl",
+                         [{"id": r["id"], "text": r["text"]} for r in self.thuc_test])
+        self.n_thuc_rep = (20000 if self.quick else 100000) // len(self.thuc_test)
+        self.n_thuc = self.n_thuc_rep * len(self.thuc_test)
+        self.replicate(f"{w}/thuc_test_docs.jsonl", f"{w}/thuc_pred.jsonl", self.n_thuc_rep)
+        # fastText: characters as tokens
+        def chars(t):
+            return " ".join(ch for ch in t if not ch.isspace())
+        with open(f"{w}/ft_thuc_train.txt", "w", encoding="utf-8") as f:
+            for r in self.thuc_train:
+                f.write(f"__label__{r['themes'][0]} {chars(r['text'])}\n")
+        with open(f"{w}/ft_thuc_test.txt", "w", encoding="utf-8") as f:
+            for r in self.thuc_test:
+                f.write(f"__label__{r['themes'][0]} {chars(r['text'])}\n")
+        with open(f"{w}/ft_thuc_pred1.txt", "w", encoding="utf-8") as f:
+            for r in self.thuc_test:
+                f.write(chars(r["text"]) + "\n")
+        self.replicate(f"{w}/ft_thuc_pred1.txt", f"{w}/ft_thuc_pred.txt", self.n_thuc_rep)
+        open(f"{w}/empty.txt", "w").close()
+        open(f"{w}/empty.svm", "w").close()
+        # the domain corpus: passages for the peers, articles (raw text) for themectl
+        dev = [json.loads(l) for l in open(os.path.join(self.shared, "corpus/dev.jsonl"),
+                                            encoding="utf-8")]
+        self.dev = dev
+        arts, order = {}, []
+        for r in dev:
+            if r["doc"] not in arts:
+                arts[r["doc"]] = []
+                order.append(r["doc"])
+            arts[r["doc"]].append(r["text"])
+        self.write_jsonl(f"{w}/dev_articles.jsonl",
+                         [{"id": d, "text": "\n".join(arts[d])} for d in order])
+        self.write_jsonl(f"{w}/dev_passages.jsonl", [{"id": r["id"], "text": r["text"]} for r in dev])
+        self.n_dev_rep = (20000 if self.quick else 100000) // len(dev) + 1
+        self.n_dev = self.n_dev_rep * len(dev)
+        self.replicate(f"{w}/dev_articles.jsonl", f"{w}/dev_pred_articles.jsonl", self.n_dev_rep)
+        self.replicate(f"{w}/dev_passages.jsonl", f"{w}/dev_pred_passages.jsonl", self.n_dev_rep)
+        train = [json.loads(l) for l in open(os.path.join(self.shared, "corpus/train.jsonl"),
+                                              encoding="utf-8")]
+        with open(f"{w}/ft_dev_train.txt", "w", encoding="utf-8") as f:
+            for r in train:
+                labs = " ".join(f"__label__{t}" for t in r["themes"])
+                f.write(f"{labs} {chars(r['text'])}\n")
+        with open(f"{w}/ft_dev_pred1.txt", "w", encoding="utf-8") as f:
+            for r in dev:
+                f.write(chars(r["text"]) + "\n")
+        self.replicate(f"{w}/ft_dev_pred1.txt", f"{w}/ft_dev_pred.txt", self.n_dev_rep)
+        # serving requests: single passages, and documents of 1..1000 passages
+        self.write_jsonl(f"{w}/req_single.jsonl",
+                         [{"id": i, "text": r["text"]} for i, r in enumerate(dev)])
+        texts = [r["text"] for r in train + dev]
+        for size in (1, 10, 100, 1000):
+            rows, k = [], 0
+            for i in range(max(8, 4000 // size)):
+                ps = [texts[(k + j) % len(texts)] for j in range(size)]
+                k += size
+                rows.append({"id": f"d{size}-{i}", "passages": ps})
+            self.write_jsonl(f"{w}/req_doc{size}.jsonl", rows)
+        self.log(f"data: thucnews {ntr} train / {nte} test x{self.n_thuc_rep}; "
+                 f"dev {len(dev)} passages x{self.n_dev_rep}")
+
+    # ----------------------------------------------------------- timing core
+
+    def rate(self, name, cmd_n, cmd_0, n, **kw):
+        """Steady-state rate of cmd_n over n inputs (start-up measured by cmd_0)."""
+        res = {"n": n, "cpu": [], "wall": [], "cpu0": [], "wall0": []}
+        for _ in range(self.reps):
+            a = self.run(cmd_n(), **kw)
+            b = self.run(cmd_0(), **kw)
+            res["cpu"].append(a["cpu"])
+            res["wall"].append(a["wall"])
+            res["cpu0"].append(b["cpu"])
+            res["wall0"].append(b["wall"])
+        cpu, cpu0 = statistics.median(res["cpu"]), statistics.median(res["cpu0"])
+        wall, wall0 = statistics.median(res["wall"]), statistics.median(res["wall0"])
+        res["startup_cpu"], res["startup_wall"] = cpu0, wall0
+        res["pps_cpu"] = n / max(cpu - cpu0, 1e-6)
+        res["pps_wall"] = n / max(wall - wall0, 1e-6)
+        self.log(f"{name}: {res['pps_cpu']:.0f} passages per CPU-s "
+                 f"(start-up {cpu0 * 1e3:.0f} ms CPU)")
+        return res
+
+    # -------------------------------------------------------- offline: thuc
+
+    def thuc_offline(self):
+        w, T = self.work, self.themectl
+        R = self.r.setdefault("thuc", {})
+        model = f"{w}/thuc-model"
+        # training, side by side with svm-train on the same vectors (below)
+        t = self.run([T, "train", "--data", f"{w}/thuc_train.jsonl", "--out", model,
+                      "--name", "thuc", "--multiclass", "--folds", "1", "--c", "0.5",
+                      "--themes", ",".join(THUC_CLASSES), "--tokenizer", "bigram",
+                      "--tokenizer-options", TOKOPTS, "--context-weight", "0",
+                      "--plugins", self.plugins, "--threads", "1", "--quiet"], pin=True)
+        R["train_themectl"] = {"cpu": t["cpu"], "wall": t["wall"]}
+        self.log(f"themectl train (thucnews, 1 thread): {t['cpu']:.1f} s CPU")
+        ev = self.run([T, "eval", "--model", model, "--plugins", self.plugins, "--data",
+                       f"{w}/thuc_test.jsonl", "--json"], pin=False, capture=True)
+        e = json.loads(ev["stdout"])
+        R["themectl_acc"] = {"accuracy": e["accuracy"], "macro_f1": e["macro_f1"]}
+        for f in ("train", "test"):
+            self.run([T, "vectorize", "--model", model, "--plugins", self.plugins, "--data",
+                      f"{w}/thuc_{f}.jsonl", "--out", f"{w}/thuc_{f}.svm"], pin=False)
+        self.replicate(f"{w}/thuc_test.svm", f"{w}/thuc_pred.svm", self.n_thuc_rep)
+        # themectl, from raw text
+        R["themectl"] = self.rate(
+            "themectl classify (thucnews)",
+            lambda: [T, "classify", "--jsonl", "--model", model, "--plugins", self.plugins,
+                     f"{w}/thuc_pred.jsonl"],
+            lambda: [T, "classify", "--jsonl", "--model", model, "--plugins", self.plugins,
+                     f"{w}/empty.txt"], self.n_thuc)
+        # liblinear on the same vectors
+        t = self.run(["liblinear-train", "-s", "2", "-c", "0.5", "-q", f"{w}/thuc_train.svm",
+                      f"{w}/thuc_ll.model"])
+        R["train_liblinear"] = {"cpu": t["cpu"], "wall": t["wall"]}
+        R["liblinear"] = self.rate(
+            "liblinear-predict (thucnews)",
+            lambda: ["liblinear-predict", "-q", f"{w}/thuc_pred.svm", f"{w}/thuc_ll.model",
+                     "/dev/null"],
+            lambda: ["liblinear-predict", "-q", f"{w}/empty.svm", f"{w}/thuc_ll.model",
+                     "/dev/null"], self.n_thuc)
+        self.run(["liblinear-predict", "-q", f"{w}/thuc_test.svm", f"{w}/thuc_ll.model",
+                  f"{w}/thuc_ll.pred"])
+        R["liblinear_acc"] = self.acc_from_labels(f"{w}/thuc_test.svm", f"{w}/thuc_ll.pred")
+        # svm-predict on the bundle's own model files (one binary SVM per class)
+        self.svm_predict(R, model, THUC_CLASSES, f"{w}/thuc_test.jsonl", len(self.thuc_test))
+        # svm-train on the same vectors (training comparison)
+        t = self.run(["svm-train", "-t", "0", "-c", "0.5", "-q", f"{w}/thuc_train.svm",
+                      f"{w}/thuc_libsvm.model"])
+        R["train_svm"] = {"cpu": t["cpu"], "wall": t["wall"]}
+        self.log(f"svm-train -t 0 (thucnews): {t['cpu']:.1f} s CPU")
+        # fastText
+        t = self.run(["fasttext", "supervised", "-input", f"{w}/ft_thuc_train.txt", "-output",
+                      f"{w}/ft_thuc", "-bucket", "200000", "-dim", "50", "-wordNgrams", "2",
+                      "-epoch", "25", "-lr", "0.5", "-thread", "1", "-verbose", "0", "-seed", "1"])
+        R["train_fasttext"] = {"cpu": t["cpu"], "wall": t["wall"]}
+        R["fasttext"] = self.rate(
+            "fasttext predict (thucnews)",
+            lambda: ["fasttext", "predict", f"{w}/ft_thuc.bin", f"{w}/ft_thuc_pred.txt"],
+            lambda: ["fasttext", "predict", f"{w}/ft_thuc.bin", f"{w}/empty.txt"], self.n_thuc)
+        out = self.run(["fasttext", "predict", f"{w}/ft_thuc.bin", f"{w}/ft_thuc_pred1.txt"],
+                       capture=True)["stdout"].split("\n")
+        gold = [r["themes"][0] for r in self.thuc_test]
+        pred = [l.replace("__label__", "").strip() for l in out[:len(gold)]]
+        R["fasttext_acc"] = self.multiclass_scores(gold, pred)
+        # scikit-learn
+        R["sklearn"] = self.sklearn("multiclass", f"{w}/thuc_train.jsonl", f"{w}/thuc_test.jsonl",
+                                    f"{w}/thuc_pred.jsonl", self.n_thuc)
+        # start-up in wall time, the way hyperfine measures it (empty input)
+        self.step("hyperfine start-up", self.startup_hyperfine, R, [
+            ("themectl classify", [T, "classify", "--jsonl", "--model", model, "--plugins",
+                                   self.plugins, f"{w}/empty.txt"]),
+            ("liblinear-predict", ["liblinear-predict", "-q", f"{w}/empty.svm", f"{w}/thuc_ll.model",
+                                   "/dev/null"]),
+            ("fasttext predict", ["fasttext", "predict", f"{w}/ft_thuc.bin", f"{w}/empty.txt"]),
+            ("svm-predict (one model)", ["svm-predict", f"{w}/empty.svm",
+                                         f"{model}/svm/{THUC_CLASSES[0]}.model", "/dev/null"])])
+
+    def startup_hyperfine(self, R, cmds):
+        if not shutil.which("hyperfine"):
+            raise RuntimeError("hyperfine not installed")
+        out = f"{self.work}/hyperfine.json"
+        runs = "3" if self.quick else "10"
+        args = ["hyperfine", "-N", "--warmup", "1", "--runs", runs, "--export-json", out]
+        for name, cmd in cmds:
+            args += ["--command-name", name, " ".join(cmd)]
+        self.run(args, pin=True)
+        res = json.load(open(out))["results"]
+        R["startup_hf"] = [{"name": r["command"], "mean": r["mean"], "stddev": r["stddev"]}
+                           for r in res]
+
+    def svm_predict(self, R, model, themes, test_jsonl, n):
+        """svm-predict with the bundle's svm/<theme>.model on the bundle's own vectors."""
+        w = self.work
+        use = themes[:1] if self.quick else themes
+        cpu = wall = cpu0 = 0.0
+        for th in use:
+            vec = f"{w}/svmp_{th}.svm"
+            self.run([self.themectl, "vectorize", "--model", model, "--plugins", self.plugins,
+                      "--data", test_jsonl, "--out", vec, "--theme", th], pin=False)
+            a = self.run(["svm-predict", vec, f"{model}/svm/{th}.model", "/dev/null"])
+            b = self.run(["svm-predict", f"{w}/empty.svm", f"{model}/svm/{th}.model", "/dev/null"],
+                         check=False)
+            cpu += a["cpu"]
+            wall += a["wall"]
+            cpu0 += b["cpu"]
+        scale = len(themes) / len(use)
+        per_pass = (cpu - cpu0) * scale / n
+        R["svm_predict"] = {"n": n, "models_run": len(use), "models": len(themes),
+                            "pps_cpu": 1 / max(per_pass, 1e-12), "startup_cpu": cpu0 * scale,
+                            "pps_wall": n / max(wall * scale, 1e-6)}
+        self.log(f"svm-predict: {R['svm_predict']['pps_cpu']:.0f} passages per CPU-s "
+                 f"({len(use)} of {len(themes)} models run{', scaled' if scale != 1 else ''})")
+
+    def acc_from_labels(self, svm_path, pred_path):
+        gold = [l.split(" ", 1)[0].strip() for l in open(svm_path)]
+        pred = [l.strip() for l in open(pred_path)]
+        return self.multiclass_scores(gold, pred[:len(gold)])
+
+    @staticmethod
+    def multiclass_scores(gold, pred):
+        acc = sum(g == p for g, p in zip(gold, pred)) / len(gold)
+        f1s = []
+        for c in sorted(set(gold)):
+            tp = sum(g == c and p == c for g, p in zip(gold, pred))
+            fp = sum(g != c and p == c for g, p in zip(gold, pred))
+            fn = sum(g == c and p != c for g, p in zip(gold, pred))
+            f1s.append(2 * tp / max(2 * tp + fp + fn, 1))
+        return {"accuracy": acc, "macro_f1": sum(f1s) / len(f1s)}
+
+    @staticmethod
+    def multilabel_scores(gold_sets, pred_sets, themes):
+        tp = {t: 0 for t in themes}
+        fp, fn = dict(tp), dict(tp)
+        for g, p in zip(gold_sets, pred_sets):
+            for t in themes:
+                tp[t] += t in g and t in p
+                fp[t] += t not in g and t in p
+                fn[t] += t in g and t not in p
+        T, F, N = sum(tp.values()), sum(fp.values()), sum(fn.values())
+        per = [2 * tp[t] / max(2 * tp[t] + fp[t] + fn[t], 1) for t in themes]
+        return {"micro_f1": 2 * T / max(2 * T + F + N, 1), "macro_f1": sum(per) / len(per)}
+
+    def sklearn(self, mode, train, test, pred, n):
+        cmd = ["/usr/bin/python3", os.path.join(ROOT, "bench/sk_peer.py"), "--mode", mode,
+               "--train", train, "--test", test, "--predict", pred]
+        if mode == "multilabel":
+            cmd += ["--themes", ",".join(THEMES)]
+        runs = []
+        for _ in range(self.reps):
+            o = json.loads(self.run(cmd, capture=True)["stdout"])
+            runs.append(o)
+        cpu = statistics.median(r["predict_cpu_s"] for r in runs)
+        res = dict(runs[0])
+        res["pps_cpu"] = n / max(cpu, 1e-6)
+        self.log(f"scikit-learn ({mode}): {res['pps_cpu']:.0f} passages per CPU-s")
+        return res
+
+    # ------------------------------------------------------ offline: domain
+
+    def dev_offline(self):
+        w, T = self.work, self.themectl
+        R = self.r.setdefault("dev", {})
+        model = os.path.join(ROOT, "models/rural-themes")
+        ev = self.run([T, "eval", "--model", model, "--plugins", self.plugins, "--data",
+                       os.path.join(self.shared, "corpus/dev.jsonl"), "--json"], pin=False,
+                      capture=True)
+        e = json.loads(ev["stdout"])
+        R["themectl_acc"] = {"micro_f1": e["micro_f1"], "macro_f1": e["macro_f1"]}
+        R["themectl"] = self.rate(
+            "themectl classify (domain articles)",
+            lambda: [T, "classify", "--jsonl", "--model", model, "--plugins", self.plugins,
+                     f"{w}/dev_pred_articles.jsonl"],
+            lambda: [T, "classify", "--jsonl", "--model", model, "--plugins", self.plugins,
+                     f"{w}/empty.txt"], self.n_dev)
+        # the same passages one per line, no article structure: what the daemon's
+        # single-passage requests carry (the per-core comparison below)
+        R["themectl_single"] = self.rate(
+            "themectl classify (domain, one passage per line)",
+            lambda: [T, "classify", "--jsonl", "--model", model, "--plugins", self.plugins,
+                     f"{w}/dev_pred_passages.jsonl"],
+            lambda: [T, "classify", "--jsonl", "--model", model, "--plugins", self.plugins,
+                     f"{w}/empty.txt"], self.n_dev)
+        train = os.path.join(self.shared, "corpus/train.jsonl")
+        dev = os.path.join(self.shared, "corpus/dev.jsonl")
+        # liblinear: one binary model per theme on the bundle's vectors
+        gold = [set(r["themes"]) for r in self.dev]
+        pred = [set() for _ in self.dev]
+        cpu = wall = cpu0 = 0.0
+        for th in THEMES:
+            for name, src in (("train", train), ("dev", dev)):
+                self.run([T, "vectorize", "--model", model, "--plugins", self.plugins, "--data",
+                          src, "--out", f"{w}/dev_{name}_{th}.svm", "--theme", th], pin=False)
+            self.run(["liblinear-train", "-s", "2", "-c", "0.5", "-q", f"{w}/dev_train_{th}.svm",
+                      f"{w}/ll_{th}.model"])
+            self.replicate(f"{w}/dev_dev_{th}.svm", f"{w}/dev_pred_{th}.svm", self.n_dev_rep)
+            a = self.run(["liblinear-predict", "-q", f"{w}/dev_pred_{th}.svm", f"{w}/ll_{th}.model",
+                          "/dev/null"])
+            b = self.run(["liblinear-predict", "-q", f"{w}/empty.svm", f"{w}/ll_{th}.model",
+                          "/dev/null"])
+            cpu, wall, cpu0 = cpu + a["cpu"], wall + a["wall"], cpu0 + b["cpu"]
+            self.run(["liblinear-predict", "-q", f"{w}/dev_dev_{th}.svm", f"{w}/ll_{th}.model",
+                      f"{w}/ll_{th}.pred"])
+            for i, l in enumerate(open(f"{w}/ll_{th}.pred")):
+                if l.strip() == "1":
+                    pred[i].add(th)
+        R["liblinear"] = {"n": self.n_dev, "pps_cpu": self.n_dev / max(cpu - cpu0, 1e-6),
+                          "pps_wall": self.n_dev / max(wall, 1e-6), "startup_cpu": cpu0}
+        R["liblinear_acc"] = self.multilabel_scores(gold, pred, THEMES)
+        self.log(f"liblinear-predict x6 (domain): {R['liblinear']['pps_cpu']:.0f} passages per CPU-s")
+        self.svm_predict(R, model, THEMES, dev, len(self.dev))
+        # fastText, multi-label (one-vs-all loss)
+        self.run(["fasttext", "supervised", "-input", f"{w}/ft_dev_train.txt", "-output",
+                  f"{w}/ft_dev", "-bucket", "200000", "-dim", "50", "-wordNgrams", "2", "-epoch",
+                  "25", "-lr", "0.5", "-loss", "ova", "-thread", "1", "-verbose", "0", "-seed", "1"])
+        R["fasttext"] = self.rate(
+            "fasttext predict (domain)",
+            lambda: ["fasttext", "predict", f"{w}/ft_dev.bin", f"{w}/ft_dev_pred.txt", "-1", "0.5"],
+            lambda: ["fasttext", "predict", f"{w}/ft_dev.bin", f"{w}/empty.txt", "-1", "0.5"],
+            self.n_dev)
+        out = self.run(["fasttext", "predict", f"{w}/ft_dev.bin", f"{w}/ft_dev_pred1.txt", "-1",
+                        "0.5"], capture=True)["stdout"].split("\n")
+        fpred = [set(x.replace("__label__", "") for x in l.split()) for l in out[:len(gold)]]
+        R["fasttext_acc"] = self.multilabel_scores(gold, fpred, THEMES)
+        R["sklearn"] = self.sklearn("multilabel", train, dev, f"{w}/dev_pred_passages.jsonl",
+                                    self.n_dev)
+
+    # ---------------------------------------------------------------- serving
+
+    def start_daemon(self, workers, tag):
+        sock = f"{self.work}/themed-{tag}.sock"
+        if os.path.exists(sock):
+            os.unlink(sock)
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        t0 = time.perf_counter()
+        p = subprocess.Popen([self.themed, "--model", os.path.join(ROOT, "models/rural-themes"),
+                              "--plugins", self.plugins, "--listen", f"unix:{sock}", "--listen",
+                              f"tcp:127.0.0.1:{port}", "--workers", str(workers),
+                              "--log-level", "warn"],
+                             stdout=subprocess.DEVNULL, stderr=open(f"{self.work}/themed-{tag}.log", "w"))
+        while True:
+            if p.poll() is not None:
+                raise RuntimeError(f"themed exited {p.returncode} (see {self.work}/themed-{tag}.log)")
+            try:
+                if json.loads(self.ask(sock, {"op": "ready"})).get("status") == "ready":
+                    break
+            except OSError:
+                pass
+            if time.perf_counter() - t0 > 30:
+                raise RuntimeError("themed did not become ready in 30 s")
+            time.sleep(0.005)
+        return {"proc": p, "sock": sock, "tcp": f"127.0.0.1:{port}",
+                "ready_s": time.perf_counter() - t0}
+
+    @staticmethod
+    def ask(sock, obj, timeout=30):
+        c = socket.socket(socket.AF_UNIX)
+        c.settimeout(timeout)
+        c.connect(sock)
+        c.sendall((json.dumps(obj) + "\n").encode())
+        buf = b""
+        while not buf.endswith(b"\n"):
+            d = c.recv(65536)
+            if not d:
+                break
+            buf += d
+        c.close()
+        return buf.decode()
+
+    @staticmethod
+    def proc_cpu(pid):
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def proc_status(pid, key):
+        for l in open(f"/proc/{pid}/status"):
+            if l.startswith(key + ":"):
+                return int(l.split()[1])
+        return 0
+
+    def load(self, d, label, reqfile, transport="unix", proto="jsonl", conns=8, depth=0, rate=0,
+             duration=None, warmup=None):
+        duration = duration or (1.5 if self.quick else 3)
+        warmup = warmup if warmup is not None else (0.5 if self.quick else 1)
+        cmd = [self.loadgen, "--unix" if transport == "unix" else "--tcp",
+               d["sock"] if transport == "unix" else d["tcp"], "--proto", proto, "--requests",
+               reqfile, "--conns", str(conns), "--duration", str(duration), "--warmup",
+               str(warmup), "--label", label]
+        if depth:
+            cmd += ["--depth", str(depth)]
+        if rate:
+            cmd += ["--rate", str(rate)]
+        c0 = self.proc_cpu(d["proc"].pid)
+        r = self.run(cmd, pin=False, capture=True, check=False)
+        c1 = self.proc_cpu(d["proc"].pid)
+        try:
+            o = json.loads(r["stdout"])
+        except ValueError:
+            raise RuntimeError(f"loadgen {label}: {r['stderr'].strip()[-300:]}")
+        if r["rc"] or o.get("failed") or o.get("errors"):
+            raise RuntimeError(f"loadgen {label}: {o.get('error', '')} errors={o.get('errors')}")
+        # the daemon's CPU over the whole run (warm-up and drain included):
+        # per passage, over every response it produced
+        o["daemon_cpu_s"] = c1 - c0
+        o["daemon_cpu_per_passage_us"] = (c1 - c0) / max(o["passages"], 1) * 1e6 * (
+            (duration) / (duration + warmup))
+        o["pps_per_daemon_cpu"] = o["pps"] * o["seconds"] / max((c1 - c0) * duration /
+                                                                 (duration + warmup), 1e-6)
+        self.log(f"load {label}: {o['pps']:.0f} passages/s, p99 {o['p99_us']:.0f} us")
+        return o
+
+    def serving(self):
+        w = self.work
+        S = self.r.setdefault("serving", {})
+        d = self.start_daemon(2, "w2")
+        try:
+            S["ready_s"] = d["ready_s"]
+            S["rss_idle_kb"] = self.proc_status(d["proc"].pid, "VmRSS")
+            m = json.loads(self.ask(d["sock"], {"op": "model"}))
+            S["load_ms"] = m["model"]["load_ms"]
+            single = f"{w}/req_single.jsonl"
+            matrix = []
+            conns_list = [1, 8, 64] if self.quick else [1, 2, 8, 64, 256]
+            for transport in ("unix", "tcp"):
+                for proto in ("jsonl", "http"):
+                    for c in conns_list:
+                        o = self.step(f"load {transport}/{proto}/{c}", self.load, d,
+                                      f"{transport}/{proto}/{c}", single, transport, proto, c)
+                        if o:
+                            matrix.append(o)
+            S["matrix"] = matrix
+            sizes = []
+            for size in (1, 10, 100, 1000):
+                o = self.step(f"load doc{size}", self.load, d, f"doc{size}",
+                              f"{w}/req_doc{size}.jsonl", "unix", "jsonl",
+                              8 if size < 1000 else 4, 2 if size >= 100 else 0)
+                if o:
+                    o["size"] = size
+                    sizes.append(o)
+            S["sizes"] = sizes
+            # single-passage latency at half the saturating load (open loop)
+            sat = max([o["pps"] for o in matrix if o["transport"] == "unix" and
+                       o["proto"] == "jsonl"] or [0])
+            if sat:
+                o = self.step("rate half", self.load, d, "rate-half", single, "unix", "jsonl", 8, 0,
+                              round(sat / 2), 3 if self.quick else 6)
+                if o:
+                    o["saturation_pps"] = sat
+                    S["rate_half"] = o
+            S["rss_hwm_kb"] = self.proc_status(d["proc"].pid, "VmHWM")
+            # reloads, while idle
+            rl = []
+            for _ in range(self.reps):
+                t0 = time.perf_counter()
+                resp = json.loads(self.ask(d["sock"], {"op": "reload"}))
+                if not resp.get("reloaded"):
+                    raise RuntimeError(f"reload: {resp}")
+                rl.append(time.perf_counter() - t0)
+            S["reload_s"] = statistics.median(rl)
+            S["reload_load_ms"] = json.loads(self.ask(d["sock"], {"op": "model"}))["model"]["load_ms"]
+            S["rss_hwm_after_reload_kb"] = self.proc_status(d["proc"].pid, "VmHWM")
+        finally:
+            d["proc"].terminate()
+            d["proc"].wait()
+        # workers: 1 vs 2, the same load (documents of 10 passages)
+        W = {}
+        for n in (1, 2):
+            d = self.start_daemon(n, f"w{n}x")
+            try:
+                W[n] = self.load(d, f"workers{n}", f"{w}/req_doc10.jsonl", "unix", "jsonl", 64)
+            finally:
+                d["proc"].terminate()
+                d["proc"].wait()
+        S["workers"] = W
+        # model load CPU (the daemon reports wall time, which a busy machine inflates)
+        lc = [self.run([self.hotpath, "--model", os.path.join(ROOT, "models/rural-themes"),
+                        "--plugins", self.plugins, "--load-only"])
+              for _ in range(self.reps)]
+        S["load_cpu_s"] = statistics.median(x["cpu"] for x in lc)
+        S["load_wall_s"] = statistics.median(x["wall"] for x in lc)
+
+    # ---------------------------------------------------------------- training
+
+    def training(self):
+        R = self.r.setdefault("train", {})
+        if self.quick:
+            R["skipped"] = "quick run"
+            return
+        out = f"{self.work}/model-cv"
+        t = self.run([self.themectl, "train", "--data", os.path.join(self.shared, "corpus/train.jsonl"),
+                      "--out", out, "--name", "rural-themes", "--plugins", self.plugins,
+                      "--themes", ",".join(THEMES), "--tokenizer", "bigram", "--tokenizer-options",
+                      TOKOPTS, "--context-weight", "0.5", "--folds", "5", "--seed", "1", "--quiet"],
+                     pin=False)
+        R["make_model"] = {"cpu": t["cpu"], "wall": t["wall"]}
+        self.log(f"make model equivalent: {t['wall']:.1f} s wall, {t['cpu']:.1f} s CPU")
+
+    # ----------------------------------------------------------------- report
+
+    def machine(self):
+        model = "?"
+        for l in open("/proc/cpuinfo"):
+            if l.startswith("model name"):
+                model = l.split(":", 1)[1].strip()
+                break
+        try:
+            commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                    capture_output=True, text=True).stdout.strip()
+            dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True).stdout.strip()
+            commit += " (+ uncommitted changes)" if dirty else ""
+        except OSError:
+            commit = "?"
+        return {"nproc": os.cpu_count(), "cpu": model, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                "kernel": platform.release(), "loadavg": open("/proc/loadavg").read().split()[:3],
+                "commit": commit, "quick": self.quick}
+
+    def report(self):
+        R = self.r
+        M = R["machine"]
+        L = []
+        add = L.append
+        add("# themed benchmark" + (" (quick run)" if self.quick else ""))
+        add("")
+        add(f"Machine: {M['nproc']} CPUs, {M['cpu']}, Linux {M['kernel']}; {M['date']}; "
+            f"commit {M['commit']}; load average at start {' '.join(M['loadavg'])}, "
+            f"at end {' '.join(R.get('loadavg_end', []))}.")
+        add("")
+        add("Figures are from this one run, side by side. Throughput is passages per CPU-second "
+            "(user + system time of the process, one core: `taskset -c 0`), start-up subtracted "
+            "(the same command on an empty input); wall-clock rates are in latest.json. On a busy "
+            "machine wall time measures the neighbours as much as the program.")
+        add("")
+
+        def fmt(x, d=0):
+            return "—" if x is None else (f"{x:,.{d}f}" if isinstance(x, (int, float)) else str(x))
+
+        def offline_table(title, D, what, acc_keys):
+            if not D:
+                return
+            add(f"## Offline: {title}")
+            add("")
+            base = D.get("themectl", {}).get("pps_cpu")
+            add("| system | input, what the figure includes | passages/CPU-s | themectl is × faster | "
+                + " | ".join(acc_keys) + " |")
+            add("|---|---|---:|---:|" + "---:|" * len(acc_keys))
+            rows = [("themectl classify --jsonl", what["themectl"], "themectl", "themectl_acc"),
+                    ("liblinear-predict (-s 2)", what["liblinear"], "liblinear", "liblinear_acc"),
+                    ("fasttext predict", what["fasttext"], "fasttext", "fasttext_acc"),
+                    ("scikit-learn (char 1-2 tf-idf + LinearSVC)", what["sklearn"], "sklearn", "sklearn"),
+                    ("svm-predict (the bundle's own libsvm files)", what["svm"], "svm_predict", None)]
+            for name, desc, key, acck in rows:
+                x = D.get(key)
+                if not x:
+                    add(f"| {name} | {desc} | FAILED | | " + " | ".join("" for _ in acc_keys) + " |")
+                    continue
+                p = x.get("pps_cpu")
+                ratio = "1.0" if key == "themectl" else (f"{base / p:,.1f}" if base and p else "—")
+                if acck:
+                    a = D.get(acck, {})
+                    accs = [fmt(a.get(k), 3) for k in acc_keys]
+                else:
+                    accs = ["= themectl (same hyperplanes)" for _ in acc_keys]
+                add(f"| {name} | {desc} | {fmt(p)} | {ratio} | " + " | ".join(accs) + " |")
+            add("")
+            su = []
+            for key, name in (("themectl", "themectl"), ("liblinear", "liblinear-predict"),
+                              ("fasttext", "fasttext"), ("svm_predict", "svm-predict")):
+                x = D.get(key)
+                if x and x.get("startup_cpu") is not None:
+                    su.append(f"{name} {x['startup_cpu'] * 1e3:,.0f} ms")
+            add("Start-up (CPU, the same command on an empty input; not in the rates above): "
+                + ", ".join(su) + ".")
+            if D.get("startup_hf"):
+                add("Start-up, wall (hyperfine, empty input, one core): " + ", ".join(
+                    f"{x['name']} {x['mean'] * 1e3:,.0f} ± {x['stddev'] * 1e3:,.0f} ms"
+                    for x in D["startup_hf"]) + ".")
+            add("")
+
+        th = R.get("thuc", {})
+        n_thuc = self.n_thuc if hasattr(self, "n_thuc") else 0
+        offline_table(
+            f"THUCNews headlines (train {len(getattr(self, 'thuc_train', []))}, predict "
+            f"{len(getattr(self, 'thuc_test', []))} replicated to {n_thuc:,})", th,
+            {"themectl": "raw text (JSON Lines), tokenizing, features, 10 SVMs, JSON out",
+             "liblinear": "pre-made vectors (themectl vectorize), one 10-class model",
+             "fasttext": "pre-split text (characters as tokens), label out",
+             "sklearn": "raw text: transform + decision_function, in process",
+             "svm": "pre-made vectors; " + (f"{th['svm_predict']['models_run']} of "
+                                             f"{th['svm_predict']['models']} models run, "
+                                             "scaled to all" if th.get("svm_predict") and
+                                             th["svm_predict"]["models_run"] != th["svm_predict"]["models"]
+                                             else "every class's model run, times summed")},
+            ["accuracy", "macro_f1"])
+        dv = R.get("dev", {})
+        offline_table(
+            f"domain corpus (model trained on train.jsonl; dev.jsonl, {len(getattr(self, 'dev', []))} "
+            f"passages, replicated to {getattr(self, 'n_dev', 0):,})", dv,
+            {"themectl": "raw article text: splitting, headings, context, 6 SVMs, JSON out",
+             "liblinear": "pre-made vectors, 6 binary models: 6 runs, times summed",
+             "fasttext": "pre-split text, one-vs-all loss, labels with p >= 0.5",
+             "sklearn": "raw passages: transform + 6 decision_functions, in process",
+             "svm": "pre-made vectors; " + ("one model run, scaled to 6"
+                                             if self.quick else "all 6 models run, times summed")},
+            ["micro_f1", "macro_f1"])
+        if dv.get("themectl_single"):
+            add(f"themectl on the same dev passages one per line (no article structure): "
+                f"{fmt(dv['themectl_single']['pps_cpu'])} passages/CPU-s.")
+            add("")
+        tr = R.get("thuc", {})
+        if tr.get("train_themectl") or R.get("train", {}).get("make_model"):
+            add("## Training")
+            add("")
+            add("| run | CPU s | wall s |")
+            add("|---|---:|---:|")
+            for key, name in (("train_themectl", "themectl train --multiclass --folds 1 --c 0.5 "
+                                                 "--threads 1 (THUCNews, one-vs-rest, 10 SVMs)"),
+                              ("train_svm", "svm-train -t 0 -c 0.5, same vectors (one-vs-one, 45 SVMs)"),
+                              ("train_liblinear", "liblinear-train -s 2 -c 0.5, same vectors"),
+                              ("train_fasttext", "fasttext supervised, 25 epochs, 1 thread")):
+                if tr.get(key):
+                    add(f"| {name} | {tr[key]['cpu']:.1f} | {tr[key]['wall']:.1f} |")
+            mm = R.get("train", {}).get("make_model")
+            if mm:
+                add(f"| `make model` (5-fold CV grid, 6 C x 6 themes, both cores) | {mm['cpu']:.1f} | "
+                    f"{mm['wall']:.1f} |")
+            add("")
+        S = R.get("serving")
+        if S:
+            add("## Serving (themed --workers 2, single-passage requests unless noted)")
+            add("")
+            add("Load generator: bench/loadgen.c (libuv), on the same 2 CPUs as the daemon. JSON "
+                "Lines requests pipelined 8 deep per connection; HTTP keep-alive, one request in "
+                "flight per connection. \"per daemon CPU-s\": passages divided by the daemon's own "
+                "CPU time (from /proc) over the run.")
+            add("")
+            add("| transport | protocol | conns | passages/s | per daemon CPU-s | p50 µs | p99 µs | p99.9 µs |")
+            add("|---|---|---:|---:|---:|---:|---:|---:|")
+            for o in S.get("matrix", []):
+                add(f"| {o['transport']} | {o['proto']} | {o['conns']} | {fmt(o['pps'])} | "
+                    f"{fmt(o['pps_per_daemon_cpu'])} | {fmt(o['p50_us'])} | {fmt(o['p99_us'])} | "
+                    f"{fmt(o['p999_us'])} |")
+            add("")
+            if S.get("sizes"):
+                add("Cost against document size (unix socket, JSON Lines, passages given as an array):")
+                add("")
+                add("| passages per document | passages/s | documents/s | daemon CPU µs per passage | p50 µs | p99 µs |")
+                add("|---:|---:|---:|---:|---:|---:|")
+                for o in S["sizes"]:
+                    add(f"| {o['size']} | {fmt(o['pps'])} | {fmt(o['rps'])} | "
+                        f"{fmt(o['daemon_cpu_per_passage_us'], 1)} | {fmt(o['p50_us'])} | "
+                        f"{fmt(o['p99_us'])} |")
+                add("")
+            W = S.get("workers", {})
+            if W.get(1) and W.get(2):
+                add(f"Workers (documents of 10 passages, unix, JSON Lines, 64 connections): "
+                    f"--workers 1 {fmt(W[1]['pps'])} passages/s, --workers 2 {fmt(W[2]['pps'])} "
+                    f"passages/s: x{W[2]['pps'] / W[1]['pps']:.2f}.")
+                add("")
+            rh = S.get("rate_half")
+            if rh:
+                add(f"Open loop at half the saturating load ({fmt(rh['saturation_pps'])} passages/s "
+                    f"saturate unix JSON Lines): {fmt(rh['rate'])} requests/s offered, "
+                    f"{fmt(rh['rps'])} served; latency from the time each was due: p50 "
+                    f"{fmt(rh['p50_us'])} µs, p99 {fmt(rh['p99_us'])} µs, p99.9 {fmt(rh['p999_us'])} µs.")
+                add("")
+            add("## Memory and start-up")
+            add("")
+            add(f"- Daemon ready {S.get('ready_s', 0) * 1e3:,.0f} ms after exec; model load "
+                f"{fmt(S.get('load_ms'))} ms as the daemon reports it (wall); the same load alone: "
+                f"{S.get('load_cpu_s', 0) * 1e3:,.0f} ms CPU, {S.get('load_wall_s', 0) * 1e3:,.0f} ms wall "
+                f"(process included).")
+            add(f"- Reload ({{\"op\":\"reload\"}} round trip): {S.get('reload_s', 0) * 1e3:,.0f} ms; "
+                f"the reloaded model's load {fmt(S.get('reload_load_ms'))} ms.")
+            add(f"- RSS: {S.get('rss_idle_kb', 0) / 1024:.1f} MiB idle after start, peak (VmHWM) "
+                f"{S.get('rss_hwm_kb', 0) / 1024:.1f} MiB after the load runs, "
+                f"{S.get('rss_hwm_after_reload_kb', 0) / 1024:.1f} MiB after the reloads.")
+            add("")
+        add("## Targets")
+        add("")
+        for line in self.targets():
+            add(f"- {line}")
+        add("")
+        if self.failures:
+            add("## Failures")
+            add("")
+            for f in self.failures:
+                add(f"- {f}")
+            add("")
+        add(f"Run time {time.time() - self.t_start:.0f} s.")
+        return "\n".join(L) + "\n"
+
+    def targets(self):
+        out = []
+        R = self.r
+
+        def verdict(ok):
+            return "met" if ok else "NOT met"
+        for ds, name in (("thuc", "THUCNews"), ("dev", "domain")):
+            D = R.get(ds, {})
+            t = D.get("themectl", {}).get("pps_cpu")
+            s = D.get("svm_predict", {}).get("pps_cpu")
+            ll = D.get("liblinear", {}).get("pps_cpu")
+            ft = D.get("fasttext", {}).get("pps_cpu")
+            if t and s:
+                out.append(f"{name}: themectl ≥ 100× svm-predict: {t / s:,.0f}× — {verdict(t / s >= 100)}")
+            if t and ll and ft:
+                best = max(ll, ft)
+                out.append(f"{name}: themectl ≥ 1.5× the faster of liblinear-predict and fasttext: "
+                           f"{t / best:.2f}× — {verdict(t / best >= 1.5)}")
+        S = R.get("serving", {})
+        off = R.get("dev", {}).get("themectl_single", {}).get("pps_cpu")
+        uni = [o for o in S.get("matrix", []) if o["transport"] == "unix" and o["proto"] == "jsonl"]
+        if off and uni:
+            best = max(uni, key=lambda o: o["pps_per_daemon_cpu"])
+            f = best["pps_per_daemon_cpu"] / off
+            out.append(f"daemon over the unix socket ≥ 80% of offline throughput per core: "
+                       f"{f * 100:.0f}% ({best['pps_per_daemon_cpu']:,.0f} vs {off:,.0f} passages per "
+                       f"CPU-s, single passages, {best['conns']} connections) — {verdict(f >= 0.8)}")
+        W = S.get("workers", {})
+        if W.get(1) and W.get(2):
+            f = W[2]["pps"] / W[1]["pps"]
+            out.append(f"2 workers ≥ 1.6× one worker: {f:.2f}× — {verdict(f >= 1.6)}")
+        rh = S.get("rate_half")
+        if rh:
+            out.append(f"single-passage p99 ≤ 1 ms at half the saturating load: {rh['p99_us'] / 1000:.2f} ms "
+                       f"— {verdict(rh['p99_us'] <= 1000)}")
+        if S.get("rss_hwm_kb"):
+            mib = max(S["rss_hwm_kb"], S.get("rss_hwm_after_reload_kb", 0)) / 1024
+            out.append(f"RSS ≤ 64 MiB serving the default model: {mib:.1f} MiB — {verdict(mib <= 64)}")
+        if S.get("load_ms") is not None:
+            out.append(f"model load ≤ 100 ms: {S['load_ms']:.0f} ms wall as the daemon reports it, "
+                       f"{S.get('load_cpu_s', 0) * 1e3:.0f} ms CPU for a whole load-only process — "
+                       f"{verdict(S['load_ms'] <= 100)} (wall), "
+                       f"{verdict(S.get('load_cpu_s', 1) <= 0.1)} (CPU)")
+        tr = R.get("thuc", {})
+        if tr.get("train_themectl") and tr.get("train_svm"):
+            a, b = tr["train_themectl"]["cpu"], tr["train_svm"]["cpu"]
+            out.append(f"themectl train --multiclass (final fit) no slower than svm-train -t 0: "
+                       f"{a:.1f} s vs {b:.1f} s CPU — {verdict(a <= b)}")
+        mm = R.get("train", {}).get("make_model")
+        if mm:
+            out.append(f"`make model` ≤ 60 s on 2 cores: {mm['wall']:.1f} s wall — {verdict(mm['wall'] <= 60)}")
+        return out
+
+    def main(self):
+        self.r["machine"] = self.machine()
+        for path in (self.themectl, self.themed, self.loadgen, self.hotpath):
+            if not os.access(path, os.X_OK):
+                raise SystemExit(f"bench: {path} missing (make bench builds it)")
+        self.step("prepare", self.prepare)
+        if not self.failures:
+            self.step("offline thucnews", self.thuc_offline)
+            self.step("offline domain", self.dev_offline)
+            self.step("serving", self.serving)
+            self.step("training", self.training)
+        self.r["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+        os.makedirs(os.path.dirname(self.a.out), exist_ok=True)
+        text = self.report()
+        with open(self.a.out, "w", encoding="utf-8") as f:
+            f.write(text)
+        with open(os.path.splitext(self.a.out)[0] + ".json", "w") as f:
+            json.dump(self.r, f, indent=1, default=str)
+        sys.stdout.write(text)
+        self.log(f"wrote {self.a.out}")
+        return 1 if self.failures else 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--build", default=os.environ.get("BUILD", "build"))
+    ap.add_argument("--shared", default=os.environ.get("SHARED", "../shared"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench/results/latest.md"))
+    a = ap.parse_args()
+    sys.exit(Bench(a).main())
+
+
+if __name__ == "__main__":
+    main()
