@@ -181,10 +181,7 @@ static int open_file(const char *path, const char *expect_name, const json_t *op
 
   /* RTLD_NOW: an unresolved symbol fails here, not in the middle of a request. */
   dlerror();
-  /* RTLD_NODELETE: ICU keeps process-wide caches that a plugin's libraries
-   * own; unmapping them on dlclose would leak those caches on every reload
-   * that switches plugins. A plugin stays mapped once loaded. */
-  t->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+  t->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (!t->dl) {
     const char *e = dlerror();
     rc = td_err_set(err, TD_EPLUGIN, "plugin %s: dlopen failed: %s", path,

@@ -30,6 +30,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     perror("mkdtemp");
     exit(1);
   }
+  fuzz_remove_at_exit(tmpl);
   snprintf(g_dir, sizeof g_dir, "%s/b", tmpl);
   g_plugins = fuzz_path("THEMED_PLUGIN_DIR", "build/fuzz/plugins");
   bundle_pin_plugins(g_plugins);

@@ -60,7 +60,7 @@ for t in "$@"; do
     if [ -n "$files" ]; then
       regress=$(echo "$files" | wc -l)
       # shellcheck disable=SC2086
-      if ! "$bin" -runs=1 -timeout=30 -rss_limit_mb=4096 $files >"$tmp/$t.regress.log" 2>&1; then
+      if ! "$bin" -runs=1 -timeout=30 -rss_limit_mb=4096 -malloc_limit_mb=10240 $files >"$tmp/$t.regress.log" 2>&1; then
         ok=0
         why="a regression input fails again"
         tail -n 40 "$tmp/$t.regress.log"

@@ -74,6 +74,7 @@ static inline void fx_init(void) {
 
   char tmpl[] = "/tmp/themed-fuzz-srv-XXXXXX", path[PATH_MAX], listen[160];
   if (!mkdtemp(tmpl)) fx_die("mkdtemp", strerror(errno));
+  fuzz_remove_at_exit(tmpl);
   const char *seed = fuzz_path("THEMED_FUZZ_BUNDLE", "tests/fuzz/corpus/fuzz_bundle/tiny.bundle");
   size_t n = 0;
   uint8_t *b = bundle_read(seed, &n);
