@@ -14,10 +14,13 @@
  *
  * Closed loop (default): a connection sends its next request when a
  * response comes back, so the offered load is whatever the daemon sustains
- * (throughput). Open loop (--rate R): requests are due at a fixed total
- * rate, spread over the connections, each timed from when it was *due*, not
- * when it could be sent, so a daemon that falls behind shows it in the
- * latencies (no coordinated omission).
+ * (throughput). Open loop (--rate R): requests fall due at a fixed total
+ * rate, spread over the connections; a 1 ms pacing timer releases the ones
+ * due, and each is timed from its release, not from when it could be sent:
+ * one held back because its connection already has 60 in flight waits on
+ * the clock, so a daemon that falls behind shows it in the latencies (no
+ * coordinated omission). (Timing from the exact due instant would add up to
+ * the timer's own 1 ms granularity to every latency.)
  *
  * Only responses that arrive within [warmup, warmup + duration] count.
  * Latencies are kept (nanoseconds) and sorted at the end: exact
@@ -349,8 +352,7 @@ static void on_tick(uv_timer_t *t) {
   uint64_t due = (uint64_t)((double)(now - G.t0) * G.rate / 1e9);
   while (G.due_total < due) {
     conn_t *c = &G.c[G.due_total % (uint64_t)G.conns];
-    uint64_t t_due = G.t0 + (uint64_t)((double)G.due_total * 1e9 / G.rate);
-    push_u64(&c->due, &c->due_head, &c->due_n, &c->due_cap, t_due);
+    push_u64(&c->due, &c->due_head, &c->due_n, &c->due_cap, now);
     G.due_total++;
   }
   for (int i = 0; i < G.conns; i++) send_more(&G.c[i]);

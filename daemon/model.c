@@ -299,20 +299,38 @@ static inline int is_ws(char c) { return c == ' ' || c == '\t' || c == '\r'; }
  * with 4 KiB pages nearly every lookup is a TLB miss. Asked for 2 MiB
  * pages (transparent huge pages in "madvise" mode, Debian's default) they
  * fit in a handful of TLB entries, and loading them takes a few page
- * faults instead of thousands. Freed with free(); zeroed when zero is set.
+ * faults instead of thousands.
+ *
+ * They are mapped directly rather than malloc'd: glibc raises its mmap
+ * threshold to the size of each large block freed, so after the first
+ * reload the next model's blocks came from the heap, and freeing them
+ * returned nothing to the system (the daemon's RSS grew by a model per
+ * reload; bench/NOTES.md). Mapped memory is zero and goes back on unmap.
+ * Blocks under 2 MiB are malloc'd; big_free needs the size big_alloc got.
  */
 #define HUGE_PAGE ((size_t)2 << 20)
-static void *huge_alloc(size_t n, int zero) {
-  if (n < HUGE_PAGE) return zero ? calloc(1, n) : malloc(n);
+static void *big_alloc(size_t n) {
+  if (n < HUGE_PAGE) return calloc(1, n ? n : 1);
   size_t sz = (n + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
-  void *p = NULL;
-  if (posix_memalign(&p, HUGE_PAGE, sz)) return NULL;
+  /* over-map by one huge page, then trim to a 2 MiB-aligned block */
+  char *p = mmap(NULL, sz + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return NULL;
+  char *q = (char *)(((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+  if (q > p) munmap(p, (size_t)(q - p));
+  if (q + sz < p + sz + HUGE_PAGE) munmap(q + sz, (size_t)(p + sz + HUGE_PAGE - (q + sz)));
 #ifdef MADV_HUGEPAGE
-  madvise(p, sz, MADV_HUGEPAGE); /* advice only: a refusal changes nothing */
+  madvise(q, sz, MADV_HUGEPAGE); /* advice only: a refusal changes nothing */
 #endif
-  if (zero) memset(p, 0, n);
-  return p;
+  return q;
 }
+
+static void big_free(void *p, size_t n) {
+  if (!p) return;
+  if (n < HUGE_PAGE) free(p);
+  else munmap(p, (n + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1));
+}
+
+static size_t page_round(size_t n);
 
 /* Bytes of slack after a file read by read_padded: the digit parser may
  * load 8 bytes at any position before the end. */
@@ -334,15 +352,19 @@ static int read_padded(const char *path, td_buf_t *fb, td_err_t *err) {
   size_t n = 0;
   for (;;) {
     if (fb->cap < want + READ_PAD) {
-      /* what it held matters only past the first read: no copy otherwise */
-      char *nb = n ? realloc(fb->data, want + READ_PAD) : malloc(want + READ_PAD);
-      if (nb && !n) free(fb->data);
-      if (!nb) {
+      /* Mapped, like big_alloc's blocks, so it goes back to the system
+       * when the load is done; what it held matters only past the first
+       * read (then mremap keeps it). */
+      size_t cap = page_round(want + READ_PAD);
+      void *nb = fb->data ? mremap(fb->data, fb->cap, cap, MREMAP_MAYMOVE)
+                          : mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                                 -1, 0);
+      if (nb == MAP_FAILED) {
         close(fd);
         return td_err_set(err, TD_ENOMEM, "%s: out of memory", path);
       }
       fb->data = nb;
-      fb->cap = want + READ_PAD;
+      fb->cap = cap;
     }
     size_t room = fb->cap - READ_PAD - n;
     if (!room) { /* grew since fstat, or not a regular file */
@@ -463,8 +485,39 @@ static int svm_hdr_numbers(char **save, long n, int ints, long *sum, void **arr)
   return strtok_r(NULL, WS, save) == NULL;
 }
 
+/*
+ * The support vectors of a parsed model are one block of nodes, mapped
+ * rather than malloc'd for the same reason as big_alloc's blocks (a freed
+ * model's memory goes back to the system, reload after reload). libsvm's
+ * svm_free_and_destroy_model would free() it, so parsed models are freed by
+ * parsed_svm_free, which unmaps the block first.
+ */
+static size_t page_round(size_t n) {
+  size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+  return (n + pg - 1) / pg * pg;
+}
+
+/* Bytes from SV[0] to the terminator of the last SV. */
+static size_t nodes_bytes(const struct svm_model *s) {
+  if (!s->SV || s->l <= 0) return 0;
+  const struct svm_node *e = s->SV[s->l - 1];
+  while (e->index != -1) e++;
+  return (size_t)(e + 1 - s->SV[0]) * sizeof *e;
+}
+
+static void svm_nodes_free(struct svm_model *s) {
+  if (s->SV && s->l > 0 && s->free_sv) munmap(s->SV[0], page_round(nodes_bytes(s)));
+  s->free_sv = 0; /* libsvm must not free() them */
+}
+
+static void parsed_svm_free(struct svm_model **sm) {
+  if (!*sm) return;
+  svm_nodes_free(*sm);
+  svm_free_and_destroy_model(sm);
+}
+
 /* Parses, validates and builds one libsvm model file (read into fb, a
- * reused buffer); *out owned by the caller (svm_free_and_destroy_model). */
+ * reused buffer); *out owned by the caller (parsed_svm_free). */
 static int svm_parse(const char *path, uint32_t buckets, td_buf_t *fb, struct svm_model **out,
                      td_err_t *err) {
   *out = NULL;
@@ -476,7 +529,7 @@ static int svm_parse(const char *path, uint32_t buckets, td_buf_t *fb, struct sv
   if (!sm) return td_err_set(err, TD_ENOMEM, "out of memory");
   sm->free_sv = 1; /* as svm_load_model: SV[0] is the one block of nodes */
   svm_hdr_t h = {.svm_type = -1, .kernel = -1};
-  size_t line = 0, nnode = 0, capnode = 0;
+  size_t line = 0, nnode = 0, capnode = 0, xs_map = 0;
   struct svm_node *xs = NULL;
   char *p = buf, *end = buf + len, msg[160];
   int in_sv = 0;
@@ -663,7 +716,9 @@ static int svm_parse(const char *path, uint32_t buckets, td_buf_t *fb, struct sv
         capnode = (size_t)(end - next) / 4 + (size_t)h.total_sv + 2;
         sm->nr_class = h.nr_class;
         sm->l = (int)h.total_sv;
-        xs = malloc(capnode * sizeof *xs);
+        xs_map = page_round(capnode * sizeof *xs);
+        xs = mmap(NULL, xs_map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (xs == MAP_FAILED) xs = NULL;
         sm->SV = malloc((size_t)h.total_sv * sizeof *sm->SV);
         sm->sv_coef = calloc((size_t)h.nr_class - 1, sizeof *sm->sv_coef);
         int ok = xs && sm->SV && sm->sv_coef;
@@ -688,23 +743,14 @@ static int svm_parse(const char *path, uint32_t buckets, td_buf_t *fb, struct sv
     free(sm->SV);
     sm->SV = NULL;
     sm->l = 0;
-    free(xs);
+    if (xs) munmap(xs, xs_map);
     svm_free_and_destroy_model(&sm);
     return rc;
   }
-  /* Cut the block to what was used; SV[] follows it if it moves. */
-  size_t *off = malloc((size_t)nsv * sizeof *off);
-  if (!off) {
-    svm_free_and_destroy_model(&sm);
-    return td_err_set(err, TD_ENOMEM, "out of memory");
-  }
-  for (long j = 0; j < nsv; j++) off[j] = (size_t)(sm->SV[j] - xs);
-  struct svm_node *fit = realloc(xs, nnode * sizeof *xs);
-  if (fit) {
-    xs = fit;
-    for (long j = 0; j < nsv; j++) sm->SV[j] = xs + off[j];
-  }
-  free(off);
+  /* Unmap the pages past what was used (never touched: not resident, but
+   * they would count as the process's mappings). */
+  size_t used = page_round(nnode * sizeof *xs);
+  if (used < xs_map) munmap((char *)xs + used, xs_map - used);
   *out = sm;
   return 0;
 }
@@ -717,7 +763,7 @@ static void model_free(td_model_t *m) {
   if (m->themes) {
     for (size_t k = 0; k < m->ntheme; k++) {
       free(m->themes[k].name);
-      if (m->themes[k].svm) svm_free_and_destroy_model(&m->themes[k].svm);
+      parsed_svm_free(&m->themes[k].svm);
     }
     free(m->themes);
   }
@@ -726,8 +772,9 @@ static void model_free(td_model_t *m) {
   free(m->name);
   free(m->version);
   free(m->label);
-  free(m->idf);
-  free(m->w);
+  /* sizes as load_idf and collapse allocated them */
+  big_free(m->idf, (size_t)m->feat.buckets * sizeof *m->idf);
+  big_free(m->w, (size_t)m->feat.buckets * m->ntheme * sizeof *m->w);
   free(m->bias);
   if (m->manifest) json_decref(m->manifest);
   m->magic = 0; /* a later use trips MODEL_CHECK instead of reading freed data */
@@ -855,7 +902,7 @@ static int load_idf(td_model_t *m, vctx_t *v, const json_t *jidf) {
   if ((rc = get_int(v, jidf, "n_docs", "idf.n_docs", 0, (long long)1 << 40, &n_docs))) return rc;
 
   uint32_t nb = m->feat.buckets;
-  m->idf = huge_alloc((size_t)nb * sizeof *m->idf, 0);
+  m->idf = big_alloc((size_t)nb * sizeof *m->idf);
   if (!m->idf) return td_err_set(v->err, TD_ENOMEM, "out of memory");
   for (uint32_t i = 0; i < nb; i++) m->idf[i] = NAN; /* NaN: not listed yet */
 
@@ -951,10 +998,10 @@ done:
 
 static int load_svms_into(td_model_t *m, vctx_t *v, td_buf_t *fb);
 static int load_svms(td_model_t *m, vctx_t *v) {
-  td_buf_t fb; /* every file is read into this one buffer */
+  td_buf_t fb; /* every file is read into this one (mapped) buffer */
   td_buf_init(&fb);
   int rc = load_svms_into(m, v, &fb);
-  td_buf_free(&fb);
+  if (fb.data) munmap(fb.data, fb.cap);
   return rc;
 }
 
@@ -1006,7 +1053,7 @@ static int collapse(td_model_t *m, td_err_t *err) {
     m->bias[k] = -(double)m->themes[k].sign * m->themes[k].svm->rho[0];
   if (!m->linear) return 0;
   if (nb > SIZE_MAX / sizeof(double) / nt) return td_err_set(err, TD_ENOMEM, "out of memory");
-  m->w = huge_alloc(nb * nt * sizeof *m->w, 1);
+  m->w = big_alloc(nb * nt * sizeof *m->w);
   if (!m->w)
     return td_err_set(err, TD_ENOMEM, "out of memory for %zu x %zu collapsed weights", nb, nt);
   for (size_t k = 0; k < nt; k++) {
@@ -1179,7 +1226,29 @@ void td_model_unref(td_model_t **mp) {
 /* ------------------------------------------------------------------------ */
 /* Scoring                                                                  */
 
+void td_model_release_svs(td_model_t *m) {
+  MODEL_CHECK(m);
+  if (!m->linear || !m->w) return;
+  for (size_t k = 0; k < m->ntheme; k++) {
+    struct svm_model *s = m->themes[k].svm;
+    if (!s || !s->SV) continue;
+    svm_nodes_free(s); /* the one block of nodes */
+    TD_FREE(s->SV);
+    for (int c = 0; s->sv_coef && c < s->nr_class - 1; c++) TD_FREE(s->sv_coef[c]);
+    TD_FREE(s->sv_coef);
+    s->l = 0;
+    for (int c = 0; s->nSV && c < s->nr_class; c++) s->nSV[c] = 0;
+  }
+  m->svs_released = 1;
+}
+
 double td_model_decision_libsvm(const td_model_t *m, size_t k, const td_fvec_t *x) {
+  if (m->svs_released) { /* only the collapsed hyperplane is left */
+    double d = 0;
+    for (size_t i = 0; i < x->count; i++)
+      d += m->w[(size_t)x->items[i].index * m->ntheme + k] * x->items[i].value;
+    return d + m->bias[k];
+  }
   struct svm_node stack[256], *nodes = stack;
   if (x->count + 1 > sizeof stack / sizeof stack[0]) {
     nodes = malloc((x->count + 1) * sizeof *nodes);

@@ -60,6 +60,7 @@ typedef struct td_model {
   json_t *manifest; /* owned */
   uint64_t load_ns; /* how long td_model_load took */
   atomic_long refs;
+  int svs_released; /* td_model_release_svs ran: the svm_models have no SVs */
 } td_model_t;
 
 /*
@@ -76,8 +77,18 @@ void td_model_unref(td_model_t **m);
 /* Decision values of all themes for x into dec[ntheme]. Linear: sparse dot
  * products over the collapsed weights; otherwise libsvm. */
 void td_model_decision(const td_model_t *m, const td_fvec_t *x, double *dec);
-/* libsvm's own svm_predict_values for theme k, oriented like td_model_decision. */
+/* libsvm's own svm_predict_values for theme k, oriented like td_model_decision
+ * (after td_model_release_svs: the collapsed weights, for a linear model). */
 double td_model_decision_libsvm(const td_model_t *m, size_t k, const td_fvec_t *x);
+/*
+ * Frees the support vectors of a linear model: once collapsed into w they
+ * serve only td_model_decision_libsvm (tests, tools), and they are most of
+ * a model's memory (41 MiB of the default bundle's ~60). The svm_model
+ * headers stay (kernel, rho, labels, l = 0). A no-op for a non-linear
+ * model. Call it before the model is shared (right after td_model_load) in
+ * a process that only classifies, such as the daemon.
+ */
+void td_model_release_svs(td_model_t *m);
 /* Platt-calibrated score in [0,1]. */
 double td_model_score(const td_theme_t *t, double dec);
 /* Index of a theme by name, or -1. */

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "features.h"
 #include "model.h"
 
 #define BUNDLE "models/rural-themes"
@@ -193,10 +194,53 @@ static void test_rewritten_numbers(void **state) {
   nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* td_model_release_svs: the SVs go, the scores stay. */
+static void test_release_svs(void **state) {
+  (void)state;
+  td_model_t *m = load(BUNDLE);
+  const char *texts[] = {"抓队伍建设 选优配强乡村骨干力量", "发展集体经济，壮大村级产业。",
+                         "推进农村人居环境整治，建设生态宜居美丽乡村。", "", "Hello 2024"};
+  size_t n = sizeof texts / sizeof *texts;
+  td_span_t spans[8];
+  td_fvec_t v[8];
+  for (size_t i = 0; i < n; i++) {
+    spans[i].s = texts[i];
+    spans[i].len = strlen(texts[i]);
+    td_fvec_init(&v[i]);
+  }
+  td_fscratch_t *fs = td_fscratch_new();
+  td_err_t err;
+  td_err_clear(&err);
+  assert_int_equal(td_features_doc(&m->feat, m->tok, m->idf, spans, NULL, n, fs, v, &err), 0);
+  double before[8][TD_MAX_THEMES], lib[8][TD_MAX_THEMES], after[TD_MAX_THEMES];
+  for (size_t i = 0; i < n; i++) {
+    td_model_decision(m, &v[i], before[i]);
+    for (size_t k = 0; k < m->ntheme; k++) lib[i][k] = td_model_decision_libsvm(m, k, &v[i]);
+  }
+  assert_int_equal(m->linear, 1);
+  td_model_release_svs(m);
+  td_model_release_svs(m); /* twice: nothing left to free */
+  for (size_t k = 0; k < m->ntheme; k++) {
+    assert_null(m->themes[k].svm->SV);
+    assert_int_equal(m->themes[k].svm->l, 0);
+  }
+  for (size_t i = 0; i < n; i++) {
+    td_model_decision(m, &v[i], after);
+    for (size_t k = 0; k < m->ntheme; k++) {
+      assert_true(same_double(after[k], before[i][k]));
+      assert_true(fabs(td_model_decision_libsvm(m, k, &v[i]) - lib[i][k]) < 1e-9);
+    }
+    td_fvec_free(&v[i]);
+  }
+  td_fscratch_free(&fs);
+  td_model_unref(&m); /* frees the headers that are left */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bundled_model),
       cmocka_unit_test(test_rewritten_numbers),
+      cmocka_unit_test(test_release_svs),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
