@@ -94,8 +94,7 @@ static const char usage_eval[] =
 
 /* ---- small helpers ---- */
 
-static int usage_err(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int usage_err(const char *cmd, const char *fmt, ...) {
+int themectl_usage_err(const char *cmd, const char *fmt, ...) {
   char msg[512];
   va_list ap;
   va_start(ap, fmt);
@@ -105,12 +104,11 @@ static int usage_err(const char *cmd, const char *fmt, ...) {
   return THEMECTL_EXIT_USAGE;
 }
 
-/* getopt's '?' and ':' returns, as one line. */
-static int bad_option(const char *cmd, int ch, char **argv) {
+int themectl_bad_option(const char *cmd, int ch, char **argv) {
   const char *arg = argv[optind - 1];
-  if (ch == ':') return usage_err(cmd, "option %s needs a value", arg);
-  if (optopt) return usage_err(cmd, "unknown option -%c", optopt);
-  return usage_err(cmd, "unknown option %s", arg);
+  if (ch == ':') return themectl_usage_err(cmd, "option %s needs a value", arg);
+  if (optopt) return themectl_usage_err(cmd, "unknown option -%c", optopt);
+  return themectl_usage_err(cmd, "unknown option %s", arg);
 }
 
 static int parse_long(const char *s, long lo, long hi, long *out) {
@@ -276,7 +274,7 @@ static int cmd_train(int argc, char **argv) {
     case O_TOKENIZER: o.tokenizer = optarg; break;
     case O_TOKOPTS: topts = optarg; break;
     case O_FOLDS:
-      if (parse_long(optarg, 1, 1000, &v)) { usage_err(cmd, "--folds: expected an integer >= 1, got \"%s\"", optarg); goto out; }
+      if (parse_long(optarg, 1, 1000, &v)) { themectl_usage_err(cmd, "--folds: expected an integer >= 1, got \"%s\"", optarg); goto out; }
       o.folds = (int)v;
       break;
     case O_MULTICLASS: o.multiclass = 1; break;
@@ -286,64 +284,64 @@ static int cmd_train(int argc, char **argv) {
       for (char *tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         if (nc == sizeof grid / sizeof *grid || parse_double(tok, &grid[nc]) || grid[nc] <= 0) {
           free(dup);
-          usage_err(cmd, "--c: expected positive numbers separated by commas, got \"%s\"", optarg);
+          themectl_usage_err(cmd, "--c: expected positive numbers separated by commas, got \"%s\"", optarg);
           goto out;
         }
         nc++;
       }
       free(dup);
-      if (!nc) { usage_err(cmd, "--c: empty list"); goto out; }
+      if (!nc) { themectl_usage_err(cmd, "--c: empty list"); goto out; }
       break;
     }
     case O_SEED: {
       char *end;
       errno = 0;
       unsigned long long s = strtoull(optarg, &end, 10);
-      if (errno || end == optarg || *end || optarg[0] == '-') { usage_err(cmd, "--seed: expected an unsigned integer, got \"%s\"", optarg); goto out; }
+      if (errno || end == optarg || *end || optarg[0] == '-') { themectl_usage_err(cmd, "--seed: expected an unsigned integer, got \"%s\"", optarg); goto out; }
       o.seed = s;
       break;
     }
     case O_THREADS:
-      if (parse_long(optarg, 0, 1024, &v)) { usage_err(cmd, "--threads: expected an integer >= 0, got \"%s\"", optarg); goto out; }
+      if (parse_long(optarg, 0, 1024, &v)) { themectl_usage_err(cmd, "--threads: expected an integer >= 0, got \"%s\"", optarg); goto out; }
       o.threads = (int)v;
       break;
     case O_BALANCED: o.balanced = 1; break;
     case O_NAME: o.name = optarg; break;
     case O_VERSION: o.version = optarg; break;
     case O_CTXW:
-      if (parse_double(optarg, &o.feat.context_weight) || o.feat.context_weight < 0) { usage_err(cmd, "--context-weight: expected a number >= 0, got \"%s\"", optarg); goto out; }
+      if (parse_double(optarg, &o.feat.context_weight) || o.feat.context_weight < 0) { themectl_usage_err(cmd, "--context-weight: expected a number >= 0, got \"%s\"", optarg); goto out; }
       break;
     case O_NBW:
-      if (parse_double(optarg, &o.feat.neighbor_weight) || o.feat.neighbor_weight < 0 || o.feat.neighbor_weight > 100) { usage_err(cmd, "--neighbor-weight: expected a number between 0 and 100, got \"%s\"", optarg); goto out; }
+      if (parse_double(optarg, &o.feat.neighbor_weight) || o.feat.neighbor_weight < 0 || o.feat.neighbor_weight > 100) { themectl_usage_err(cmd, "--neighbor-weight: expected a number between 0 and 100, got \"%s\"", optarg); goto out; }
       break;
     case O_DOCW:
-      if (parse_double(optarg, &o.feat.doc_weight) || o.feat.doc_weight < 0 || o.feat.doc_weight > 100) { usage_err(cmd, "--doc-weight: expected a number between 0 and 100, got \"%s\"", optarg); goto out; }
+      if (parse_double(optarg, &o.feat.doc_weight) || o.feat.doc_weight < 0 || o.feat.doc_weight > 100) { themectl_usage_err(cmd, "--doc-weight: expected a number between 0 and 100, got \"%s\"", optarg); goto out; }
       break;
     case O_BUCKETS:
-      if (parse_long(optarg, 2, 1L << 30, &v) || (v & (v - 1))) { usage_err(cmd, "--buckets: expected a power of two up to 2^30, got \"%s\"", optarg); goto out; }
+      if (parse_long(optarg, 2, 1L << 30, &v) || (v & (v - 1))) { themectl_usage_err(cmd, "--buckets: expected a power of two up to 2^30, got \"%s\"", optarg); goto out; }
       o.feat.buckets = (uint32_t)v;
       break;
     case O_NGRAM:
-      if (parse_long(optarg, 1, 2, &v)) { usage_err(cmd, "--ngram: expected 1 or 2, got \"%s\"", optarg); goto out; }
+      if (parse_long(optarg, 1, 2, &v)) { themectl_usage_err(cmd, "--ngram: expected 1 or 2, got \"%s\"", optarg); goto out; }
       o.feat.ngram_max = (int)v;
       break;
     case O_MAXCHARS:
-      if (parse_long(optarg, 0, 1L << 30, &v)) { usage_err(cmd, "--max-chars: expected an integer >= 0, got \"%s\"", optarg); goto out; }
+      if (parse_long(optarg, 0, 1L << 30, &v)) { themectl_usage_err(cmd, "--max-chars: expected an integer >= 0, got \"%s\"", optarg); goto out; }
       o.split.max_chars = (size_t)v;
       break;
     case O_HEADCHARS:
-      if (parse_long(optarg, 1, 10000, &v)) { usage_err(cmd, "--heading-chars: expected an integer >= 1, got \"%s\"", optarg); goto out; }
+      if (parse_long(optarg, 1, 10000, &v)) { themectl_usage_err(cmd, "--heading-chars: expected an integer >= 1, got \"%s\"", optarg); goto out; }
       o.split.heading_chars = (size_t)v;
       break;
     case O_THEMES: themes_arg = optarg; break;
     case O_PLUGINS: o.plugin_dir = optarg; break;
     case O_QUIET: quiet = 1; break;
-    default: bad_option(cmd, ch, argv); goto out;
+    default: themectl_bad_option(cmd, ch, argv); goto out;
     }
   }
-  if (optind < argc) { usage_err(cmd, "unexpected argument \"%s\"", argv[optind]); goto out; }
-  if (!ndata) { usage_err(cmd, "--data is required"); goto out; }
-  if (!o.out_dir) { usage_err(cmd, "--out is required"); goto out; }
+  if (optind < argc) { themectl_usage_err(cmd, "unexpected argument \"%s\"", argv[optind]); goto out; }
+  if (!ndata) { themectl_usage_err(cmd, "--data is required"); goto out; }
+  if (!o.out_dir) { themectl_usage_err(cmd, "--out is required"); goto out; }
   if (nc) {
     o.c_grid = grid;
     o.nc = nc;
@@ -352,7 +350,7 @@ static int cmd_train(int argc, char **argv) {
     json_error_t je;
     tokopts = json_loads(topts, 0, &je);
     if (!json_is_object(tokopts)) {
-      usage_err(cmd, "--tokenizer-options: expected a JSON object%s%s", tokopts ? "" : ": ", tokopts ? "" : je.text);
+      themectl_usage_err(cmd, "--tokenizer-options: expected a JSON object%s%s", tokopts ? "" : ": ", tokopts ? "" : je.text);
       goto out;
     }
     o.tokenizer_options = tokopts;
@@ -367,12 +365,12 @@ static int cmd_train(int argc, char **argv) {
     char *save = NULL;
     for (char *t = strtok_r(themes_buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
       if (!o.multiclass && strcmp(t, "other") == 0) {
-        rc = usage_err(cmd, "--themes: \"other\" is not a theme (it means none) unless --multiclass");
+        rc = themectl_usage_err(cmd, "--themes: \"other\" is not a theme (it means none) unless --multiclass");
         goto out;
       }
       themes[nthemes++] = t;
     }
-    if (!nthemes) { rc = usage_err(cmd, "--themes: empty list"); goto out; }
+    if (!nthemes) { rc = themectl_usage_err(cmd, "--themes: empty list"); goto out; }
     if (corpus_fix_themes(&c, themes, nthemes)) { themectl_errorf("out of memory"); goto out; }
     o.theme_order = (const char *const *)themes;
     o.ntheme_order = nthemes;
@@ -545,19 +543,19 @@ static int cmd_classify(int argc, char **argv) {
     case O_JSONL: jsonl = 1; break;
     case O_THRESHOLD:
       if (parse_double(optarg, &rn.co.threshold) || rn.co.threshold < 0 || rn.co.threshold > 1)
-        return usage_err(cmd, "--threshold: expected a number in [0,1], got \"%s\"", optarg);
+        return themectl_usage_err(cmd, "--threshold: expected a number in [0,1], got \"%s\"", optarg);
       break;
     case O_TOPK:
       if (parse_long(optarg, 0, TD_MAX_THEMES, &v))
-        return usage_err(cmd, "--top-k: expected an integer >= 0, got \"%s\"", optarg);
+        return themectl_usage_err(cmd, "--top-k: expected an integer >= 0, got \"%s\"", optarg);
       rn.co.top_k = (int)v;
       break;
     case O_EXPLAIN: rn.co.explain = 1; break;
     case O_TEXT: rn.co.include_text = 1; break;
-    default: return bad_option(cmd, ch, argv);
+    default: return themectl_bad_option(cmd, ch, argv);
     }
   }
-  if (!model) return usage_err(cmd, "--model is required (or --socket PATH for a running daemon)");
+  if (!model) return themectl_usage_err(cmd, "--model is required (or --socket PATH for a running daemon)");
   td_err_t err;
   td_err_clear(&err);
   if (td_model_load(model, plugins, &rn.m, &err)) {
@@ -644,23 +642,23 @@ static int cmd_eval(int argc, char **argv) {
     case O_JSON: as_json = 1; break;
     case O_THRESHOLD:
       if (parse_double(optarg, &rn.co.threshold) || rn.co.threshold < 0 || rn.co.threshold > 1) {
-        usage_err(cmd, "--threshold: expected a number in [0,1], got \"%s\"", optarg);
+        themectl_usage_err(cmd, "--threshold: expected a number in [0,1], got \"%s\"", optarg);
         goto done;
       }
       break;
     case O_TOPK:
       if (parse_long(optarg, 0, TD_MAX_THEMES, &v)) {
-        usage_err(cmd, "--top-k: expected an integer >= 0, got \"%s\"", optarg);
+        themectl_usage_err(cmd, "--top-k: expected an integer >= 0, got \"%s\"", optarg);
         goto done;
       }
       rn.co.top_k = (int)v;
       break;
-    default: bad_option(cmd, ch, argv); goto done;
+    default: themectl_bad_option(cmd, ch, argv); goto done;
     }
   }
-  if (optind < argc) { usage_err(cmd, "unexpected argument \"%s\"", argv[optind]); goto done; }
-  if (!model) { usage_err(cmd, "--model is required"); goto done; }
-  if (!ndata) { usage_err(cmd, "--data is required"); goto done; }
+  if (optind < argc) { themectl_usage_err(cmd, "unexpected argument \"%s\"", argv[optind]); goto done; }
+  if (!model) { themectl_usage_err(cmd, "--model is required"); goto done; }
+  if (!ndata) { themectl_usage_err(cmd, "--data is required"); goto done; }
   rc = THEMECTL_EXIT_FAIL;
   if (td_model_load(model, plugins, &rn.m, &err)) {
     themectl_errorf("%s", err.msg);

@@ -22,4 +22,10 @@ int themectl_nats_main(int argc, char **argv);
 /* Prints "themectl: <message>\n" on stderr: the one line every error gets. */
 void themectl_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* A usage error: "themectl: CMD: message (see 'themectl CMD --help')" on
+ * stderr; returns THEMECTL_EXIT_USAGE. */
+int themectl_usage_err(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* getopt's '?' and ':' returns (opterr is 0), said once as a usage error. */
+int themectl_bad_option(const char *cmd, int ch, char **argv);
+
 #endif

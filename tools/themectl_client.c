@@ -107,21 +107,6 @@ int td_parse_count(const char *s, const char *what, long min, long max, long *ou
   return 0;
 }
 
-/* Usage errors read like themectl.c's: one line, pointing at --help. */
-static int usage_error(const char *cmd, const char *msg) {
-  themectl_errorf("%s: %s (see 'themectl %s --help')", cmd, msg, cmd);
-  return TD_EXIT_USAGE;
-}
-
-/* getopt's '?' and ':' returns (themectl.c sets opterr = 0: we say it once). */
-static int bad_option(const char *cmd, int ch, char **argv) {
-  char msg[300];
-  const char *arg = argv[optind - 1];
-  if (ch == ':') snprintf(msg, sizeof msg, "option %s needs a value", arg);
-  else if (optopt) snprintf(msg, sizeof msg, "unknown option -%c", optopt);
-  else snprintf(msg, sizeof msg, "unknown option %s", arg);
-  return usage_error(cmd, msg);
-}
 
 static const char conn_help[] =
     "  -s, --socket PATH      the daemon's unix socket (default: $THEMED_SOCKET, else\n"
@@ -199,7 +184,7 @@ static int run_simple(const simple_cmd_t *c, int argc, char **argv) {
   int pretty = 0, opt, li;
   td_err_t err = {0};
   optind = 0;  /* themectl.c may have run getopt already: start over */
-  opterr = 0;  /* bad_option() says it, once */
+  opterr = 0;  /* themectl_bad_option() says it, once */
   while ((opt = getopt_long(argc, argv, ":s:c:t:p:T:h", lopts, &li)) != -1) {
     int rc = 0;
     switch (opt) {
@@ -207,21 +192,21 @@ static int run_simple(const simple_cmd_t *c, int argc, char **argv) {
     case 'c': rc = td_conn_opt(&co, "connect", optarg, &err); break;
     case 't': rc = td_conn_opt(&co, "timeout", optarg, &err); break;
     case 'p':
-      if (strcmp(c->name, "reload")) return usage_error(c->name, "--path applies to reload only");
+      if (strcmp(c->name, "reload")) return themectl_usage_err(c->name, "%s", "--path applies to reload only");
       path = optarg;
       break;
     case 'T':
-      if (!c->admin) return usage_error(c->name, "--token-file applies to reload only");
+      if (!c->admin) return themectl_usage_err(c->name, "%s", "--token-file applies to reload only");
       token_file = optarg;
       break;
     case 'P': pretty = 1; break;
     case 'h': simple_usage(stdout, c); return TD_EXIT_OK;
-    default: return bad_option(c->name, opt, argv);
+    default: return themectl_bad_option(c->name, opt, argv);
     }
-    if (rc < 0) return usage_error(c->name, err.msg);
+    if (rc < 0) return themectl_usage_err(c->name, "%s", err.msg);
   }
-  if (optind < argc) return usage_error(c->name, "unexpected argument");
-  if (td_conn_finish(&co, &err)) return usage_error(c->name, err.msg);
+  if (optind < argc) return themectl_usage_err(c->name, "%s", "unexpected argument");
+  if (td_conn_finish(&co, &err)) return themectl_usage_err(c->name, "%s", err.msg);
 
   json_t *req = json_pack("{s:s, s:i}", "op", c->op, "id", 1);
   char *abspath = NULL, *token = NULL;
@@ -535,14 +520,14 @@ static int run_classify(int argc, char **argv) {
       rc = td_parse_count(optarg, "--inflight", 1, 4096, &inflight, &err);
       break;
     case O_OFFLINE:
-      return usage_error("classify", "--model and --plugins do not apply with --socket/--connect: "
+      return themectl_usage_err("classify", "%s", "--model and --plugins do not apply with --socket/--connect: "
                                      "the daemon classifies with the model it serves");
     case 'h': cls_usage(stdout); return TD_EXIT_OK;
-    default: return bad_option("classify", opt, argv);
+    default: return themectl_bad_option("classify", opt, argv);
     }
-    if (rc < 0) return usage_error("classify", err.msg);
+    if (rc < 0) return themectl_usage_err("classify", "%s", err.msg);
   }
-  if (td_conn_finish(&co, &err)) return usage_error("classify", err.msg);
+  if (td_conn_finish(&co, &err)) return themectl_usage_err("classify", "%s", err.msg);
   c.files = argv + optind;
   c.nfiles = argc - optind;
 

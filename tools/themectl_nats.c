@@ -66,23 +66,6 @@ static const char usage_collect[] =
     "  --summary FILE        also write the counts as one JSON object\n"
     "  --quiet               no summary line\n";
 
-static int usage_err(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int usage_err(const char *cmd, const char *fmt, ...) {
-  char msg[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  themectl_errorf("%s: %s (see 'themectl %s --help')", cmd, msg, cmd);
-  return THEMECTL_EXIT_USAGE;
-}
-
-static int bad_option(const char *cmd, int ch, char **argv) {
-  const char *arg = argv[optind - 1];
-  if (ch == ':') return usage_err(cmd, "option %s needs a value", arg);
-  if (optopt) return usage_err(cmd, "unknown option -%c", optopt);
-  return usage_err(cmd, "unknown option %s", arg);
-}
 
 static int parse_ms(const char *s, int64_t *ms) {
   char *end;
@@ -245,23 +228,23 @@ static int cmd_publish(int argc, char **argv) {
     case 'j': subject = optarg; break;
     case 'i':
       if (parse_pos(optarg, 100000, &inflight))
-        return usage_err(cmd, "--max-inflight: expected an integer in [1,100000], got \"%s\"", optarg);
+        return themectl_usage_err(cmd, "--max-inflight: expected an integer in [1,100000], got \"%s\"", optarg);
       break;
     case 't':
       if (parse_ms(optarg, &wait_ms) || wait_ms == 0)
-        return usage_err(cmd, "--timeout: expected a duration (5, 500ms, 2m), got \"%s\"", optarg);
+        return themectl_usage_err(cmd, "--timeout: expected a duration (5, 500ms, 2m), got \"%s\"", optarg);
       break;
     case 'r':
       if (parse_pos(optarg, 5, &replicas))
-        return usage_err(cmd, "--replicas: expected an integer in [1,5], got \"%s\"", optarg);
+        return themectl_usage_err(cmd, "--replicas: expected an integer in [1,5], got \"%s\"", optarg);
       break;
     case 'q': quiet = 1; break;
     case 'h': fputs(usage_publish, stdout); return 0;
-    default: return bad_option(cmd, ch, argv);
+    default: return themectl_bad_option(cmd, ch, argv);
     }
   }
-  if (!stream) return usage_err(cmd, "--stream is required");
-  if (!subject) return usage_err(cmd, "--subject is required");
+  if (!stream) return themectl_usage_err(cmd, "--stream is required");
+  if (!subject) return themectl_usage_err(cmd, "--subject is required");
   if (!url || !*url) url = DEFAULT_URL;
 
   int rc = THEMECTL_EXIT_FAIL, created;
@@ -439,21 +422,21 @@ static int cmd_collect(int argc, char **argv) {
     case 'd': durable = optarg; break;
     case 'n':
       if (parse_pos(optarg, 1L << 40, &count))
-        return usage_err(cmd, "--count: expected an integer >= 1, got \"%s\"", optarg);
+        return themectl_usage_err(cmd, "--count: expected an integer >= 1, got \"%s\"", optarg);
       break;
     case 't':
       if (parse_ms(optarg, &timeout_ms) || timeout_ms == 0)
-        return usage_err(cmd, "--timeout: expected a duration (60, 500ms, 2m), got \"%s\"", optarg);
+        return themectl_usage_err(cmd, "--timeout: expected a duration (60, 500ms, 2m), got \"%s\"", optarg);
       break;
     case 'o': out_name = optarg; break;
     case 'S': summary = optarg; break;
     case 'q': quiet = 1; break;
     case 'h': fputs(usage_collect, stdout); return 0;
-    default: return bad_option(cmd, ch, argv);
+    default: return themectl_bad_option(cmd, ch, argv);
     }
   }
-  if (optind < argc) return usage_err(cmd, "unexpected argument \"%s\"", argv[optind]);
-  if (!subject) return usage_err(cmd, "--subject is required");
+  if (optind < argc) return themectl_usage_err(cmd, "unexpected argument \"%s\"", argv[optind]);
+  if (!subject) return themectl_usage_err(cmd, "--subject is required");
   if (!url || !*url) url = DEFAULT_URL;
 
   int rc = THEMECTL_EXIT_FAIL, ephemeral = !durable;

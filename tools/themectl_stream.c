@@ -288,10 +288,6 @@ static int stream_done(void *ctx, const td_req_t *r, const char *line, size_t le
 
 /* ------------------------------------------------------------- main */
 
-static int usage_error_stream(const char *msg) {
-  themectl_errorf("stream: %s (see 'themectl stream --help')", msg);
-  return TD_EXIT_USAGE;
-}
 
 static void stream_usage(FILE *f) {
   fputs("Usage: themectl stream [options] [--in FILE ...] [--out FILE]\n"
@@ -372,23 +368,23 @@ int td_stream_main(int argc, char **argv) {
       else if (optopt) snprintf(msg, sizeof msg, "unknown option -%c", optopt);
       else snprintf(msg, sizeof msg, "unknown option %s", arg);
       free(s.in);
-      return usage_error_stream(msg);
+      return themectl_usage_err("stream", "%s", msg);
     }
     }
     if (rc < 0) {
       free(s.in);
-      return usage_error_stream(err.msg);
+      return themectl_usage_err("stream", "%s", err.msg);
     }
   }
   while (optind < argc) s.in[s.nin++] = argv[optind++];
   if (!s.nin) s.in[s.nin++] = "-";
   if (resume && (!out_name || !strcmp(out_name, "-"))) {
     free(s.in);
-    return usage_error_stream("--resume needs --out FILE (the output it continues)");
+    return themectl_usage_err("stream", "%s", "--resume needs --out FILE (the output it continues)");
   }
   if (td_conn_finish(&co, &err)) {
     free(s.in);
-    return usage_error_stream(err.msg);
+    return themectl_usage_err("stream", "%s", err.msg);
   }
 
   /* The ETA needs the whole input size: known only when every input is a file. */
