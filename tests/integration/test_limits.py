@@ -158,7 +158,9 @@ def test_idle_timeout():
             c.sock.settimeout(wait(6))
             check(c.recv_line() is None, "closed without a message")
             elapsed = time.monotonic() - t0
-            check(0.8 <= elapsed < wait(4), elapsed)
+            # The idle clock starts at the daemon's last read, before our
+            # answer was written, so under valgrind it has run a while already.
+            check(0.5 <= elapsed < wait(4), elapsed)
         _still_serves(d)
         check(d.call({"op": "stats"})["stats"]["errors"].get("idle_timeout", 0) >= 1)
 
