@@ -23,7 +23,6 @@
 
 #include "classify.h"
 #include "common.h"
-#include "docscan.h"
 #include "model.h"
 
 typedef struct line {
@@ -41,35 +40,8 @@ __attribute__((noinline)) static int hot_loop(td_model_t *m, const line_t *lines
   td_err_clear(&err);
   td_span_t *spans = NULL;
   size_t cap = 0;
-  td_docscan_t ds;
-  td_docscan_init(&ds);
   for (long rep = 0; rep < repeat; rep++) {
     for (size_t i = 0; i < n; i++) {
-      /* the daemon's fast path first (td_docscan), jansson when it declines */
-      if (td_docscan(&ds, lines[i].s, lines[i].len) == 1 &&
-          (ds.id.kind == TD_SCAN_STRING || ds.id.kind == TD_SCAN_ABSENT) &&
-          ((ds.text.kind == TD_SCAN_STRING && ds.passages.kind == TD_SCAN_ABSENT) ||
-           (ds.passages.kind == TD_SCAN_ARRAY && ds.text.kind == TD_SCAN_ABSENT))) {
-        td_doc_t d = {.id = ds.id.kind == TD_SCAN_STRING ? ds.id.s : NULL};
-        if (ds.text.kind == TD_SCAN_STRING) {
-          d.text = ds.text.s;
-          d.len = ds.text.len;
-        } else {
-          d.passages = ds.items;
-          d.npassages = ds.npassages;
-        }
-        td_buf_reset(out);
-        if (td_classify(m, &d, &o, s, r, &err) ||
-            td_result_write(m, &d, &o, r, s, TD_RESULT_ID_DOC, NULL, out)) {
-          fprintf(stderr, "hotpath: line %zu: %s\n", i + 1, err.msg);
-          td_docscan_free(&ds);
-          free(spans);
-          return 1;
-        }
-        *bytes += out->len;
-        *passages += r->passages.count;
-        continue;
-      }
       json_error_t je;
       json_t *j = json_loadb(lines[i].s, lines[i].len, 0, &je);
       if (!json_is_object(j)) {
@@ -118,7 +90,6 @@ __attribute__((noinline)) static int hot_loop(td_model_t *m, const line_t *lines
       json_decref(j);
     }
   }
-  td_docscan_free(&ds);
   free(spans);
   return 0;
 }

@@ -110,13 +110,10 @@ typedef enum td_result_id {
 } td_result_id_t;
 
 /*
- * The same response, serialized straight into `out` (appended): byte for
- * byte json_dumps(td_result_json(...), TD_JSON_DUMP_FLAGS), with the "id"
- * member replaced (in place) or removed as id_mode says -- what the daemon
- * did with json_object_set/json_object_del. Builds no jansson objects on the
- * common path (the hot path of both themectl and the daemon); explain and
- * include_text go through td_result_json. Returns 0, or TD_ENOMEM (out left
- * as it was) when td_result_json would have returned NULL.
+ * The same response, serialized into `out` (appended, a buffer the caller
+ * reuses): td_result_json's object with the "id" member replaced (in place)
+ * or removed as id_mode says, dumped once by jansson with TD_JSON_DUMP_FLAGS.
+ * Returns 0, or TD_ENOMEM (out left as it was).
  */
 int td_result_write(const td_model_t *m, const td_doc_t *doc, const td_classify_opts_t *o,
                     const td_result_t *r, td_scratch_t *s, td_result_id_t id_mode,

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <libsvm/svm.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -996,28 +997,72 @@ done:
   return rc;
 }
 
-static int load_svms_into(td_model_t *m, vctx_t *v, td_buf_t *fb);
-static int load_svms(td_model_t *m, vctx_t *v) {
-  td_buf_t fb; /* every file is read into this one (mapped) buffer */
+/*
+ * The SVM files are parsed on up to two threads (or the online CPUs, if
+ * fewer): they are independent, and parsing them is most of a load (a
+ * reload, too, runs on one daemon worker while the others serve). Errors
+ * are reported as a sequential load would report them: the first theme in
+ * order whose file fails, then that theme's label check.
+ */
+typedef struct svm_jobs {
+  td_model_t *m;
+  char **paths;
+  int *rc;
+  td_err_t *errs;
+  size_t next;
+  pthread_mutex_t mu;
+} svm_jobs_t;
+
+static void *svm_worker(void *arg) {
+  svm_jobs_t *j = arg;
+  td_buf_t fb; /* this thread's files are read into this one (mapped) buffer */
   td_buf_init(&fb);
-  int rc = load_svms_into(m, v, &fb);
+  for (;;) {
+    pthread_mutex_lock(&j->mu);
+    size_t k = j->next++;
+    pthread_mutex_unlock(&j->mu);
+    if (k >= j->m->ntheme) break;
+    j->rc[k] = svm_parse(j->paths[k], j->m->feat.buckets, &fb, &j->m->themes[k].svm, &j->errs[k]);
+  }
   if (fb.data) munmap(fb.data, fb.cap);
-  return rc;
+  return NULL;
 }
 
-static int load_svms_into(td_model_t *m, vctx_t *v, td_buf_t *fb) {
-  m->linear = 1;
-  for (size_t k = 0; k < m->ntheme; k++) {
-    td_theme_t *t = &m->themes[k];
+static int load_svms(td_model_t *m, vctx_t *v) {
+  size_t nt = m->ntheme;
+  svm_jobs_t j = {.m = m};
+  int rc = 0;
+  j.paths = calloc(nt, sizeof *j.paths);
+  j.rc = calloc(nt, sizeof *j.rc);
+  j.errs = calloc(nt, sizeof *j.errs);
+  if (!j.paths || !j.rc || !j.errs) {
+    rc = td_err_set(v->err, TD_ENOMEM, "out of memory");
+    goto done;
+  }
+  for (size_t k = 0; k < nt; k++) {
     const json_t *jt = json_array_get(json_object_get(m->manifest, "themes"), k);
-    char *path = path_join(m->dir, json_string_value(json_object_get(jt, "svm")));
-    if (!path) return td_err_set(v->err, TD_ENOMEM, "out of memory");
-    int rc = svm_parse(path, m->feat.buckets, fb, &t->svm, v->err);
-    if (rc) {
-      free(path);
-      return rc;
+    if (!(j.paths[k] = path_join(m->dir, json_string_value(json_object_get(jt, "svm"))))) {
+      rc = td_err_set(v->err, TD_ENOMEM, "out of memory");
+      goto done;
+    }
+  }
+  pthread_mutex_init(&j.mu, NULL);
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  pthread_t th;
+  int helper = ncpu > 1 && nt > 1 && pthread_create(&th, NULL, svm_worker, &j) == 0;
+  svm_worker(&j); /* this thread takes its share too */
+  if (helper) pthread_join(th, NULL);
+  pthread_mutex_destroy(&j.mu);
+  m->linear = 1;
+  for (size_t k = 0; k < nt && !rc; k++) {
+    td_theme_t *t = &m->themes[k];
+    if (j.rc[k]) {
+      if (v->err) *v->err = j.errs[k];
+      rc = j.rc[k];
+      break;
     }
     const struct svm_model *s = t->svm;
+    const char *path = j.paths[k];
     if (svm_get_svm_type(s) != C_SVC || s->nr_class != 2 || !s->label ||
         !((s->label[0] == 1 && s->label[1] == -1) || (s->label[0] == -1 && s->label[1] == 1))) {
       if (s->nr_class != 2)
@@ -1028,14 +1073,17 @@ static int load_svms_into(td_model_t *m, vctx_t *v, td_buf_t *fb) {
         rc = td_err_set(v->err, TD_EMODEL,
                         "%s: expected a 2-class C-SVC with labels +1/-1, got labels %d/%d", path,
                         s->label ? s->label[0] : 0, s->label ? s->label[1] : 0);
-      free(path);
-      return rc;
+      break;
     }
     t->sign = s->label[0] == 1 ? 1 : -1;
     if (s->param.kernel_type != LINEAR) m->linear = 0;
-    free(path);
   }
-  return 0;
+done:
+  for (size_t k = 0; j.paths && k < nt; k++) free(j.paths[k]);
+  free(j.paths);
+  free(j.rc);
+  free(j.errs);
+  return rc;
 }
 
 /*

@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "classify.h"
-#include "docscan.h"
 #include "log.h"
 #include "nats.h"
 #include "plugin.h"
@@ -19,7 +18,6 @@
 typedef struct worker_tls {
   td_scratch_t *scratch;
   td_result_t result;
-  td_docscan_t scan; /* the fast request reader's buffers */
 } worker_tls_t;
 
 static pthread_key_t g_key;
@@ -30,7 +28,6 @@ static void tls_destroy(void *p) {
   worker_tls_t *t = p;
   td_scratch_free(&t->scratch);
   td_result_free(&t->result);
-  td_docscan_free(&t->scan);
   free(t);
 }
 
@@ -48,7 +45,6 @@ static worker_tls_t *tls_get(void) {
     return NULL;
   }
   td_result_init(&t->result);
-  td_docscan_init(&t->scan);
   pthread_setspecific(g_key, t);
   return t_tls = t;
 }
@@ -255,144 +251,54 @@ static int dump_to_buf(const char *buf, size_t n, void *ud) {
 }
 
 /*
- * {"id":..,"results":[...]} written straight into out (appended), as
- * dumping the object built of classify_doc's results would write it; on
+ * {"id":..,"results":[...]}: each document classified by classify_doc, the
+ * whole built as one jansson object and dumped once, appended to out; on
  * failure out is left as it was.
  */
 static td_ecode_t classify_batch(cls_ctx_t *x, const json_t *id, const json_t *j, worker_tls_t *t,
                                  td_buf_t *out, fail_t *f) {
   const td_config_t *cfg = x->cfg;
   json_t *docs = json_object_get(j, "documents");
-  size_t len0 = out->len;
   if (!json_is_array(docs))
     return failf(f, TD_EC_INVALID_REQUEST, "documents: expected an array of objects");
   size_t n = json_array_size(docs);
   if (n > cfg->max_documents)
     return failf(f, TD_EC_TOO_MANY_DOCUMENTS, "%zu documents, the limit is %zu", n, cfg->max_documents);
-  int bad = td_buf_append(out, "{", 1);
-  if (!bad && id)
-    bad = td_buf_append(out, "\"id\":", 5) ||
-          json_dump_callback(id, dump_to_buf, out, TD_JSON_DUMP_FLAGS | JSON_ENCODE_ANY) ||
-          td_buf_append(out, ",", 1);
-  if (bad || td_buf_append(out, "\"results\":[", 11)) {
-    out->len = len0;
+  json_t *all = json_object(), *results = json_array();
+  if (!all || !results || json_object_set_new(all, "results", results)) {
+    json_decref(all);
     return failf(f, TD_EC_INTERNAL, "out of memory");
   }
+  if (id) json_object_set(all, "id", (json_t *)id);
   for (size_t i = 0; i < n; i++) {
     json_t *d = json_array_get(docs, i), *res = NULL;
     if (!json_is_object(d)) {
-      out->len = len0;
+      json_decref(all);
       return failf(f, TD_EC_INVALID_REQUEST, "documents[%zu]: expected an object", i);
     }
-    if (i && td_buf_append(out, ",", 1)) {
-      out->len = len0;
-      return failf(f, TD_EC_INTERNAL, "out of memory");
-    }
-    if (classify_doc(x, d, j, t, out, &res, f)) {
+    if (classify_doc(x, d, j, t, NULL, &res, f)) {
       char pre[40];
-      size_t n = (size_t)snprintf(pre, sizeof pre, "documents[%zu]: ", i);
+      size_t k = (size_t)snprintf(pre, sizeof pre, "documents[%zu]: ", i);
       size_t ml = strlen(f->msg);
-      if (n + ml >= sizeof f->msg) ml = sizeof f->msg - n - 1;
-      memmove(f->msg + n, f->msg, ml);
-      memcpy(f->msg, pre, n);
-      f->msg[n + ml] = '\0';
-      out->len = len0;
+      if (k + ml >= sizeof f->msg) ml = sizeof f->msg - k - 1;
+      memmove(f->msg + k, f->msg, ml);
+      memcpy(f->msg, pre, k);
+      f->msg[k + ml] = '\0';
+      json_decref(all);
       return f->code;
     }
+    json_array_append_new(results, res);
   }
-  if (td_buf_append(out, "]}", 2)) {
+  size_t len0 = out->len;
+  int bad = json_dump_callback(all, dump_to_buf, out, TD_JSON_DUMP_FLAGS);
+  json_decref(all);
+  if (bad) {
     out->len = len0;
     return failf(f, TD_EC_INTERNAL, "out of memory");
   }
   return TD_EC_NONE;
 }
 
-/*
- * The fast path of a classify request (bench/NOTES.md): the line read by
- * td_docscan instead of jansson, the response written by td_result_write.
- * It serves only requests that succeed: anything docscan does not take, any
- * value the jansson path would refuse, any engine error, and it returns 0
- * having answered nothing, so td_request_work does it all again the
- * jansson way -- which produces the documented error. Returns 1 when r is
- * answered.
- */
-static int fast_classify(td_req_t *r) {
-  worker_tls_t *t = tls_get();
-  if (!t) return 0;
-  td_docscan_t *ds = &t->scan;
-  if (td_docscan(ds, r->in, r->inlen) != 1) return 0;
-  const td_config_t *cfg = r->conn->srv->cfg;
-  const td_model_t *m = r->model;
-  if (r->kind == TD_REQ_JSONL) { /* no "op", or "classify"; others are answered on the loop */
-    if (ds->op.kind != TD_SCAN_ABSENT &&
-        (ds->op.kind != TD_SCAN_STRING || td_op_parse(ds->op.s) != TD_OP_CLASSIFY))
-      return 0;
-  } else if (r->kind != TD_REQ_HTTP_CLASSIFY || ds->documents.kind != TD_SCAN_ABSENT) {
-    return 0; /* batches take the jansson path */
-  }
-  td_classify_opts_t o;
-  td_classify_opts_default(&o);
-  o.max_passages = cfg->max_passages;
-  switch (ds->threshold.kind) { /* as read_opts */
-  case TD_SCAN_ABSENT: case TD_SCAN_NULL: break;
-  case TD_SCAN_INT: o.threshold = (double)ds->threshold.i; break;
-  case TD_SCAN_REAL: o.threshold = ds->threshold.d; break;
-  default: return 0;
-  }
-  if (ds->threshold.kind >= TD_SCAN_INT && !(o.threshold >= 0 && o.threshold <= 1)) return 0;
-  if (ds->top_k.kind == TD_SCAN_INT && ds->top_k.i >= 0 && ds->top_k.i <= 1000000)
-    o.top_k = (int)ds->top_k.i;
-  else if (ds->top_k.kind != TD_SCAN_ABSENT && ds->top_k.kind != TD_SCAN_NULL)
-    return 0;
-  const td_scan_val_t *b[2] = {&ds->explain, &ds->include_text};
-  int *bo[2] = {&o.explain, &o.include_text};
-  for (int i = 0; i < 2; i++) {
-    if (b[i]->kind == TD_SCAN_TRUE || b[i]->kind == TD_SCAN_FALSE) *bo[i] = b[i]->kind == TD_SCAN_TRUE;
-    else if (b[i]->kind != TD_SCAN_ABSENT && b[i]->kind != TD_SCAN_NULL) return 0;
-  }
-  td_doc_t d = {0};
-  if (ds->text.kind == TD_SCAN_STRING && ds->passages.kind == TD_SCAN_ABSENT) {
-    d.text = ds->text.s;
-    d.len = ds->text.len;
-  } else if (ds->passages.kind == TD_SCAN_ARRAY && ds->text.kind == TD_SCAN_ABSENT &&
-             ds->npassages <= cfg->max_passages) {
-    d.passages = ds->items;
-    d.npassages = ds->npassages;
-  } else {
-    return 0;
-  }
-  /* the id: echoed as it came (a real number: jansson prints those) */
-  td_result_id_t mode = TD_RESULT_ID_OMIT;
-  json_t *jid = NULL;
-  switch (ds->id.kind) {
-  case TD_SCAN_ABSENT: break;
-  case TD_SCAN_STRING: mode = TD_RESULT_ID_DOC; d.id = ds->id.s; break;
-  case TD_SCAN_INT: mode = TD_RESULT_ID_JSON; jid = json_integer(ds->id.i); break;
-  case TD_SCAN_TRUE: mode = TD_RESULT_ID_JSON; jid = json_true(); break;
-  case TD_SCAN_FALSE: mode = TD_RESULT_ID_JSON; jid = json_false(); break;
-  case TD_SCAN_NULL: mode = TD_RESULT_ID_JSON; jid = json_null(); break;
-  default: return 0;
-  }
-  if (mode == TD_RESULT_ID_JSON && !jid) return 0;
-  td_err_t err = {0};
-  int ok = td_classify(m, &d, &o, t->scratch, &t->result, &err) == 0;
-  td_buf_reset(&r->body);
-  ok = ok && !td_result_write(m, &d, &o, &t->result, t->scratch, mode, jid, &r->body) &&
-       !(r->proto == TD_PROTO_JSONL && td_buf_append(&r->body, "\n", 1));
-  json_decref(jid);
-  if (ok && !r->theme_passages &&
-      !(r->theme_passages = calloc(m->ntheme + 1, sizeof *r->theme_passages)))
-    ok = 0;
-  if (!ok) {
-    td_buf_reset(&r->body);
-    return 0;
-  }
-  r->op = TD_OP_CLASSIFY;
-  cls_ctx_t x = {cfg, m, 0, r->theme_passages};
-  count_tags(&x, &o, &t->result);
-  r->passages = x.passages;
-  return 1;
-}
 
 void td_request_work(uv_work_t *w) {
   td_req_t *r = w->data;
@@ -404,7 +310,6 @@ void td_request_work(uv_work_t *w) {
     r->op = TD_OP_RELOAD;
     if (r->inlen == 0) return; /* no body: reload the current path */
   }
-  if ((r->kind == TD_REQ_JSONL || r->kind == TD_REQ_HTTP_CLASSIFY) && fast_classify(r)) return;
   if (!(j = parse(r->in, r->inlen, what, &f))) goto fail;
   if (!json_is_object(j)) {
     failf(&f, TD_EC_INVALID_REQUEST, "request must be a JSON object");

@@ -15,7 +15,6 @@
 #include "classify.h"
 #include "common.h"
 #include "corpus.h"
-#include "docscan.h"
 #include "model.h"
 #include "themectl.h"
 #include "train.h"
@@ -416,7 +415,6 @@ typedef struct runner {
   td_scratch_t *s;
   td_result_t r;
   td_buf_t out; /* one response line, reused */
-  td_docscan_t scan; /* the fast line reader (--jsonl) */
 } runner_t;
 
 /* where: the input's name; lineno > 0 adds " line N" (formatted only for
@@ -454,28 +452,6 @@ static int classify_jsonl(runner_t *rn, const char *name, const char *data, size
     size_t k = 0;
     while (k < ll && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) k++;
     if (k == ll) continue;
-    /* The fast reader (td_docscan) for lines that are what they should be;
-     * anything else goes through jansson below, which reports the error. */
-    td_docscan_t *ds = &rn->scan;
-    int sc = td_docscan(ds, line, ll);
-    if (sc < 0) {
-      themectl_errorf("%s line %zu: out of memory", name, lineno);
-      return THEMECTL_EXIT_FAIL;
-    }
-    if (sc == 1 && (ds->id.kind == TD_SCAN_ABSENT || ds->id.kind == TD_SCAN_STRING) &&
-        ((ds->text.kind == TD_SCAN_STRING && ds->passages.kind == TD_SCAN_ABSENT) ||
-         (ds->passages.kind == TD_SCAN_ARRAY && ds->text.kind == TD_SCAN_ABSENT))) {
-      td_doc_t doc = {.id = ds->id.kind == TD_SCAN_STRING ? ds->id.s : NULL};
-      if (ds->text.kind == TD_SCAN_STRING) {
-        doc.text = ds->text.s;
-        doc.len = ds->text.len;
-      } else {
-        doc.passages = ds->items;
-        doc.npassages = ds->npassages;
-      }
-      rc = classify_print(rn, &doc, name, lineno);
-      continue;
-    }
     char where[512];
     snprintf(where, sizeof where, "%s line %zu", name, lineno);
     json_error_t je;
@@ -590,7 +566,6 @@ static int cmd_classify(int argc, char **argv) {
     free(data);
   }
   td_buf_free(&rn.out);
-  td_docscan_free(&rn.scan);
   td_scratch_free(&rn.s);
   td_result_free(&rn.r);
   td_model_unref(&rn.m);
