@@ -265,11 +265,12 @@ static td_ecode_t classify_batch(cls_ctx_t *x, const json_t *id, const json_t *j
   if (n > cfg->max_documents)
     return failf(f, TD_EC_TOO_MANY_DOCUMENTS, "%zu documents, the limit is %zu", n, cfg->max_documents);
   json_t *all = json_object(), *results = json_array();
+  /* "id" first, as in every other response */
+  if (all && id) json_object_set(all, "id", (json_t *)id);
   if (!all || !results || json_object_set_new(all, "results", results)) {
     json_decref(all);
     return failf(f, TD_EC_INTERNAL, "out of memory");
   }
-  if (id) json_object_set(all, "id", (json_t *)id);
   for (size_t i = 0; i < n; i++) {
     json_t *d = json_array_get(docs, i), *res = NULL;
     if (!json_is_object(d)) {
