@@ -409,6 +409,23 @@ static void sort_by_score(size_t *idx, size_t n, const double *sc) {
   }
 }
 
+/*
+ * Members set directly: json_pack parses its format string on every call,
+ * once per passage and per tag. Keys are constant ASCII, and the strings
+ * set with _nocheck are UTF-8 already (the model's label comes from its
+ * manifest, which jansson parsed; theme names are checked against
+ * [A-Za-z0-9_.-] at load), so the UTF-8 scan is skipped. The objects, and
+ * so the bytes dumped, are the same (bench/NOTES.md). A NaN or an infinite
+ * score still makes json_real fail, and the response with it.
+ */
+static int set_int(json_t *o, const char *key, size_t v) {
+  return json_object_set_new_nocheck(o, key, json_integer((json_int_t)v));
+}
+
+static int set_real(json_t *o, const char *key, double v) {
+  return json_object_set_new_nocheck(o, key, json_real(v));
+}
+
 json_t *td_result_json(const td_model_t *m, const td_doc_t *doc, const td_classify_opts_t *o,
                        const td_result_t *r, td_scratch_t *s) {
   td_classify_opts_t def;
@@ -428,7 +445,7 @@ json_t *td_result_json(const td_model_t *m, const td_doc_t *doc, const td_classi
   }
   /* json_object_set_new steals its value even when it fails */
   if (json_object_set_new(root, "id", doc && doc->id ? json_string(doc->id) : json_null()) ||
-      json_object_set_new(root, "model", json_string(m->label))) {
+      json_object_set_new(root, "model", json_string_nocheck(m->label))) {
     json_decref(plist); /* not attached yet (an id or label that is not UTF-8) */
     goto fail;
   }
@@ -458,17 +475,21 @@ json_t *td_result_json(const td_model_t *m, const td_doc_t *doc, const td_classi
     for (size_t k = 0; k < nt; k++)
       if (td_result_tagged(m, o, r, i, k)) tagged[ntag++] = k;
     sort_by_score(tagged, ntag, sc);
-    json_t *pobj =
-        json_pack("{s:I, s:I, s:I, s:I, s:I, s:b}", "index", (json_int_t)i, "start",
-                  (json_int_t)p->cstart, "end", (json_int_t)p->cend, "byte_start",
-                  (json_int_t)p->start, "byte_end", (json_int_t)p->end, "heading", p->is_heading);
-    if (!pobj || json_array_append_new(plist, pobj)) goto fail;
+    json_t *pobj = json_object();
+    if (!pobj || json_array_append_new(plist, pobj) || set_int(pobj, "index", i) ||
+        set_int(pobj, "start", p->cstart) || set_int(pobj, "end", p->cend) ||
+        set_int(pobj, "byte_start", p->start) || set_int(pobj, "byte_end", p->end) ||
+        json_object_set_new_nocheck(pobj, "heading", json_boolean(p->is_heading)))
+      goto fail;
     json_t *themes = json_array();
-    if (!themes || json_object_set_new(pobj, "themes", themes)) goto fail;
+    if (!themes || json_object_set_new_nocheck(pobj, "themes", themes)) goto fail;
     for (size_t t = 0; t < ntag; t++) {
       size_t k = tagged[t];
-      json_t *e = json_pack("{s:s, s:f}", "theme", m->themes[k].name, "score", round4(sc[k]));
-      if (!e || json_array_append_new(themes, e)) goto fail;
+      json_t *e = json_object();
+      if (!e || json_array_append_new(themes, e) ||
+          json_object_set_new_nocheck(e, "theme", json_string_nocheck(m->themes[k].name)) ||
+          set_real(e, "score", round4(sc[k])))
+        goto fail;
       if (count[k]++ == 0 || sc[k] > maxsc[k]) maxsc[k] = sc[k];
     }
     if (ntag == 0) other++;
@@ -501,9 +522,12 @@ json_t *td_result_json(const td_model_t *m, const td_doc_t *doc, const td_classi
   size_t order[TD_MAX_THEMES], no = 0;
   for (size_t k = 0; k < nt; k++) {
     if (!count[k]) continue;
-    json_t *e = json_pack("{s:I, s:f, s:f}", "passages", (json_int_t)count[k], "share",
-                          round4((double)count[k] / (double)n), "max", round4(maxsc[k]));
-    if (!e || json_object_set_new(sth, m->themes[k].name, e)) goto fail;
+    json_t *e = json_object();
+    if (!e || json_object_set_new_nocheck(sth, m->themes[k].name, e) ||
+        set_int(e, "passages", count[k]) ||
+        set_real(e, "share", round4((double)count[k] / (double)n)) ||
+        set_real(e, "max", round4(maxsc[k])))
+      goto fail;
     order[no++] = k;
   }
   for (size_t a = 1; a < no; a++) { /* insertion sort: passages desc, max desc, index */
@@ -516,7 +540,7 @@ json_t *td_result_json(const td_model_t *m, const td_doc_t *doc, const td_classi
     order[b] = v;
   }
   for (size_t a = 0; a < no; a++)
-    if (json_array_append_new(top, json_string(m->themes[order[a]].name))) goto fail;
+    if (json_array_append_new(top, json_string_nocheck(m->themes[order[a]].name))) goto fail;
   td_scratch_free(&own);
   return root;
 fail:
@@ -527,10 +551,6 @@ fail:
 
 /* ------------------------------------------------------------------------ */
 /* The response, serialized into a caller's buffer                          */
-
-static int dump_to_buf(const char *buf, size_t n, void *ud) {
-  return td_buf_append(ud, buf, n) ? -1 : 0;
-}
 
 /*
  * The objects are built once by td_result_json and dumped once by jansson
@@ -544,9 +564,25 @@ int td_result_write(const td_model_t *m, const td_doc_t *doc, const td_classify_
   if (!res) return TD_ENOMEM;
   if (id_mode == TD_RESULT_ID_JSON && id_json) json_object_set(res, "id", (json_t *)id_json);
   else if (id_mode != TD_RESULT_ID_DOC) json_object_del(res, "id");
-  size_t len0 = out->len;
-  int rc = json_dump_callback(res, dump_to_buf, out, TD_JSON_DUMP_FLAGS) ? TD_ENOMEM : 0;
+  /* json_dumpb straight into the buffer's spare room: a dump callback is
+   * called for every token (quote, colon, comma), which cost a fifth of the
+   * dump (bench/NOTES.md). The room is guessed from the passages so that
+   * one dump nearly always fits; if not, the buffer grows and it dumps again. */
+  int rc = TD_ENOMEM;
+  size_t n = 0;
+  if (td_buf_reserve(out, 512 + 256 * r->passages.count) == 0) {
+    size_t avail = out->cap - out->len - 1;
+    n = json_dumpb(res, out->data + out->len, avail, TD_JSON_DUMP_FLAGS);
+    if (n > avail && td_buf_reserve(out, n) == 0) {
+      avail = out->cap - out->len - 1;
+      n = json_dumpb(res, out->data + out->len, avail, TD_JSON_DUMP_FLAGS);
+    }
+    if (n > 0 && n <= avail) {
+      out->len += n;
+      rc = 0;
+    }
+  }
+  if (out->data) out->data[out->len] = '\0';
   json_decref(res);
-  if (rc) out->len = len0;
   return rc;
 }
