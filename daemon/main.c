@@ -81,6 +81,7 @@ int main(int argc, char **argv) {
     td_log_error("cannot load model %s: %s", cfg.model, err.msg);
     goto out;
   }
+  td_model_release_svs(model); /* serving needs only the collapsed weights */
   if (action == TD_ACTION_CHECK) {
     printf("config ok: model %s from %s, plugins %s, %d workers, %zu listeners\n", model->label,
            cfg.model, cfg.plugins ? cfg.plugins : td_plugin_default_dir(), workers, cfg.nlisten);

@@ -1,5 +1,6 @@
 #include "text.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <unicode/ubrk.h>
@@ -417,10 +418,27 @@ static size_t match_at(const UChar32 *a, size_t n, size_t i, const char *lit) {
   return k - i;
 }
 
-static int contains(const UChar32 *a, size_t n, const char *lit) {
+/* The first code point of a UTF-8 literal. */
+static UChar32 first_cp(const char *lit) {
+  const uint8_t *p = (const uint8_t *)lit;
+  size_t j = 0;
+  UChar32 c;
+  U8_NEXT_OR_FFFD(p, j, SIZE_MAX, c);
+  return c;
+}
+
+/* Positions are first compared with the literal's first code point (c0):
+ * calling match_at at every position for every literal made heading
+ * detection the costliest step of classifying a short text
+ * (bench/NOTES.md). */
+static int contains_from(const UChar32 *a, size_t n, const char *lit, UChar32 c0) {
   for (size_t i = 0; i < n; i++)
-    if (match_at(a, n, i, lit)) return 1;
+    if (a[i] == c0 && match_at(a, n, i, lit)) return 1;
   return 0;
+}
+
+static int contains(const UChar32 *a, size_t n, const char *lit) {
+  return contains_from(a, n, lit, first_cp(lit));
 }
 
 static size_t count_cps(const UChar32 *a, size_t n, int (*pred)(UChar32)) {
@@ -518,10 +536,22 @@ static inline int label_boundary(UChar32 c) {
          c == '/' || c == '<' || c == '>';
 }
 
+/* The first code points of the literals above, decoded once. */
+static UChar32 meta0[NELEM(meta_labels)], person0[NELEM(person_labels)],
+    furniture0[NELEM(furniture)];
+static pthread_once_t first_once = PTHREAD_ONCE_INIT;
+static void first_init(void) {
+  for (size_t l = 0; l < NELEM(meta_labels); l++) meta0[l] = first_cp(meta_labels[l]);
+  for (size_t l = 0; l < NELEM(person_labels); l++) person0[l] = first_cp(person_labels[l]);
+  for (size_t l = 0; l < NELEM(furniture); l++) furniture0[l] = first_cp(furniture[l]);
+}
+
 static int has_label(const UChar32 *a, size_t n) {
+  pthread_once(&first_once, first_init);
   for (size_t i = 0; i < n; i++) {
     if (i > 0 && !label_boundary(a[i - 1])) continue;
     for (size_t l = 0; l < NELEM(meta_labels); l++) {
+      if (a[i] != meta0[l]) continue;
       size_t m = match_at(a, n, i, meta_labels[l]);
       if (!m) continue;
       size_t k = i + m;
@@ -531,6 +561,7 @@ static int has_label(const UChar32 *a, size_t n) {
   }
   for (size_t i = 0; i < n; i++)
     for (size_t l = 0; l < NELEM(person_labels); l++) {
+      if (a[i] != person0[l]) continue;
       size_t m = match_at(a, n, i, person_labels[l]);
       if (m && i + m < n && is_trim_space(a[i + m])) return 1;
     }
@@ -610,6 +641,7 @@ static int is_han_pred(UChar32 c) { return is_han(c); }
 
 /* Page furniture, metadata and bylines: short, unpunctuated, not headings. */
 static int is_meta(const UChar32 *a, size_t n, int en) {
+  pthread_once(&first_once, first_init);
   if (has_label(a, n) || has_date(a, n)) return 1;
   if (!en) {
     size_t d = count_cps(a, n, is_digit_pred), h = count_cps(a, n, is_han_pred);
@@ -618,7 +650,7 @@ static int is_meta(const UChar32 *a, size_t n, int en) {
     if ((a[0] == '(' || a[0] == 0xFF08) && (a[n - 1] == ')' || a[n - 1] == 0xFF09)) return 1;
   }
   for (size_t l = 0; l < NELEM(furniture); l++)
-    if (contains(a, n, furniture[l])) return 1;
+    if (contains_from(a, n, furniture[l], furniture0[l])) return 1;
   if (count_cps(a, n, is_gt) >= 2) return 1;
   if (n >= 2 && match_at(a, n, n - 2, "正文")) return 1;
   if (count_cps(a, n, is_bar) >= 2 || is_bar(a[0]) || is_bar(a[n - 1])) return 1;
