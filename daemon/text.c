@@ -536,20 +536,44 @@ static inline int label_boundary(UChar32 c) {
          c == '/' || c == '<' || c == '>';
 }
 
-/* The first code points of the literals above, decoded once. */
+/* The first code points of the literals above, decoded once, and for the
+ * furniture a 256-bit filter of their low bytes: a text is walked once and
+ * only positions that may start a literal compare any (scanning the text
+ * once per literal was most of the cost of a headline; bench/NOTES.md). */
 static UChar32 meta0[NELEM(meta_labels)], person0[NELEM(person_labels)],
     furniture0[NELEM(furniture)];
+static uint64_t furniture_filter[4], meta_filter[4];
 static pthread_once_t first_once = PTHREAD_ONCE_INIT;
 static void first_init(void) {
-  for (size_t l = 0; l < NELEM(meta_labels); l++) meta0[l] = first_cp(meta_labels[l]);
+  for (size_t l = 0; l < NELEM(meta_labels); l++) {
+    meta0[l] = first_cp(meta_labels[l]);
+    uint8_t b = (uint8_t)meta0[l];
+    meta_filter[b >> 6] |= UINT64_C(1) << (b & 63);
+  }
   for (size_t l = 0; l < NELEM(person_labels); l++) person0[l] = first_cp(person_labels[l]);
-  for (size_t l = 0; l < NELEM(furniture); l++) furniture0[l] = first_cp(furniture[l]);
+  for (size_t l = 0; l < NELEM(furniture); l++) {
+    furniture0[l] = first_cp(furniture[l]);
+    uint8_t b = (uint8_t)furniture0[l];
+    furniture_filter[b >> 6] |= UINT64_C(1) << (b & 63);
+  }
+}
+
+static int has_furniture(const UChar32 *a, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint8_t b = (uint8_t)a[i];
+    if (!(furniture_filter[b >> 6] >> (b & 63) & 1)) continue;
+    for (size_t l = 0; l < NELEM(furniture); l++)
+      if (a[i] == furniture0[l] && match_at(a, n, i, furniture[l])) return 1;
+  }
+  return 0;
 }
 
 static int has_label(const UChar32 *a, size_t n) {
   pthread_once(&first_once, first_init);
   for (size_t i = 0; i < n; i++) {
     if (i > 0 && !label_boundary(a[i - 1])) continue;
+    uint8_t b = (uint8_t)a[i];
+    if (!(meta_filter[b >> 6] >> (b & 63) & 1)) continue;
     for (size_t l = 0; l < NELEM(meta_labels); l++) {
       if (a[i] != meta0[l]) continue;
       size_t m = match_at(a, n, i, meta_labels[l]);
@@ -649,8 +673,7 @@ static int is_meta(const UChar32 *a, size_t n, int en) {
     if (n >= 7 && is_trim_space(a[n - 7]) && digit_run(a, n, n - 6) == 6) return 1; /* postcode */
     if ((a[0] == '(' || a[0] == 0xFF08) && (a[n - 1] == ')' || a[n - 1] == 0xFF09)) return 1;
   }
-  for (size_t l = 0; l < NELEM(furniture); l++)
-    if (contains_from(a, n, furniture[l], furniture0[l])) return 1;
+  if (has_furniture(a, n)) return 1;
   if (count_cps(a, n, is_gt) >= 2) return 1;
   if (n >= 2 && match_at(a, n, n - 2, "正文")) return 1;
   if (count_cps(a, n, is_bar) >= 2 || is_bar(a[0]) || is_bar(a[n - 1])) return 1;

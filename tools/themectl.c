@@ -74,10 +74,15 @@ static const char usage_classify[] =
     "  --model DIR           model bundle\n"
     "  --plugins DIR         plugin directory\n"
     "  --jsonl               input lines are {\"id\",\"text\"} or {\"id\",\"passages\":[...]}\n"
+    "  --lines               every input line is one document (a headline, a passage);\n"
+    "                        its id is its line number; blank lines are skipped\n"
+    "  --format json|tsv     output: one JSON object per document (default), or one\n"
+    "                        tab-separated row per passage: id, passage, themes\n"
+    "                        (comma-separated, empty for none), a score per theme\n"
     "  --threshold X         one threshold for every theme instead of the tuned ones\n"
     "  --top-k K             at most K themes per passage\n"
-    "  --explain             add the tokens that contributed most to each tag\n"
-    "  --text                echo each passage's text\n"
+    "  --explain             add the tokens that contributed most to each tag (json)\n"
+    "  --text                echo each passage's text (json)\n"
     "  --socket PATH | --connect ADDR   ask a running daemon instead\n";
 
 static const char usage_eval[] =
@@ -227,7 +232,7 @@ static void print_train_report(const json_t *rep) {
 enum {
   O_DATA = 256, O_OUT, O_TOKENIZER, O_TOKOPTS, O_FOLDS, O_MULTICLASS, O_C, O_SEED, O_THREADS,
   O_BALANCED, O_NAME, O_VERSION, O_CTXW, O_BUCKETS, O_NGRAM, O_MAXCHARS, O_HEADCHARS, O_THEMES,
-  O_PLUGINS, O_QUIET, O_MODEL, O_JSONL, O_THRESHOLD, O_TOPK, O_EXPLAIN, O_TEXT, O_JSON, O_NBW, O_DOCW
+  O_PLUGINS, O_QUIET, O_MODEL, O_JSONL, O_LINES, O_FORMAT, O_THRESHOLD, O_TOPK, O_EXPLAIN, O_TEXT, O_JSON, O_NBW, O_DOCW
 };
 
 static int cmd_train(int argc, char **argv) {
@@ -415,7 +420,68 @@ typedef struct runner {
   td_scratch_t *s;
   td_result_t r;
   td_buf_t out; /* one response line, reused */
+  int tsv;      /* --format tsv */
 } runner_t;
+
+/* TSV fields escape as PostgreSQL's text COPY format does, so a tab or a
+ * newline inside an id cannot shift the columns. */
+static int tsv_field(td_buf_t *b, const char *s) {
+  size_t run = 0, i;
+  for (i = 0; s[i]; i++) {
+    const char *esc = s[i] == '\t' ? "\\t" : s[i] == '\n' ? "\\n" : s[i] == '\r' ? "\\r"
+                    : s[i] == '\\' ? "\\\\" : NULL;
+    if (!esc) continue;
+    if (td_buf_append(b, s + run, i - run) || td_buf_append(b, esc, 2)) return -1;
+    run = i + 1;
+  }
+  return td_buf_append(b, s + run, i - run);
+}
+
+/* A score in [0,1] with four decimals, as the JSON responses round it; the
+ * digits come from one integer, not a printf per number. */
+static int tsv_score(td_buf_t *b, double x) {
+  char tmp[32];
+  int n;
+  if (x >= 0 && x <= 1) {
+    unsigned k = (unsigned)lround(x * 1e4);
+    tmp[0] = (char)('0' + k / 10000);
+    tmp[1] = '.';
+    for (int d = 5; d >= 2; d--, k /= 10) tmp[d] = (char)('0' + k % 10);
+    n = 6;
+  } else {
+    n = snprintf(tmp, sizeof tmp, "%.4f", x);
+  }
+  return td_buf_append(b, tmp, (size_t)n);
+}
+
+static int tsv_header(const td_model_t *m, td_buf_t *b) {
+  static const char head[] = "id\tpassage\tthemes";
+  if (td_buf_append(b, head, sizeof head - 1)) return -1;
+  for (size_t k = 0; k < m->ntheme; k++)
+    if (td_buf_append(b, "\t", 1) || tsv_field(b, m->themes[k].name)) return -1;
+  return td_buf_append(b, "\n", 1);
+}
+
+/* One row per passage: id, index, tagged themes, every theme's score. */
+static int tsv_rows(const runner_t *rn, const td_doc_t *doc, td_buf_t *b) {
+  const td_model_t *m = rn->m;
+  const td_result_t *r = &rn->r;
+  for (size_t i = 0; i < r->passages.count; i++) {
+    char idx[24];
+    int n = snprintf(idx, sizeof idx, "\t%zu\t", i);
+    if (tsv_field(b, doc->id ? doc->id : "") || td_buf_append(b, idx, (size_t)n)) return -1;
+    int first = 1;
+    for (size_t k = 0; k < m->ntheme; k++) {
+      if (!td_result_tagged(m, &rn->co, r, i, k)) continue;
+      if ((!first && td_buf_append(b, ",", 1)) || tsv_field(b, m->themes[k].name)) return -1;
+      first = 0;
+    }
+    for (size_t k = 0; k < m->ntheme; k++)
+      if (td_buf_append(b, "\t", 1) || tsv_score(b, r->scores[i * m->ntheme + k])) return -1;
+    if (td_buf_append(b, "\n", 1)) return -1;
+  }
+  return 0;
+}
 
 /* where: the input's name; lineno > 0 adds " line N" (formatted only for
  * a message: this runs once per input line). */
@@ -430,8 +496,9 @@ static int classify_print(runner_t *rn, const td_doc_t *doc, const char *where, 
   /* The bytes of td_result_json, written directly (the hot path of a
    * --jsonl run; bench/NOTES.md); stdout is flushed once per input file. */
   td_buf_reset(&rn->out);
-  if (td_result_write(rn->m, doc, &rn->co, &rn->r, rn->s, TD_RESULT_ID_DOC, NULL, &rn->out) ||
-      td_buf_append(&rn->out, "\n", 1)) {
+  if (rn->tsv ? tsv_rows(rn, doc, &rn->out)
+              : td_result_write(rn->m, doc, &rn->co, &rn->r, rn->s, TD_RESULT_ID_DOC, NULL,
+                                &rn->out) || td_buf_append(&rn->out, "\n", 1)) {
     if (lineno) themectl_errorf("%s line %zu: out of memory", where, lineno);
     else themectl_errorf("%s: out of memory", where);
     return THEMECTL_EXIT_FAIL;
@@ -499,14 +566,36 @@ static int classify_jsonl(runner_t *rn, const char *name, const char *data, size
   return rc;
 }
 
+/* --lines: every non-blank line is a document whose id is its line number. */
+static int classify_lines(runner_t *rn, const char *name, const char *data, size_t len) {
+  size_t lineno = 0;
+  int rc = 0;
+  for (size_t pos = 0; pos < len && !rc;) {
+    const char *line = data + pos, *nl = memchr(line, '\n', len - pos);
+    size_t ll = nl ? (size_t)(nl - line) : len - pos;
+    pos += ll + (nl != NULL);
+    lineno++;
+    if (ll && line[ll - 1] == '\r') ll--;
+    size_t k = 0;
+    while (k < ll && (line[k] == ' ' || line[k] == '\t')) k++;
+    if (k == ll) continue;
+    char id[24];
+    snprintf(id, sizeof id, "%zu", lineno);
+    td_doc_t doc = {.id = id, .text = line, .len = ll};
+    rc = classify_print(rn, &doc, name, lineno);
+  }
+  return rc;
+}
+
 static int cmd_classify(int argc, char **argv) {
   static const struct option lo[] = {
       {"model", required_argument, 0, O_MODEL}, {"plugins", required_argument, 0, O_PLUGINS},
-      {"jsonl", no_argument, 0, O_JSONL}, {"threshold", required_argument, 0, O_THRESHOLD},
+      {"jsonl", no_argument, 0, O_JSONL}, {"lines", no_argument, 0, O_LINES},
+      {"format", required_argument, 0, O_FORMAT}, {"threshold", required_argument, 0, O_THRESHOLD},
       {"top-k", required_argument, 0, O_TOPK}, {"explain", no_argument, 0, O_EXPLAIN},
       {"text", no_argument, 0, O_TEXT}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   const char *cmd = "classify", *model = NULL, *plugins = NULL;
-  int jsonl = 0, ch, rc = 0;
+  int jsonl = 0, lines = 0, ch, rc = 0;
   long v;
   runner_t rn;
   memset(&rn, 0, sizeof rn);
@@ -517,6 +606,12 @@ static int cmd_classify(int argc, char **argv) {
     case O_MODEL: model = optarg; break;
     case O_PLUGINS: plugins = optarg; break;
     case O_JSONL: jsonl = 1; break;
+    case O_LINES: lines = 1; break;
+    case O_FORMAT:
+      if (strcmp(optarg, "json") && strcmp(optarg, "tsv"))
+        return themectl_usage_err(cmd, "--format: expected json or tsv, got \"%s\"", optarg);
+      rn.tsv = strcmp(optarg, "tsv") == 0;
+      break;
     case O_THRESHOLD:
       if (parse_double(optarg, &rn.co.threshold) || rn.co.threshold < 0 || rn.co.threshold > 1)
         return themectl_usage_err(cmd, "--threshold: expected a number in [0,1], got \"%s\"", optarg);
@@ -531,6 +626,9 @@ static int cmd_classify(int argc, char **argv) {
     default: return themectl_bad_option(cmd, ch, argv);
     }
   }
+  if (jsonl && lines) return themectl_usage_err(cmd, "--jsonl and --lines exclude each other");
+  if (rn.tsv && (rn.co.explain || rn.co.include_text))
+    return themectl_usage_err(cmd, "--%s needs --format json", rn.co.explain ? "explain" : "text");
   if (!model) return themectl_usage_err(cmd, "--model is required (or --socket PATH for a running daemon)");
   td_err_t err;
   td_err_clear(&err);
@@ -542,6 +640,14 @@ static int cmd_classify(int argc, char **argv) {
   if (!(rn.s = td_scratch_new())) {
     themectl_errorf("out of memory");
     rc = THEMECTL_EXIT_FAIL;
+  }
+  if (!rc && rn.tsv) {
+    if (tsv_header(rn.m, &rn.out)) {
+      themectl_errorf("out of memory");
+      rc = THEMECTL_EXIT_FAIL;
+    } else {
+      fwrite(rn.out.data, 1, rn.out.len, stdout);
+    }
   }
   int nfiles = argc - optind;
   for (int f = 0; !rc && f < (nfiles ? nfiles : 1); f++) {
@@ -558,6 +664,8 @@ static int cmd_classify(int argc, char **argv) {
     }
     if (jsonl) {
       rc = classify_jsonl(&rn, name, data, len);
+    } else if (lines) {
+      rc = classify_lines(&rn, name, data, len);
     } else {
       td_doc_t doc = {.id = is_stdin ? "stdin" : base_name(path), .text = data, .len = len};
       rc = classify_print(&rn, &doc, name, 0);

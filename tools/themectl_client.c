@@ -483,14 +483,15 @@ static void cls_usage(FILE *f) {
 }
 
 static int run_classify(int argc, char **argv) {
-  enum { O_JSONL = 256, O_THRESHOLD, O_TOPK, O_EXPLAIN, O_TEXT, O_INFLIGHT, O_OFFLINE };
+  enum { O_JSONL = 256, O_THRESHOLD, O_TOPK, O_EXPLAIN, O_TEXT, O_INFLIGHT, O_OFFLINE, O_LOCAL };
   static const struct option lopts[] = {
       {"socket", required_argument, NULL, 's'}, {"connect", required_argument, NULL, 'c'},
       {"timeout", required_argument, NULL, 't'}, {"jsonl", no_argument, NULL, O_JSONL},
       {"threshold", required_argument, NULL, O_THRESHOLD}, {"top-k", required_argument, NULL, O_TOPK},
       {"explain", no_argument, NULL, O_EXPLAIN}, {"text", no_argument, NULL, O_TEXT},
       {"inflight", required_argument, NULL, O_INFLIGHT}, {"model", required_argument, NULL, O_OFFLINE},
-      {"plugins", required_argument, NULL, O_OFFLINE}, {"help", no_argument, NULL, 'h'},
+      {"plugins", required_argument, NULL, O_OFFLINE}, {"lines", no_argument, NULL, O_LOCAL},
+      {"format", required_argument, NULL, O_LOCAL}, {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   td_conn_opts_t co = {.timeout_ms = DEFAULT_CLASSIFY_TIMEOUT_MS};
   cls_ctx_t c;
@@ -522,6 +523,9 @@ static int run_classify(int argc, char **argv) {
     case O_OFFLINE:
       return themectl_usage_err("classify", "%s", "--model and --plugins do not apply with --socket/--connect: "
                                      "the daemon classifies with the model it serves");
+    case O_LOCAL:
+      return themectl_usage_err("classify", "%s", "--lines and --format are for offline use (--model DIR): "
+                                     "the daemon answers in JSON");
     case 'h': cls_usage(stdout); return TD_EXIT_OK;
     default: return themectl_bad_option("classify", opt, argv);
     }

@@ -200,6 +200,55 @@ def test_classify_socket_matches_offline():
         check("bad.txt" in one_error_line(err) and "UTF-8" in err, err)
 
 
+def test_classify_lines_and_tsv_agree_with_json():
+    """--lines: one document per line, its line number as id; --format tsv
+    carries the same tags and rounded scores as the JSON output."""
+    offline = ["classify", "--model", model_dir(), "--plugins", plugin_dir()]
+    pool = _passages()[:40]
+    text = "\n".join(pool[:10]) + "\n\n  \n" + "\n".join(pool[10:]) + "\r\n"
+    rc, js, err = ctl(*(offline + ["--lines"]), stdin=text)
+    check(rc == 0, err)
+    res = [json.loads(l) for l in js.splitlines()]
+    ids = [str(i + 1) for i in range(10)] + [str(i + 13) for i in range(30)]
+    check([r["id"] for r in res] == ids, "blank lines skipped, ids are line numbers: %r" % [r["id"] for r in res])
+    # each line is classified as that line alone would be
+    rc, one, _ = ctl(*offline, stdin=pool[3])
+    check(rc == 0 and json.loads(one)["passages"] == res[3]["passages"], (one, res[3]))
+    rc, tsv, err = ctl(*(offline + ["--lines", "--format", "tsv"]), stdin=text)
+    check(rc == 0, err)
+    rows = [l.split("\t") for l in tsv.splitlines()]
+    themes = rows[0][3:]
+    check(rows[0][:3] == ["id", "passage", "themes"] and len(themes) == 6, rows[0])
+    want = []
+    for r in res:
+        for p in r["passages"]:
+            tagged = [t["theme"] for t in p["themes"]]
+            want.append((r["id"], str(p["index"]), ",".join(x for x in themes if x in tagged)))
+    got = [tuple(x[:3]) for x in rows[1:]]
+    check(got == want, "tsv tags equal the JSON tags:\n%r\n%r" % (got[:5], want[:5]))
+    for x in rows[1:]:
+        check(len(x) == 3 + len(themes) and all(re.fullmatch(r"[01]\.\d{4}", v) for v in x[3:]), x)
+    # the JSON scores of tagged themes are the TSV columns
+    i = 1
+    for r in res:
+        for p in r["passages"]:
+            for t in p["themes"]:
+                check(abs(float(rows[i][3 + themes.index(t["theme"])]) - t["score"]) < 1e-9, (rows[i], t))
+            i += 1
+    # ids with tabs stay in one column (--jsonl input, TSV output)
+    rc, tsv, err = ctl(*(offline + ["--jsonl", "--format", "tsv"]),
+                       stdin=json.dumps({"id": "a\tb\\c", "text": pool[0]}) + "\n")
+    check(rc == 0 and tsv.splitlines()[1].split("\t")[0] == "a\\tb\\\\c", tsv)
+    # what cannot be combined, and what is not UTF-8, fails with one line
+    for bad in (["--format", "xml"], ["--format", "tsv", "--explain"], ["--lines", "--jsonl"]):
+        rc, _, err = ctl(*(offline + bad), stdin="x\n")
+        check(rc == 2 and one_error_line(err), (bad, rc, err))
+    rc, out, err = ctl(*(offline + ["--lines"]), stdin=b"ok\n\xff\n")
+    check(rc == 1 and "stdin line 2" in one_error_line(err) and "UTF-8" in err, err)
+    rc, _, err = ctl("classify", "--socket", "/nonexistent.sock", "--lines", stdin="x\n")
+    check(rc == 2 and "offline" in one_error_line(err), err)
+
+
 # ------------------------------------------------------------ stream
 
 def _stream_ok(rc, err, n, errors=0):
