@@ -122,6 +122,11 @@ class Bench:
         self.n_thuc_rep = (20000 if self.quick else 100000) // len(self.thuc_test)
         self.n_thuc = self.n_thuc_rep * len(self.thuc_test)
         self.replicate(f"{w}/thuc_test_docs.jsonl", f"{w}/thuc_pred.jsonl", self.n_thuc_rep)
+        # the same headlines as plain lines (themectl classify --lines)
+        with open(f"{w}/thuc_test.txt", "w", encoding="utf-8") as f:
+            for r in self.thuc_test:
+                f.write(" ".join(r["text"].split()) + "\n")
+        self.replicate(f"{w}/thuc_test.txt", f"{w}/thuc_pred.txt", self.n_thuc_rep)
         # fastText: characters as tokens
         def chars(t):
             return " ".join(ch for ch in t if not ch.isspace())
@@ -228,6 +233,13 @@ class Bench:
                      f"{w}/thuc_pred.jsonl"],
             lambda: [T, "classify", "--jsonl", "--model", model, "--plugins", self.plugins,
                      f"{w}/empty.txt"], self.n_thuc)
+        # the same headlines as plain lines in, a TSV row out (what fastText reads and writes)
+        R["themectl_lines"] = self.rate(
+            "themectl classify --lines --format tsv (thucnews)",
+            lambda: [T, "classify", "--lines", "--format", "tsv", "--model", model, "--plugins",
+                     self.plugins, f"{w}/thuc_pred.txt"],
+            lambda: [T, "classify", "--lines", "--format", "tsv", "--model", model, "--plugins",
+                     self.plugins, f"{w}/empty.txt"], self.n_thuc)
         # liblinear on the same vectors
         t = self.run(["liblinear-train", "-s", "2", "-c", "0.5", "-q", f"{w}/thuc_train.svm",
                       f"{w}/thuc_ll.model"])
@@ -380,6 +392,13 @@ class Bench:
                      f"{w}/dev_pred_passages.jsonl"],
             lambda: [T, "classify", "--jsonl", "--model", model, "--plugins", self.plugins,
                      f"{w}/empty.txt"], self.n_dev)
+        # the same articles, a TSV row per passage out: the same tags
+        R["themectl_lines"] = self.rate(
+            "themectl classify --jsonl --format tsv (domain articles)",
+            lambda: [T, "classify", "--jsonl", "--format", "tsv", "--model", model, "--plugins",
+                     self.plugins, f"{w}/dev_pred_articles.jsonl"],
+            lambda: [T, "classify", "--jsonl", "--format", "tsv", "--model", model, "--plugins",
+                     self.plugins, f"{w}/empty.txt"], self.n_dev)
         train = os.path.join(self.shared, "corpus/train.jsonl")
         dev = os.path.join(self.shared, "corpus/dev.jsonl")
         # liblinear: one binary model per theme on the bundle's vectors
@@ -649,11 +668,13 @@ class Bench:
                 return
             add(f"## Offline: {title}")
             add("")
-            base = D.get("themectl", {}).get("pps_cpu")
-            add("| system | input, what the figure includes | passages/CPU-s | themectl is × faster | "
+            bkey = self.offline_base(D)
+            base = D.get(bkey, {}).get("pps_cpu")
+            add(f"| system | input, what the figure includes | passages/CPU-s | themectl ({what['base']}) is × faster | "
                 + " | ".join(acc_keys) + " |")
             add("|---|---|---:|---:|" + "---:|" * len(acc_keys))
             rows = [("themectl classify --jsonl", what["themectl"], "themectl", "themectl_acc"),
+                    (what["lines_name"], what["themectl_lines"], "themectl_lines", "themectl_acc"),
                     ("liblinear-predict (-s 2)", what["liblinear"], "liblinear", "liblinear_acc"),
                     ("fasttext predict", what["fasttext"], "fasttext", "fasttext_acc"),
                     ("scikit-learn (char 1-2 tf-idf + LinearSVC)", what["sklearn"], "sklearn", "sklearn"),
@@ -664,7 +685,7 @@ class Bench:
                     add(f"| {name} | {desc} | FAILED | | " + " | ".join("" for _ in acc_keys) + " |")
                     continue
                 p = x.get("pps_cpu")
-                ratio = "1.0" if key == "themectl" else (f"{base / p:,.1f}" if base and p else "—")
+                ratio = "1.0" if key == bkey else (f"{base / p:,.2f}" if base and p else "—")
                 if acck:
                     a = D.get(acck, {})
                     accs = [fmt(a.get(k), 3) for k in acc_keys]
@@ -691,7 +712,10 @@ class Bench:
         offline_table(
             f"THUCNews headlines (train {len(getattr(self, 'thuc_train', []))}, predict "
             f"{len(getattr(self, 'thuc_test', []))} replicated to {n_thuc:,})", th,
-            {"themectl": "raw text (JSON Lines), tokenizing, features, 10 SVMs, JSON out",
+            {"base": "--lines --format tsv", "lines_name": "themectl classify --lines --format tsv",
+             "themectl": "raw text (JSON Lines), tokenizing, features, 10 SVMs, JSON out",
+             "themectl_lines": "raw text, a headline per line; tokenizing, features, 10 SVMs, "
+                               "a TSV row out (tags + 10 scores); same tags as --jsonl",
              "liblinear": "pre-made vectors (themectl vectorize), one 10-class model",
              "fasttext": "pre-split text (characters as tokens), label out",
              "sklearn": "raw text: transform + decision_function, in process",
@@ -705,7 +729,10 @@ class Bench:
         offline_table(
             f"domain corpus (model trained on train.jsonl; dev.jsonl, {len(getattr(self, 'dev', []))} "
             f"passages, replicated to {getattr(self, 'n_dev', 0):,})", dv,
-            {"themectl": "raw article text: splitting, headings, context, 6 SVMs, JSON out",
+            {"base": "--jsonl --format tsv", "lines_name": "themectl classify --jsonl --format tsv",
+             "themectl": "raw article text: splitting, headings, context, 6 SVMs, JSON out",
+             "themectl_lines": "the same articles; a TSV row per passage out (tags + 6 scores); "
+                               "same tags as --jsonl",
              "liblinear": "pre-made vectors, 6 binary models: 6 runs, times summed",
              "fasttext": "pre-split text, one-vs-all loss, labels with p >= 0.5",
              "sklearn": "raw passages: transform + 6 decision_functions, in process",
@@ -803,6 +830,12 @@ class Bench:
         add(f"Run time {time.time() - self.t_start:.0f} s.")
         return "\n".join(L) + "\n"
 
+    @staticmethod
+    def offline_base(D):
+        """The themectl row the peers are compared with: TSV out (the same
+        tags as JSON; fastText and liblinear print labels, not JSON)."""
+        return "themectl_lines" if D.get("themectl_lines") else "themectl"
+
     def targets(self):
         out = []
         R = self.r
@@ -811,7 +844,7 @@ class Bench:
             return "met" if ok else "NOT met"
         for ds, name in (("thuc", "THUCNews"), ("dev", "domain")):
             D = R.get(ds, {})
-            t = D.get("themectl", {}).get("pps_cpu")
+            t = D.get(self.offline_base(D), {}).get("pps_cpu")
             s = D.get("svm_predict", {}).get("pps_cpu")
             ll = D.get("liblinear", {}).get("pps_cpu")
             ft = D.get("fasttext", {}).get("pps_cpu")
@@ -864,11 +897,13 @@ class Bench:
             if not os.access(path, os.X_OK):
                 raise SystemExit(f"bench: {path} missing (make bench builds it)")
         self.step("prepare", self.prepare)
-        if not self.failures:
-            self.step("offline thucnews", self.thuc_offline)
-            self.step("offline domain", self.dev_offline)
-            self.step("serving", self.serving)
-            self.step("training", self.training)
+        only = set(self.a.only.split(",")) if self.a.only else None
+        for name, label, fn in (("thuc", "offline thucnews", self.thuc_offline),
+                                ("domain", "offline domain", self.dev_offline),
+                                ("serving", "serving", self.serving),
+                                ("training", "training", self.training)):
+            if not self.failures and (only is None or name in only):
+                self.step(label, fn)
         self.r["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
         os.makedirs(os.path.dirname(self.a.out), exist_ok=True)
         text = self.report()
@@ -887,7 +922,12 @@ def main():
     ap.add_argument("--build", default=os.environ.get("BUILD", "build"))
     ap.add_argument("--shared", default=os.environ.get("SHARED", "../shared"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench/results/latest.md"))
+    ap.add_argument("--only", default=None,
+                    help="comma-separated parts to run: thuc,domain,serving,training (default: all); "
+                         "use with --out elsewhere, latest.md is the whole run")
     a = ap.parse_args()
+    if a.only and not set(a.only.split(",")) <= {"thuc", "domain", "serving", "training"}:
+        ap.error(f"--only: unknown part in {a.only!r} (thuc, domain, serving, training)")
     sys.exit(Bench(a).main())
 
 
