@@ -227,19 +227,13 @@ class Bench:
                       f"{w}/thuc_{f}.jsonl", "--out", f"{w}/thuc_{f}.svm"], pin=False)
         self.replicate(f"{w}/thuc_test.svm", f"{w}/thuc_pred.svm", self.n_thuc_rep)
         # themectl, from raw text
-        R["themectl"] = self.rate(
-            "themectl classify (thucnews)",
-            lambda: [T, "classify", "--jsonl", "--model", model, "--plugins", self.plugins,
-                     f"{w}/thuc_pred.jsonl"],
-            lambda: [T, "classify", "--jsonl", "--model", model, "--plugins", self.plugins,
-                     f"{w}/empty.txt"], self.n_thuc)
+        R["themectl"] = self.classify_rate(
+            "themectl classify (thucnews)", model,
+            ["--jsonl"], "thuc_pred.jsonl", self.n_thuc)
         # the same headlines as plain lines in, a TSV row out (what fastText reads and writes)
-        R["themectl_lines"] = self.rate(
-            "themectl classify --lines --format tsv (thucnews)",
-            lambda: [T, "classify", "--lines", "--format", "tsv", "--model", model, "--plugins",
-                     self.plugins, f"{w}/thuc_pred.txt"],
-            lambda: [T, "classify", "--lines", "--format", "tsv", "--model", model, "--plugins",
-                     self.plugins, f"{w}/empty.txt"], self.n_thuc)
+        R["themectl_lines"] = self.classify_rate(
+            "themectl classify --lines --format tsv (thucnews)", model,
+            ["--lines", "--format", "tsv"], "thuc_pred.txt", self.n_thuc)
         # liblinear on the same vectors
         t = self.run(["liblinear-train", "-s", "2", "-c", "0.5", "-q", f"{w}/thuc_train.svm",
                       f"{w}/thuc_ll.model"])
@@ -299,6 +293,14 @@ class Bench:
         res = json.load(open(out))["results"]
         R["startup_hf"] = [{"name": r["command"], "mean": r["mean"], "stddev": r["stddev"]}
                            for r in res]
+
+    def classify_rate(self, name, model, mode, path, n):
+        """Steady-state rate of themectl classify with `mode` args over
+        work/path (n passages), its start-up from the same on an empty file."""
+        def cmd(f):
+            return [self.themectl, "classify"] + mode + ["--model", model, "--plugins", self.plugins,
+                                                         f"{self.work}/{f}"]
+        return self.rate(name, lambda: cmd(path), lambda: cmd("empty.txt"), n)
 
     def svm_predict(self, R, model, themes, test_jsonl, n):
         """svm-predict with the bundle's svm/<theme>.model on the bundle's own vectors."""
@@ -378,27 +380,18 @@ class Bench:
                       capture=True)
         e = json.loads(ev["stdout"])
         R["themectl_acc"] = {"micro_f1": e["micro_f1"], "macro_f1": e["macro_f1"]}
-        R["themectl"] = self.rate(
-            "themectl classify (domain articles)",
-            lambda: [T, "classify", "--jsonl", "--model", model, "--plugins", self.plugins,
-                     f"{w}/dev_pred_articles.jsonl"],
-            lambda: [T, "classify", "--jsonl", "--model", model, "--plugins", self.plugins,
-                     f"{w}/empty.txt"], self.n_dev)
+        R["themectl"] = self.classify_rate(
+            "themectl classify (domain articles)", model,
+            ["--jsonl"], "dev_pred_articles.jsonl", self.n_dev)
         # the same passages one per line, no article structure: what the daemon's
         # single-passage requests carry (the per-core comparison below)
-        R["themectl_single"] = self.rate(
-            "themectl classify (domain, one passage per line)",
-            lambda: [T, "classify", "--jsonl", "--model", model, "--plugins", self.plugins,
-                     f"{w}/dev_pred_passages.jsonl"],
-            lambda: [T, "classify", "--jsonl", "--model", model, "--plugins", self.plugins,
-                     f"{w}/empty.txt"], self.n_dev)
+        R["themectl_single"] = self.classify_rate(
+            "themectl classify (domain, one passage per line)", model,
+            ["--jsonl"], "dev_pred_passages.jsonl", self.n_dev)
         # the same articles, a TSV row per passage out: the same tags
-        R["themectl_lines"] = self.rate(
-            "themectl classify --jsonl --format tsv (domain articles)",
-            lambda: [T, "classify", "--jsonl", "--format", "tsv", "--model", model, "--plugins",
-                     self.plugins, f"{w}/dev_pred_articles.jsonl"],
-            lambda: [T, "classify", "--jsonl", "--format", "tsv", "--model", model, "--plugins",
-                     self.plugins, f"{w}/empty.txt"], self.n_dev)
+        R["themectl_lines"] = self.classify_rate(
+            "themectl classify --jsonl --format tsv (domain articles)", model,
+            ["--jsonl", "--format", "tsv"], "dev_pred_articles.jsonl", self.n_dev)
         train = os.path.join(self.shared, "corpus/train.jsonl")
         dev = os.path.join(self.shared, "corpus/dev.jsonl")
         # liblinear: one binary model per theme on the bundle's vectors

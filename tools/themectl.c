@@ -507,18 +507,31 @@ static int classify_print(runner_t *rn, const td_doc_t *doc, const char *where, 
   return 0;
 }
 
+/* The next line of data[0..len) that is not blank (spaces, tabs, CR) from
+ * *pos on, without its '\n'; *lineno counts every line passed. 0 at the end. */
+static int next_line(const char *data, size_t len, size_t *pos, size_t *lineno, const char **line,
+                     size_t *ll) {
+  while (*pos < len) {
+    const char *l = data + *pos, *nl = memchr(l, '\n', len - *pos);
+    size_t n = nl ? (size_t)(nl - l) : len - *pos, k = 0;
+    *pos += n + (nl != NULL);
+    ++*lineno;
+    while (k < n && (l[k] == ' ' || l[k] == '\t' || l[k] == '\r')) k++;
+    if (k < n) {
+      *line = l;
+      *ll = n;
+      return 1;
+    }
+  }
+  return 0;
+}
+
 /* One JSON Lines input: {"id","text"} or {"id","passages":[...]} per line. */
 static int classify_jsonl(runner_t *rn, const char *name, const char *data, size_t len) {
-  size_t lineno = 0;
+  size_t lineno = 0, pos = 0, ll;
+  const char *line;
   int rc = 0;
-  for (size_t pos = 0; pos < len && !rc;) {
-    const char *line = data + pos, *nl = memchr(line, '\n', len - pos);
-    size_t ll = nl ? (size_t)(nl - line) : len - pos;
-    pos += ll + (nl != NULL);
-    lineno++;
-    size_t k = 0;
-    while (k < ll && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) k++;
-    if (k == ll) continue;
+  while (!rc && next_line(data, len, &pos, &lineno, &line, &ll)) {
     char where[512];
     snprintf(where, sizeof where, "%s line %zu", name, lineno);
     json_error_t je;
@@ -568,17 +581,11 @@ static int classify_jsonl(runner_t *rn, const char *name, const char *data, size
 
 /* --lines: every non-blank line is a document whose id is its line number. */
 static int classify_lines(runner_t *rn, const char *name, const char *data, size_t len) {
-  size_t lineno = 0;
+  size_t lineno = 0, pos = 0, ll;
+  const char *line;
   int rc = 0;
-  for (size_t pos = 0; pos < len && !rc;) {
-    const char *line = data + pos, *nl = memchr(line, '\n', len - pos);
-    size_t ll = nl ? (size_t)(nl - line) : len - pos;
-    pos += ll + (nl != NULL);
-    lineno++;
-    if (ll && line[ll - 1] == '\r') ll--;
-    size_t k = 0;
-    while (k < ll && (line[k] == ' ' || line[k] == '\t')) k++;
-    if (k == ll) continue;
+  while (!rc && next_line(data, len, &pos, &lineno, &line, &ll)) {
+    if (line[ll - 1] == '\r') ll--;
     char id[24];
     snprintf(id, sizeof id, "%zu", lineno);
     td_doc_t doc = {.id = id, .text = line, .len = ll};
