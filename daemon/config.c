@@ -62,6 +62,7 @@ static const opt_def_t g_opts[] = {
     {"nats_max_inflight", T_SIZE, OFF(nats_max_inflight), "N", "articles fetched and not yet acked (64)"},
     {"nats_ack_wait", T_DUR, OFF(nats_ack_wait_ms), "DUR", "redelivery delay of an unacked article, for a new consumer (30s)"},
     {"nats_replicas", T_SIZE, OFF(nats_replicas), "N", "replicas of the streams themed creates (1; 3 in a cluster)"},
+    {"nats_max_deliver", T_SIZE, OFF(nats_max_deliver), "N", "an article delivered more often is dead-lettered, not classified (10; 0 = never)"},
 };
 #define NOPTS (sizeof g_opts / sizeof g_opts[0])
 
@@ -81,6 +82,7 @@ void td_config_init(td_config_t *c) {
   c->nats_max_inflight = TD_DEFAULT_NATS_MAX_INFLIGHT;
   c->nats_ack_wait_ms = TD_DEFAULT_NATS_ACK_WAIT_MS;
   c->nats_replicas = 1;
+  c->nats_max_deliver = TD_DEFAULT_NATS_MAX_DELIVER;
 }
 
 static void list_clear(td_config_t *c) {

@@ -29,6 +29,7 @@
 #define TD_DEFAULT_NATS_MAX_INFLIGHT 64
 #define TD_NATS_MAX_INFLIGHT 10000
 #define TD_DEFAULT_NATS_ACK_WAIT_MS 30000
+#define TD_DEFAULT_NATS_MAX_DELIVER 10
 
 typedef struct td_config {
   char *model;         /* bundle directory (required) */
@@ -55,6 +56,7 @@ typedef struct td_config {
   size_t nats_max_inflight;
   uint64_t nats_ack_wait_ms; /* AckWait of the consumer when themed creates it */
   size_t nats_replicas;      /* replicas of the streams themed creates (a cluster: 3) */
+  size_t nats_max_deliver;   /* deliveries before an article is dead-lettered unclassified; 0: never */
 } td_config_t;
 
 /* What main should do after parsing. */

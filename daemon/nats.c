@@ -429,8 +429,23 @@ static void job_work(uv_work_t *w) {
   if (max_payload <= 0) max_payload = 1 << 20;
 
   if (!(j->theme_passages = calloc(j->model->ntheme + 1, sizeof *j->theme_passages))) goto transient;
-  td_ecode_t ec = td_request_classify_payload(cfg, j->model, data ? data : "", data ? len : 0, &out,
-                                              &id, &j->passages, j->theme_passages);
+  td_ecode_t ec;
+  if (cfg->nats_max_deliver && j->delivered > cfg->nats_max_deliver) {
+    /* Delivered this often without an outcome: the daemons that took it
+     * may have died on it. Classifying it again could take the next one
+     * down too, so it goes to the dead letters as it is (nothing lost). */
+    char msg[240];
+    snprintf(msg, sizeof msg,
+             "delivered %llu times without an outcome (nats_max_deliver %zu): not classified "
+             "again; a daemon may have stopped while classifying it",
+             (unsigned long long)j->delivered, cfg->nats_max_deliver);
+    warn_limited(n, "nats: article seq %llu %s", (unsigned long long)seq, msg);
+    if (!(out = td_wire_error(NULL, TD_EC_TOO_MANY_DELIVERIES, msg))) goto transient;
+    ec = TD_EC_TOO_MANY_DELIVERIES;
+  } else {
+    ec = td_request_classify_payload(cfg, j->model, data ? data : "", data ? len : 0, &out, &id,
+                                     &j->passages, j->theme_passages);
+  }
   if (!out) goto transient;
   if (ec == TD_EC_NONE) {
     if (!(body = json_dumps(out, TD_JSON_DUMP_FLAGS))) goto transient;

@@ -24,6 +24,7 @@ static const struct {
     [TD_EC_SHUTTING_DOWN] = {"shutting_down", 503},
     [TD_EC_INTERNAL] = {"internal", 500},
     [TD_EC_FORBIDDEN] = {"forbidden", 403},
+    [TD_EC_TOO_MANY_DELIVERIES] = {"too_many_deliveries", 500},
 };
 
 const char *td_ecode_name(td_ecode_t c) {

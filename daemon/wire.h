@@ -27,6 +27,7 @@ typedef enum td_ecode {
   TD_EC_SHUTTING_DOWN,
   TD_EC_INTERNAL,
   TD_EC_FORBIDDEN,     /* a reload path outside the models directory */
+  TD_EC_TOO_MANY_DELIVERIES, /* NATS: an article redelivered past nats_max_deliver */
   TD_EC_COUNT
 } td_ecode_t;
 

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import KEEP, THEMECTL, Daemon, check, error_code, wait
+from harness import KEEP, THEMECTL, THEMED as THEMED_BIN, Daemon, check, error_code, wait
 
 NATS_SERVER = shutil.which("nats-server") or ("/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None)
 
@@ -395,6 +395,41 @@ def test_nats_unpublishable_results_nak_with_backoff_then_recover():
             wait_ok(d, n, 40, "every article acked")
             print("    %d articles: %d naks before the results had a stream, then all published"
                   % (n, metrics(d)["nak"]))
+
+
+def test_nats_max_deliver_dead_letters_unclassified():
+    """An article delivered more than --nats-max-deliver times without an
+    outcome (here: its result cannot be published, so it is nak'ed each
+    time) goes to the dead letters as it is, with its delivery count, and is
+    acked: a poison article cannot cycle through the daemons forever."""
+    if _skip():
+        return
+    n = 6
+    with scratch() as tmp, Nats() as nats:
+        path = os.path.join(tmp, "a.jsonl")
+        write_articles(path, n)
+        publish(nats, path)
+        for stream, subject in ((STREAM + "_RESULTS", "elsewhere"), ("DLQ", "dlq.articles")):
+            r = subprocess.run([THEMECTL, "publish", "--nats", nats.url, "--stream", stream, "--subject", subject],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env=tool_env(), timeout=wait(30))
+            check(r.returncode == 0, r.stdout)
+        with Daemon(*nats_args(nats, "20s"), "--nats-dead-letter", "dlq.articles", "--nats-max-deliver", "2") as d:
+            dead, _, _ = collect(nats, "dlq.articles", n, tmp, timeout=30)
+            check(sorted(json.loads(o["payload"])["id"] for o in dead) == sorted("a%d" % i for i in range(n)), dead)
+            for o in dead:
+                check(error_code(o) == "too_many_deliveries" and o["delivered"] == 3, o)
+                check("nats_max_deliver 2" in o["error"]["message"] and "id" not in o, o)
+            wait_for(lambda: metrics(d)["dead"] >= n, 10, "the dead count")
+            m = metrics(d)
+            check(m["ok"] == 0 and m["dead"] == n and m["nak"] == 2 * n, m)
+            check("not classified again" in d.log(), d.log())
+            time.sleep(wait(1.5))  # acked: nothing comes back
+            check(metrics(d) == m, (m, metrics(d)))
+    # the option is checked like the others
+    r = subprocess.run([THEMED_BIN, "--nats-max-deliver", "x", "--check"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=wait(30))
+    check(r.returncode != 0 and b"nats_max_deliver" in r.stdout.replace(b"-", b"_"), r.stdout)
 
 
 def test_nats_down_at_start_socket_served_then_consumes():
