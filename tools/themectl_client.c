@@ -290,9 +290,7 @@ typedef struct cls_ctx {
   int jsonl;
   char **files;      /* none: stdin */
   int nfiles, fi;
-  int fd;            /* --jsonl: the input being read, -1 between inputs */
-  const char *fname;
-  td_lines_t lines;
+  td_inputs_t in;    /* --jsonl: the lines of files */
   unsigned errors;
 } cls_ctx_t;
 
@@ -381,37 +379,15 @@ static int cls_next_doc(cls_ctx_t *c, td_req_t *r, td_err_t *err) {
 /* --jsonl: one {"id","text"} (or {"id","passages"}) object per line. */
 static int cls_next_line(cls_ctx_t *c, td_req_t *r, int *wait_fd, td_err_t *err) {
   for (;;) {
-    if (c->fd < 0) {
-      if (c->fi >= (c->nfiles ? c->nfiles : 1)) return -1;
-      c->fname = c->nfiles ? c->files[c->fi] : "-";
-      c->fi++;
-      if (!strcmp(c->fname, "-")) c->fd = 0, c->fname = "stdin";
-      else if ((c->fd = open(c->fname, O_RDONLY | O_CLOEXEC)) < 0)
-        return td_err_set(err, TD_EIO, "%s: %s", c->fname, strerror(errno));
-      td_lines_init(&c->lines, c->fd);
-    }
     char *line;
     size_t n;
-    int rc = td_lines_next(&c->lines, &line, &n, err);
-    if (rc == 0) {
-      *wait_fd = c->fd;
-      return 0;
-    }
-    if (rc < -1) return td_err_prefix(err, "%s", c->fname);
-    if (rc == -1) {
-      td_lines_free(&c->lines);
-      if (c->fd > 0) close(c->fd);
-      c->fd = -1;
-      continue;
-    }
-    size_t k = 0;
-    while (k < n && (line[k] == ' ' || line[k] == '\t')) k++;
-    if (k == n) continue;  /* blank lines separate nothing */
+    int rc = td_inputs_next(&c->in, &line, &n, wait_fd, err);
+    if (rc <= 0) return rc;
     json_error_t je;
     json_t *o = json_loadb(line, n, 0, &je);
     char msg[400];
     if (!o || !json_is_object(o)) {
-      snprintf(msg, sizeof msg, "%s:%llu: %s", c->fname, (unsigned long long)c->lines.lineno,
+      snprintf(msg, sizeof msg, "%s:%llu: %s", c->in.name, (unsigned long long)c->in.lines.lineno,
                o ? "not a JSON object" : je.text);
       json_decref(o);
       return set_local_error(r, NULL, "invalid_json", msg) ? td_err_set(err, TD_ENOMEM, "out of memory") : 1;
@@ -423,8 +399,8 @@ static int cls_next_line(cls_ctx_t *c, td_req_t *r, int *wait_fd, td_err_t *err)
     } else if (json_is_array(passages)) {
       rc = make_classify(&c->o, id, NULL, 0, passages, r, err);
     } else {
-      snprintf(msg, sizeof msg, "%s:%llu: expected a string \"text\" (or a \"passages\" array)", c->fname,
-               (unsigned long long)c->lines.lineno);
+      snprintf(msg, sizeof msg, "%s:%llu: expected a string \"text\" (or a \"passages\" array)", c->in.name,
+               (unsigned long long)c->in.lines.lineno);
       rc = set_local_error(r, id, "invalid_request", msg) ? td_err_set(err, TD_ENOMEM, "out of memory") : 1;
     }
     json_decref(o);
@@ -496,7 +472,6 @@ static int run_classify(int argc, char **argv) {
   td_conn_opts_t co = {.timeout_ms = DEFAULT_CLASSIFY_TIMEOUT_MS};
   cls_ctx_t c;
   memset(&c, 0, sizeof c);
-  c.fd = -1;
   td_cls_opts_init(&c.o);
   long inflight = DEFAULT_INFLIGHT, v;
   int opt, li;
@@ -534,15 +509,13 @@ static int run_classify(int argc, char **argv) {
   if (td_conn_finish(&co, &err)) return themectl_usage_err("classify", "%s", err.msg);
   c.files = argv + optind;
   c.nfiles = argc - optind;
+  td_inputs_init(&c.in, (const char *const *)c.files, (size_t)c.nfiles);
 
   td_pipe_cfg_t cfg = {.ep = &co.ep, .inflight = (int)inflight, .timeout_ms = co.timeout_ms,
                        .reconnect = 1};
   td_pipe_ops_t ops = {.next = cls_next, .done = cls_done};
   int rc = td_pipe_run(&cfg, &ops, &c, NULL, &err);
-  if (c.fd >= 0) {
-    td_lines_free(&c.lines);
-    if (c.fd > 0) close(c.fd);
-  }
+  td_inputs_free(&c.in);
   if (fflush(stdout) && !rc) rc = td_err_set(&err, TD_EIO, "standard output: %s", strerror(errno));
   if (rc) {
     themectl_errorf("%s", err.msg);

@@ -472,7 +472,8 @@ int td_pipe_run(const td_pipe_cfg_t *cfg, const td_pipe_ops_t *ops, void *ctx,
         continue;
       }
       if (n == 0) break;
-      if (n == -1) { input_done = 1; break; }
+      /* -1 is also TD_ENOMEM: the end of input only when no error was set. */
+      if (n == -1 && !err->code) { input_done = 1; break; }
       rc = n;
       break;
     }
@@ -670,4 +671,54 @@ int td_lines_next(td_lines_t *l, char **line, size_t *n, td_err_t *err) {
     if (r == 0) l->eof = 1;
     l->len += (size_t)r;
   }
+}
+
+/* ------------------------------------------------------ inputs */
+
+void td_inputs_init(td_inputs_t *in, const char *const *names, size_t n) {
+  memset(in, 0, sizeof *in);
+  in->names = names;
+  in->n = n;
+  in->fd = -1;
+}
+
+static void inputs_close(td_inputs_t *in) {
+  if (in->fd < 0) return;
+  in->consumed += in->lines.consumed;
+  td_lines_free(&in->lines);
+  if (in->fd > 0) close(in->fd);
+  in->fd = -1;
+}
+
+void td_inputs_free(td_inputs_t *in) { inputs_close(in); }
+
+int td_inputs_next(td_inputs_t *in, char **line, size_t *len, int *wait_fd, td_err_t *err) {
+  for (;;) {
+    if (in->fd < 0) {
+      if (in->next >= (in->n ? in->n : 1)) return -1;
+      in->name = in->n ? in->names[in->next] : "-";
+      in->next++;
+      if (!strcmp(in->name, "-")) in->fd = 0, in->name = "stdin";
+      else if ((in->fd = open(in->name, O_RDONLY | O_CLOEXEC)) < 0)
+        return td_err_set(err, TD_EIO, "%s: %s", in->name, strerror(errno));
+      td_lines_init(&in->lines, in->fd);
+    }
+    int rc = td_lines_next(&in->lines, line, len, err);
+    if (rc == 0) {
+      *wait_fd = in->fd;
+      return 0;
+    }
+    if (rc < -1 || err->code) return td_err_prefix(err, "%s", in->name);
+    if (rc == -1) {
+      inputs_close(in);
+      continue;
+    }
+    size_t k = 0;
+    while (k < *len && ((*line)[k] == ' ' || (*line)[k] == '\t')) k++;
+    if (k < *len) return 1;
+  }
+}
+
+uint64_t td_inputs_consumed(const td_inputs_t *in) {
+  return in->consumed + (in->fd >= 0 ? in->lines.consumed : 0);
 }

@@ -60,7 +60,8 @@ typedef struct td_req {
 
 typedef struct td_pipe_ops {
   /* The next request: 1 = *r filled; 0 = none available now (set *wait_fd to
-   * an fd to poll for input, or -1); -1 = end of input; < -1 = fatal (err). */
+   * an fd to poll for input, or -1); -1 with err->code 0 = end of input;
+   * any other negative value (TD_ENOMEM is -1) = fatal (err). */
   int (*next)(void *ctx, td_req_t *r, int *wait_fd, td_err_t *err);
   /* The response to r, in request order: the raw line (no '\n') and its parse
    * (NULL if the line was not JSON). Returns 0, or a negative code to stop. */
@@ -123,8 +124,28 @@ typedef struct td_lines {
 void td_lines_init(td_lines_t *l, int fd);
 void td_lines_free(td_lines_t *l);
 /* 1: *line and *n set (valid until the next call); 0: would block (poll l->fd);
- * -1: end of input; < -1: read error or line too long (err). */
+ * -1 with err->code 0: end of input; else an error (err; TD_ENOMEM is -1 too). */
 int td_lines_next(td_lines_t *l, char **line, size_t *n, td_err_t *err);
+
+/* The lines of several inputs in turn ("-" is stdin; no names: stdin),
+ * blank lines (spaces and tabs only) skipped. Borrows names. */
+typedef struct td_inputs {
+  const char *const *names;
+  size_t n, next;
+  int fd;            /* the input being read, -1 between inputs */
+  const char *name;  /* its name for messages ("stdin" for "-") */
+  td_lines_t lines;
+  uint64_t consumed; /* bytes of the finished inputs */
+} td_inputs_t;
+
+void td_inputs_init(td_inputs_t *in, const char *const *names, size_t n);
+void td_inputs_free(td_inputs_t *in);
+/* As td_lines_next, over all inputs: 1 a line; 0 would block (poll
+ * *wait_fd); -1 with err->code 0 after the last input; else an error
+ * naming the input. */
+int td_inputs_next(td_inputs_t *in, char **line, size_t *len, int *wait_fd, td_err_t *err);
+/* Bytes handed out so far, newlines included, over all inputs. */
+uint64_t td_inputs_consumed(const td_inputs_t *in);
 
 /* ------------------------------------------------------ the commands */
 

@@ -25,11 +25,8 @@
 typedef struct stream_ctx {
   td_cls_opts_t o;
   const char **in;      /* inputs; "-" = stdin */
-  size_t nin, ii;
-  int fd;               /* the input being read, -1 between inputs */
-  const char *fname;
-  td_lines_t lines;
-  uint64_t consumed;    /* bytes of finished inputs */
+  size_t nin;
+  td_inputs_t inputs;   /* their lines */
   uint64_t total;       /* sum of input sizes; 0 = unknown (a pipe) */
   json_t *skip;         /* --resume: ids already in the output (keys of an object) */
   FILE *out;            /* opened at the first request (see stream_next) */
@@ -134,7 +131,7 @@ static int make_request(stream_ctx_t *s, const char *line, size_t n, td_req_t *r
   if (!o || !json_is_object(o)) {
     /* Never sent: a first byte that is not '{' would even switch the
      * daemon's connection to HTTP. The error takes the line's place. */
-    snprintf(msg, sizeof msg, "%s:%llu: %s", s->fname, (unsigned long long)s->lines.lineno,
+    snprintf(msg, sizeof msg, "%s:%llu: %s", s->inputs.name, (unsigned long long)s->inputs.lines.lineno,
              o ? "not a JSON object" : je.text);
     json_decref(o);
     return local_error(r, NULL, "invalid_json", msg) == 1 ? 1 : td_err_set(err, TD_ENOMEM, "out of memory");
@@ -182,32 +179,10 @@ static int stream_next(void *ctx, td_req_t *r, int *wait_fd, td_err_t *err) {
     if (!s->out) return td_err_set(err, TD_EIO, "%s: %s", s->out_name, strerror(errno));
   }
   for (;;) {
-    if (s->fd < 0) {
-      if (s->ii >= s->nin) return -1;
-      s->fname = s->in[s->ii++];
-      if (!strcmp(s->fname, "-")) s->fd = 0, s->fname = "stdin";
-      else if ((s->fd = open(s->fname, O_RDONLY | O_CLOEXEC)) < 0)
-        return td_err_set(err, TD_EIO, "%s: %s", s->fname, strerror(errno));
-      td_lines_init(&s->lines, s->fd);
-    }
     char *line;
     size_t n;
-    int rc = td_lines_next(&s->lines, &line, &n, err);
-    if (rc == 0) {
-      *wait_fd = s->fd;
-      return 0;
-    }
-    if (rc < -1) return td_err_prefix(err, "%s", s->fname);
-    if (rc == -1) {
-      s->consumed += s->lines.consumed;
-      td_lines_free(&s->lines);
-      if (s->fd > 0) close(s->fd);
-      s->fd = -1;
-      continue;
-    }
-    size_t k = 0;
-    while (k < n && (line[k] == ' ' || line[k] == '\t')) k++;
-    if (k == n) continue;  /* blank line */
+    int rc = td_inputs_next(&s->inputs, &line, &n, wait_fd, err);
+    if (rc <= 0) return rc;
     memset(r, 0, sizeof *r);
     rc = make_request(s, line, n, r, err);
     if (rc == 0) {
@@ -232,7 +207,7 @@ static void draw_progress(void *ctx) {
   double t = elapsed_s(s);
   double aps = t > 0 ? s->articles / t : 0, pps = t > 0 ? s->passages / t : 0;
   char eta[64] = "";
-  uint64_t got = s->consumed + (s->fd >= 0 ? s->lines.consumed : 0);
+  uint64_t got = td_inputs_consumed(&s->inputs);
   if (s->total && s->done_bytes && t > 0.5) {
     double left = got < s->total ? (double)(s->total - got) : 0;
     /* Bytes of answered articles per second: skipped (--resume) input is read
@@ -329,7 +304,6 @@ int td_stream_main(int argc, char **argv) {
   td_conn_opts_t co = {.timeout_ms = DEFAULT_STREAM_TIMEOUT_MS};
   stream_ctx_t s;
   memset(&s, 0, sizeof s);
-  s.fd = -1;
   td_cls_opts_init(&s.o);
   long inflight = DEFAULT_STREAM_INFLIGHT, v;
   int resume = 0, quiet = 0, opt, li, status = TD_EXIT_FAIL;
@@ -378,6 +352,7 @@ int td_stream_main(int argc, char **argv) {
   }
   while (optind < argc) s.in[s.nin++] = argv[optind++];
   if (!s.nin) s.in[s.nin++] = "-";
+  td_inputs_init(&s.inputs, s.in, s.nin);
   if (resume && (!out_name || !strcmp(out_name, "-"))) {
     free(s.in);
     return themectl_usage_err("stream", "%s", "--resume needs --out FILE (the output it continues)");
@@ -417,10 +392,7 @@ int td_stream_main(int argc, char **argv) {
   if (s.out && fflush(s.out) && !rc) rc = td_err_set(&err, TD_EIO, "%s: %s", s.out_name, strerror(errno));
   if (s.out && s.out != stdout && fclose(s.out) && !rc)
     rc = td_err_set(&err, TD_EIO, "%s: %s", s.out_name, strerror(errno));
-  if (s.fd >= 0) {
-    td_lines_free(&s.lines);
-    if (s.fd > 0) close(s.fd);
-  }
+  td_inputs_free(&s.inputs);
   if (s.drawn) fputs("\r\033[K", stderr);
   if (rc) themectl_errorf("stream: %s", err.msg);
   /* Nothing happened (the daemon was unreachable): the one error line says it all. */
