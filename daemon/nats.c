@@ -9,6 +9,7 @@
 
 #include "classify.h"
 #include "log.h"
+#include "natsutil.h"
 #include "request.h"
 
 #define FETCH_WAIT_MS 500         /* one Fetch waits at most this long: bounds the stop */
@@ -110,11 +111,6 @@ static job_t *await_take(td_nats_t *n, const natsMsg *m) {
   return NULL;
 }
 
-static const char *nats_err(natsStatus s) {
-  const char *t = nats_GetLastError(NULL);
-  return t && *t ? t : natsStatus_GetText(s);
-}
-
 /* At most one such warning a second: a NATS outage fails every article in
  * flight, and one line says it as well as sixty-four. */
 static void warn_limited(td_nats_t *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -150,24 +146,6 @@ static void redact_url(const char *in, char *out, size_t cap) {
     in = end + 1;
   }
   out[o < cap ? o : cap - 1] = '\0';
-}
-
-/* "nats://a:4222, nats://b:4222" -> the server list (SetURL takes one URL). */
-static natsStatus set_servers(natsOptions *o, const char *urls) {
-  char *copy = strdup(urls), *save = NULL;
-  const char *list[64];
-  int n = 0;
-  if (!copy) return NATS_NO_MEMORY;
-  for (char *t = strtok_r(copy, ",", &save); t && n < 64; t = strtok_r(NULL, ",", &save)) {
-    while (*t == ' ') t++;
-    size_t l = strlen(t);
-    while (l && t[l - 1] == ' ') t[--l] = '\0';
-    if (*t) list[n++] = t;
-  }
-  natsStatus s = n == 0 ? NATS_ADDRESS_MISSING
-                 : n == 1 ? natsOptions_SetURL(o, list[0]) : natsOptions_SetServers(o, list, n);
-  free(copy);
-  return s;
 }
 
 /* Header values are one line: anything but printable bytes is replaced. */
@@ -406,7 +384,7 @@ static void publish(td_nats_t *n, job_t *j, natsMsg *m, const char *msgid) {
   natsMsg_Destroy(m);
   if (!mine) return; /* td_nats_abort took it */
   warn_limited(n, "nats: publishing to %s failed: %s; the article is redelivered in %lldms", subj,
-               nats_err(s), (long long)nak_delay_ms(j->delivered));
+               td_natsutil_err(s), (long long)nak_delay_ms(j->delivered));
   nak(j);
 }
 
@@ -616,7 +594,7 @@ static natsStatus ensure_stream(td_nats_t *n, const char *name, const char **sub
   si = NULL;
   if (s == NATS_OK) return s;
   if (s != NATS_NOT_FOUND && *je != JSStreamNotFoundErr) {
-    snprintf(why, cap, "stream %s: %s", name, nats_err(s));
+    snprintf(why, cap, "stream %s: %s", name, td_natsutil_err(s));
     return s;
   }
   jsStreamConfig sc;
@@ -630,7 +608,7 @@ static natsStatus ensure_stream(td_nats_t *n, const char *name, const char **sub
   jsStreamInfo_Destroy(si);
   if (s == NATS_OK) *created = 1;
   else if (*je == JSStreamNameExistErr) s = NATS_OK; /* another daemon was quicker */
-  else snprintf(why, cap, "creating stream %s: %s", name, nats_err(s));
+  else snprintf(why, cap, "creating stream %s: %s", name, td_natsutil_err(s));
   return s;
 }
 
@@ -689,7 +667,7 @@ static int setup(td_nats_t *n, char *why, size_t cap) {
       s = NATS_OK;
   }
   if (s != NATS_OK) {
-    snprintf(why, cap, "consumer %s on stream %s: %s", cfg->nats_durable, cfg->nats_stream, nats_err(s));
+    snprintf(why, cap, "consumer %s on stream %s: %s", cfg->nats_durable, cfg->nats_stream, td_natsutil_err(s));
     return -1;
   }
   jsSubOptions so;
@@ -701,7 +679,7 @@ static int setup(td_nats_t *n, char *why, size_t cap) {
   if (s != NATS_OK) {
     n->sub = NULL;
     snprintf(why, cap, "pull subscription to %s on %s/%s: %s", cfg->nats_subject, cfg->nats_stream,
-             cfg->nats_durable, nats_err(s));
+             cfg->nats_durable, td_natsutil_err(s));
     return -1;
   }
   return 0;
@@ -774,7 +752,7 @@ static void fetch_main(void *arg) {
     td_log_warn("nats: cannot connect to %s yet: retrying every %dms (socket clients are served meanwhile)",
                 n->url, RECONNECT_WAIT_MS);
   } else {
-    td_log_error("nats: cannot connect to %s: %s", n->url, nats_err(s));
+    td_log_error("nats: cannot connect to %s: %s", n->url, td_natsutil_err(s));
     n->nc = NULL;
     goto out;
   }
@@ -785,7 +763,7 @@ static void fetch_main(void *arg) {
   jo.PublishAsync.AckHandlerClosure = n;
   jo.PublishAsync.MaxPending = (int64_t)cfg->nats_max_inflight + 16; /* never stalls a worker */
   if ((s = natsConnection_JetStream(&n->js, n->nc, &jo)) != NATS_OK) {
-    td_log_error("nats: JetStream context: %s", nats_err(s));
+    td_log_error("nats: JetStream context: %s", td_natsutil_err(s));
     n->js = NULL;
     goto out;
   }
@@ -840,7 +818,7 @@ static void fetch_main(void *arg) {
       nap(n, 250);
       continue;
     } else {
-      warn_limited(n, "nats: fetch from %s/%s: %s", cfg->nats_stream, cfg->nats_durable, nats_err(s));
+      warn_limited(n, "nats: fetch from %s/%s: %s", cfg->nats_stream, cfg->nats_durable, td_natsutil_err(s));
       errors++;
     }
     if (errors >= 3) {
@@ -895,9 +873,9 @@ int td_nats_start(td_server_t *s, td_err_t *err) {
 
   redact_url(cfg->nats_url, n->url, sizeof n->url);
   natsStatus st = natsOptions_Create(&n->opts);
-  if (st == NATS_OK) st = set_servers(n->opts, cfg->nats_url);
+  if (st == NATS_OK) st = td_natsutil_set_servers(n->opts, cfg->nats_url);
   if (st != NATS_OK)
-    return td_err_set(err, TD_EINVAL, "nats: bad URL \"%s\": %s", n->url, nats_err(st));
+    return td_err_set(err, TD_EINVAL, "nats: bad URL \"%s\": %s", n->url, td_natsutil_err(st));
   char name[400];
   snprintf(name, sizeof name, "themed %s", n->instance);
   natsOptions_SetName(n->opts, name);

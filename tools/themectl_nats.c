@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "natsutil.h"
 
 #define DEFAULT_URL "nats://127.0.0.1:4222"
 #define DEFAULT_PUB_INFLIGHT 256
@@ -90,39 +91,16 @@ static int parse_pos(const char *s, long max, long *out) {
   return 0;
 }
 
-static const char *nats_err(natsStatus s) {
-  const char *t = nats_GetLastError(NULL);
-  return t && *t ? t : natsStatus_GetText(s);
-}
-
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* "nats://a:4222, nats://b:4222" -> the server list (SetURL takes one URL). */
-static natsStatus set_servers(natsOptions *o, const char *urls) {
-  char *copy = strdup(urls), *save = NULL;
-  const char *list[64];
-  int n = 0;
-  if (!copy) return NATS_NO_MEMORY;
-  for (char *t = strtok_r(copy, ",", &save); t && n < 64; t = strtok_r(NULL, ",", &save)) {
-    while (*t == ' ') t++;
-    size_t l = strlen(t);
-    while (l && t[l - 1] == ' ') t[--l] = '\0';
-    if (*t) list[n++] = t;
-  }
-  natsStatus s = n == 0 ? NATS_ADDRESS_MISSING
-                 : n == 1 ? natsOptions_SetURL(o, list[0]) : natsOptions_SetServers(o, list, n);
-  free(copy);
-  return s;
-}
-
 static natsStatus connect_url(const char *url, natsConnection **nc) {
   natsOptions *o = NULL;
   natsStatus s = natsOptions_Create(&o);
-  if (s == NATS_OK) s = set_servers(o, url);
+  if (s == NATS_OK) s = td_natsutil_set_servers(o, url);
   if (s == NATS_OK) s = natsOptions_SetName(o, "themectl");
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, 60);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, 500);
@@ -187,7 +165,7 @@ static int ensure_stream(jsCtx *js, const char *name, const char *subject, long 
   si = NULL;
   if (s == NATS_OK) return 0;
   if (s != NATS_NOT_FOUND && je != JSStreamNotFoundErr) {
-    themectl_errorf("publish: stream %s: %s", name, nats_err(s));
+    themectl_errorf("publish: stream %s: %s", name, td_natsutil_err(s));
     return -1;
   }
   jsStreamConfig sc;
@@ -205,15 +183,61 @@ static int ensure_stream(jsCtx *js, const char *name, const char *subject, long 
     return 0;
   }
   if (je == JSStreamNameExistErr) return 0;
-  themectl_errorf("publish: creating stream %s on %s: %s", name, subject, nats_err(s));
+  themectl_errorf("publish: creating stream %s on %s: %s", name, subject, td_natsutil_err(s));
   return -1;
 }
 
+/* What publish and collect share: where, what, how long, how loud. */
+typedef struct nats_cli {
+  const char *cmd, *url, *stream, *subject;
+  int64_t timeout_ms;
+  const char *timeout_eg; /* examples in the --timeout message */
+  int quiet;
+} nats_cli_t;
+
+static void nats_cli_init(nats_cli_t *c, const char *cmd, int64_t timeout_ms, const char *eg) {
+  *c = (nats_cli_t){.cmd = cmd, .url = getenv("NATS_URL"), .timeout_ms = timeout_ms, .timeout_eg = eg};
+}
+
+/* 1 when ch is one of the shared options (*rc: 0, or the usage error's exit
+ * code), 0 when it is not. */
+static int nats_cli_opt(nats_cli_t *c, int ch, const char *arg, int *rc) {
+  *rc = 0;
+  switch (ch) {
+  case 'u': c->url = arg; return 1;
+  case 's': c->stream = arg; return 1;
+  case 'j': c->subject = arg; return 1;
+  case 'q': c->quiet = 1; return 1;
+  case 't':
+    if (parse_ms(arg, &c->timeout_ms) || c->timeout_ms == 0)
+      *rc = themectl_usage_err(c->cmd, "--timeout: expected a duration (%s), got \"%s\"", c->timeout_eg, arg);
+    return 1;
+  default: return 0;
+  }
+}
+
+/* Connects to c->url and opens a JetStream context with jo (may be NULL);
+ * says why not on stderr. */
+static int nats_cli_connect(nats_cli_t *c, jsOptions *jo, natsConnection **nc, jsCtx **js) {
+  if (!c->url || !*c->url) c->url = DEFAULT_URL;
+  natsStatus s = connect_url(c->url, nc);
+  if (s != NATS_OK) {
+    themectl_errorf("%s: cannot connect to %s: %s", c->cmd, c->url, td_natsutil_err(s));
+    return -1;
+  }
+  if ((s = natsConnection_JetStream(js, *nc, jo)) != NATS_OK) {
+    themectl_errorf("%s: %s", c->cmd, td_natsutil_err(s));
+    return -1;
+  }
+  return 0;
+}
+
 static int cmd_publish(int argc, char **argv) {
-  const char *cmd = "publish", *url = getenv("NATS_URL"), *stream = NULL, *subject = NULL;
+  nats_cli_t c;
+  nats_cli_init(&c, "publish", DEFAULT_PUB_WAIT_MS, "5, 500ms, 2m");
+  const char *cmd = c.cmd;
   long inflight = DEFAULT_PUB_INFLIGHT, replicas = 1;
-  int64_t wait_ms = DEFAULT_PUB_WAIT_MS;
-  int quiet = 0, ch;
+  int ch, orc;
   static const struct option lo[] = {
       {"nats", required_argument, NULL, 'u'},      {"stream", required_argument, NULL, 's'},
       {"subject", required_argument, NULL, 'j'},   {"max-inflight", required_argument, NULL, 'i'},
@@ -222,30 +246,27 @@ static int cmd_publish(int argc, char **argv) {
       {0, 0, 0, 0}};
   optind = 1;
   while ((ch = getopt_long(argc, argv, ":qh", lo, NULL)) != -1) {
+    if (nats_cli_opt(&c, ch, optarg, &orc)) {
+      if (orc) return orc;
+      continue;
+    }
     switch (ch) {
-    case 'u': url = optarg; break;
-    case 's': stream = optarg; break;
-    case 'j': subject = optarg; break;
     case 'i':
       if (parse_pos(optarg, 100000, &inflight))
         return themectl_usage_err(cmd, "--max-inflight: expected an integer in [1,100000], got \"%s\"", optarg);
-      break;
-    case 't':
-      if (parse_ms(optarg, &wait_ms) || wait_ms == 0)
-        return themectl_usage_err(cmd, "--timeout: expected a duration (5, 500ms, 2m), got \"%s\"", optarg);
       break;
     case 'r':
       if (parse_pos(optarg, 5, &replicas))
         return themectl_usage_err(cmd, "--replicas: expected an integer in [1,5], got \"%s\"", optarg);
       break;
-    case 'q': quiet = 1; break;
     case 'h': fputs(usage_publish, stdout); return 0;
     default: return themectl_bad_option(cmd, ch, argv);
     }
   }
-  if (!stream) return themectl_usage_err(cmd, "--stream is required");
-  if (!subject) return themectl_usage_err(cmd, "--subject is required");
-  if (!url || !*url) url = DEFAULT_URL;
+  if (!c.stream) return themectl_usage_err(cmd, "--stream is required");
+  if (!c.subject) return themectl_usage_err(cmd, "--subject is required");
+  const char *stream = c.stream, *subject = c.subject;
+  int64_t wait_ms = c.timeout_ms;
 
   int rc = THEMECTL_EXIT_FAIL, created;
   natsConnection *nc = NULL;
@@ -258,23 +279,16 @@ static int cmd_publish(int argc, char **argv) {
   double t0 = now_s();
 
   pthread_mutex_init(&st.mu, NULL);
-  natsStatus s = connect_url(url, &nc);
-  if (s != NATS_OK) {
-    themectl_errorf("publish: cannot connect to %s: %s", url, nats_err(s));
-    goto out;
-  }
+  natsStatus s;
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.PublishAsync.AckHandler = pub_ack;
   jo.PublishAsync.AckHandlerClosure = &st;
   jo.PublishAsync.MaxPending = inflight;
   jo.PublishAsync.StallWait = 200;
-  if ((s = natsConnection_JetStream(&js, nc, &jo)) != NATS_OK) {
-    themectl_errorf("publish: %s", nats_err(s));
-    goto out;
-  }
+  if (nats_cli_connect(&c, &jo, &nc, &js)) goto out;
   if (ensure_stream(js, stream, subject, replicas, &created)) goto out;
-  if (created && !quiet) fprintf(stderr, "themectl: publish: created stream %s on %s\n", stream, subject);
+  if (created && !c.quiet) fprintf(stderr, "themectl: publish: created stream %s on %s\n", stream, subject);
   /* A run-unique prefix: message ids never collide with another run's. */
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -305,7 +319,7 @@ static int cmd_publish(int argc, char **argv) {
       if ((s = natsMsg_Create(&m, subject, NULL, line, (int)n)) == NATS_OK)
         s = pub_one(js, m, &po, wait_ms);
       if (s != NATS_OK) {
-        themectl_errorf("publish: %s line %llu: %s", name, (unsigned long long)lineno, nats_err(s));
+        themectl_errorf("publish: %s line %llu: %s", name, (unsigned long long)lineno, td_natsutil_err(s));
         if (in != stdin) fclose(in);
         goto out;
       }
@@ -327,7 +341,7 @@ static int cmd_publish(int argc, char **argv) {
     wo.MaxWait = wait_ms * 2 + 5000;
     s = js_PublishAsyncComplete(js, &wo);
     if (s != NATS_OK) {
-      themectl_errorf("publish: acks still missing: %s", nats_err(s));
+      themectl_errorf("publish: acks still missing: %s", td_natsutil_err(s));
       goto out;
     }
     pthread_mutex_lock(&st.mu);
@@ -343,13 +357,13 @@ static int cmd_publish(int argc, char **argv) {
       free(retry);
       goto out;
     }
-    if (!quiet) fprintf(stderr, "themectl: publish: %d publishes failed (%s); retrying\n", nretry, st.lasterr);
+    if (!c.quiet) fprintf(stderr, "themectl: publish: %d publishes failed (%s); retrying\n", nretry, st.lasterr);
     sleep(1);
     for (int i = 0; i < nretry; i++) {
       natsMsg *m = retry[i];
       retry[i] = NULL;
       if ((s = pub_one(js, m, &po, wait_ms)) != NATS_OK) {
-        themectl_errorf("publish: %s", nats_err(s));
+        themectl_errorf("publish: %s", td_natsutil_err(s));
         for (int k = i + 1; k < nretry; k++) natsMsg_Destroy(retry[k]);
         free(retry);
         goto out;
@@ -357,7 +371,7 @@ static int cmd_publish(int argc, char **argv) {
     }
     free(retry);
   }
-  if (!quiet) {
+  if (!c.quiet) {
     double dt = now_s() - t0;
     fprintf(stderr, "themectl: published %llu messages to %s (stream %s) in %.2fs (%.0f/s)%s\n",
             (unsigned long long)sent, subject, stream, dt, dt > 0 ? (double)sent / dt : 0.0,
@@ -401,11 +415,11 @@ static char *msg_key(natsMsg *m) {
 }
 
 static int cmd_collect(int argc, char **argv) {
-  const char *cmd = "collect", *url = getenv("NATS_URL"), *stream = NULL, *subject = NULL;
-  const char *durable = NULL, *out_name = NULL, *summary = NULL;
+  nats_cli_t c;
+  nats_cli_init(&c, "collect", DEFAULT_COLLECT_TIMEOUT_MS, "60, 500ms, 2m");
+  const char *cmd = c.cmd, *durable = NULL, *out_name = NULL, *summary = NULL;
   long count = 0;
-  int64_t timeout_ms = DEFAULT_COLLECT_TIMEOUT_MS;
-  int quiet = 0, ch;
+  int ch, orc;
   static const struct option lo[] = {
       {"nats", required_argument, NULL, 'u'},    {"stream", required_argument, NULL, 's'},
       {"subject", required_argument, NULL, 'j'}, {"durable", required_argument, NULL, 'd'},
@@ -415,29 +429,26 @@ static int cmd_collect(int argc, char **argv) {
       {0, 0, 0, 0}};
   optind = 1;
   while ((ch = getopt_long(argc, argv, ":qh", lo, NULL)) != -1) {
+    if (nats_cli_opt(&c, ch, optarg, &orc)) {
+      if (orc) return orc;
+      continue;
+    }
     switch (ch) {
-    case 'u': url = optarg; break;
-    case 's': stream = optarg; break;
-    case 'j': subject = optarg; break;
     case 'd': durable = optarg; break;
     case 'n':
       if (parse_pos(optarg, 1L << 40, &count))
         return themectl_usage_err(cmd, "--count: expected an integer >= 1, got \"%s\"", optarg);
       break;
-    case 't':
-      if (parse_ms(optarg, &timeout_ms) || timeout_ms == 0)
-        return themectl_usage_err(cmd, "--timeout: expected a duration (60, 500ms, 2m), got \"%s\"", optarg);
-      break;
     case 'o': out_name = optarg; break;
     case 'S': summary = optarg; break;
-    case 'q': quiet = 1; break;
     case 'h': fputs(usage_collect, stdout); return 0;
     default: return themectl_bad_option(cmd, ch, argv);
     }
   }
   if (optind < argc) return themectl_usage_err(cmd, "unexpected argument \"%s\"", argv[optind]);
-  if (!subject) return themectl_usage_err(cmd, "--subject is required");
-  if (!url || !*url) url = DEFAULT_URL;
+  if (!c.subject) return themectl_usage_err(cmd, "--subject is required");
+  const char *stream = c.stream, *subject = c.subject;
+  int64_t timeout_ms = c.timeout_ms;
 
   int rc = THEMECTL_EXIT_FAIL, ephemeral = !durable;
   natsConnection *nc = NULL;
@@ -453,15 +464,8 @@ static int cmd_collect(int argc, char **argv) {
     out = NULL;
     goto out;
   }
-  natsStatus s = connect_url(url, &nc);
-  if (s != NATS_OK) {
-    themectl_errorf("collect: cannot connect to %s: %s", url, nats_err(s));
-    goto out;
-  }
-  if ((s = natsConnection_JetStream(&js, nc, NULL)) != NATS_OK) {
-    themectl_errorf("collect: %s", nats_err(s));
-    goto out;
-  }
+  natsStatus s;
+  if (nats_cli_connect(&c, NULL, &nc, &js)) goto out;
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Stream = stream;
@@ -475,7 +479,7 @@ static int cmd_collect(int argc, char **argv) {
   while ((s = js_PullSubscribe(&sub, js, subject, durable, NULL, &so, &je)) != NATS_OK) {
     sub = NULL;
     if (now_s() + 0.2 >= deadline) {
-      themectl_errorf("collect: pull consumer on %s: %s", subject, nats_err(s));
+      themectl_errorf("collect: pull consumer on %s: %s", subject, td_natsutil_err(s));
       goto out;
     }
     usleep(200000);
@@ -532,7 +536,7 @@ static int cmd_collect(int argc, char **argv) {
     goto out;
   }
   size_t distinct = json_object_size(seen);
-  if (!quiet) {
+  if (!c.quiet) {
     fprintf(stderr, "themectl: collected %llu messages from %s in %.2fs: %zu distinct ids, %llu duplicates",
             (unsigned long long)messages, subject, now_s() - t0, distinct, (unsigned long long)duplicates);
     const char *k;

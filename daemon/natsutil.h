@@ -1,0 +1,19 @@
+/*
+ * What the daemon's NATS consumer (nats.c) and themectl's publish/collect
+ * (tools/themectl_nats.c) both need from libnats: the server list from a
+ * comma-separated URL option, and the text of a failed call.
+ */
+#ifndef TD_NATSUTIL_H
+#define TD_NATSUTIL_H
+
+#include <nats/nats.h>
+
+/* "nats://a:4222, nats://b:4222" -> o's server list (natsOptions_SetURL
+ * takes one URL). NATS_ADDRESS_MISSING when the list is empty. */
+natsStatus td_natsutil_set_servers(natsOptions *o, const char *urls);
+
+/* libnats's last error text for this thread, else the status's name.
+ * Points into libnats; valid until the next libnats call on this thread. */
+const char *td_natsutil_err(natsStatus s);
+
+#endif
