@@ -147,11 +147,20 @@ def tool_env():
     return _ENV
 
 
-def publish(nats, path):
-    r = subprocess.run([THEMECTL, "publish", "--nats", nats.url, "--stream", STREAM, "--subject", SUBJECT, path],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=wait(60), env=tool_env())
+def publish(nats, path, stream=STREAM, subject=SUBJECT):
+    """themectl publish of path's lines (None: nothing, only the stream is made)."""
+    r = subprocess.run([THEMECTL, "publish", "--nats", nats.url, "--stream", stream, "--subject", subject]
+                       + ([path] if path else []), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=wait(60), env=tool_env())
     check(r.returncode == 0, "themectl publish failed:\n" + r.stdout.decode("utf-8", "replace"))
     return r.stdout.decode()
+
+
+def publish_articles(nats, tmp, n, prefix="a"):
+    """n articles (write_articles) published on the articles subject."""
+    path = os.path.join(tmp, "%s-articles.jsonl" % prefix)
+    write_articles(path, n, prefix)
+    publish(nats, path)
 
 
 def collect(nats, subject, count, tmp, timeout=45):
@@ -211,9 +220,7 @@ def test_nats_two_daemons_10k():
         return
     n = 10000
     with scratch() as tmp, Nats() as nats:
-        path = os.path.join(tmp, "articles.jsonl")
-        write_articles(path, n)
-        publish(nats, path)
+        publish_articles(nats, tmp, n)
         with Daemon(*nats_args(nats, "10s"), "--workers", "1") as a, \
                 Daemon(*nats_args(nats, "10s"), "--workers", "1") as b:
             # Socket clients are served at the same time.
@@ -243,9 +250,7 @@ def test_nats_daemon_killed_midway_other_finishes():
         return
     n = 10000
     with scratch() as tmp, Nats() as nats:
-        path = os.path.join(tmp, "articles.jsonl")
-        write_articles(path, n)
-        publish(nats, path)
+        publish_articles(nats, tmp, n)
         # Small windows so that the stream takes a few seconds; ack wait 2s:
         # the killed daemon's unacked articles come back quickly.
         slow = ("--workers", "1", "--nats-max-inflight", "4")
@@ -279,9 +284,7 @@ def test_nats_server_restart_midstream():
         return
     n = 10000
     with scratch() as tmp, Nats() as nats:
-        path = os.path.join(tmp, "articles.jsonl")
-        write_articles(path, n)
-        publish(nats, path)
+        publish_articles(nats, tmp, n)
         slow = ("--workers", "1", "--nats-max-inflight", "4")
         with Daemon(*nats_args(nats, "3s", *slow)) as d:
             wait_for(lambda: metrics(d)["ok"] >= n // 3, 30, "a third of the stream")
@@ -365,15 +368,10 @@ def test_nats_unpublishable_results_nak_with_backoff_then_recover():
         return
     n = 20
     with scratch() as tmp, Nats() as nats:
-        path = os.path.join(tmp, "a.jsonl")
-        write_articles(path, n)
-        publish(nats, path)
+        publish_articles(nats, tmp, n)
         # A stream with the name themed would give its results stream, on
         # other subjects: themed uses it as it is, and results have nowhere to go.
-        r = subprocess.run([THEMECTL, "publish", "--nats", nats.url, "--stream", STREAM + "_RESULTS",
-                            "--subject", "elsewhere"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, env=tool_env(), timeout=wait(30))
-        check(r.returncode == 0, r.stdout)
+        publish(nats, None, STREAM + "_RESULTS", "elsewhere")
         with Daemon(*nats_args(nats, "20s")) as d:
             wait_for(lambda: metrics(d)["nak"] >= n, 20, "every article nak'ed once")
             m = metrics(d)
@@ -383,10 +381,7 @@ def test_nats_unpublishable_results_nak_with_backoff_then_recover():
             # delays 1 s, 2 s, 4 s...: within ~3 s at most three deliveries each
             check(m["nak"] <= 3 * n and m["ok"] == 0, m)
             check("not confirmed" in d.log(), d.log())
-            r = subprocess.run([THEMECTL, "publish", "--nats", nats.url, "--stream", "FIXED",
-                                "--subject", RESULTS], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, env=tool_env(), timeout=wait(30))
-            check(r.returncode == 0, r.stdout)
+            publish(nats, None, "FIXED", RESULTS)
             lines, summary, _ = collect(nats, RESULTS, n, tmp, timeout=40)
             check_all_results(lines, n)
             # An article whose result landed while its publish was still
@@ -406,14 +401,9 @@ def test_nats_max_deliver_dead_letters_unclassified():
         return
     n = 6
     with scratch() as tmp, Nats() as nats:
-        path = os.path.join(tmp, "a.jsonl")
-        write_articles(path, n)
-        publish(nats, path)
-        for stream, subject in ((STREAM + "_RESULTS", "elsewhere"), ("DLQ", "dlq.articles")):
-            r = subprocess.run([THEMECTL, "publish", "--nats", nats.url, "--stream", stream, "--subject", subject],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env=tool_env(), timeout=wait(30))
-            check(r.returncode == 0, r.stdout)
+        publish_articles(nats, tmp, n)
+        publish(nats, None, STREAM + "_RESULTS", "elsewhere")
+        publish(nats, None, "DLQ", "dlq.articles")
         with Daemon(*nats_args(nats, "20s"), "--nats-dead-letter", "dlq.articles", "--nats-max-deliver", "2") as d:
             dead, _, _ = collect(nats, "dlq.articles", n, tmp, timeout=30)
             check(sorted(json.loads(o["payload"])["id"] for o in dead) == sorted("a%d" % i for i in range(n)), dead)
@@ -445,9 +435,7 @@ def test_nats_down_at_start_socket_served_then_consumes():
             check(metrics(d)["connected"] == 0, metrics(d))
             nats.start()
             wait_for(lambda: metrics(d)["connected"] == 1, 15, "the connection")
-            path = os.path.join(tmp, "a.jsonl")
-            write_articles(path, 200, prefix="late")
-            publish(nats, path)
+            publish_articles(nats, tmp, 200, prefix="late")
             lines, _, _ = collect(nats, RESULTS, 200, tmp)
             check_all_results(lines, 200, prefix="late")
             st, _, ready = d.request("GET", "/v1/ready")
@@ -463,9 +451,7 @@ def test_nats_stop_while_busy_acks_nothing_unpublished():
         return
     n = 1500
     with scratch() as tmp, Nats() as nats:
-        path = os.path.join(tmp, "articles.jsonl")
-        write_articles(path, n)
-        publish(nats, path)
+        publish_articles(nats, tmp, n)
         a = Daemon(*nats_args(nats, "2s", "--workers", "1", "--nats-max-inflight", "4"))
         try:
             wait_for(lambda: metrics(a)["ok"] >= 100, 30, "daemon A to work")
