@@ -294,16 +294,6 @@ typedef struct cls_ctx {
   unsigned errors;
 } cls_ctx_t;
 
-static int set_local_error(td_req_t *r, const json_t *id, const char *code, const char *msg) {
-  json_t *o = json_object();
-  if (!o) return TD_ENOMEM;
-  if (id) json_object_set(o, "id", (json_t *)id);
-  json_object_set_new(o, "error", json_pack("{s:s, s:s}", "code", code, "message", msg));
-  r->local = json_dumps(o, JSON_COMPACT);
-  json_decref(o);
-  return r->local ? 0 : TD_ENOMEM;
-}
-
 /* A classify request for one document: text (len bytes) or passages. Input
  * that cannot become a JSON string (bad UTF-8) gets the engine's message
  * as a local error response, in its place in the output order. */
@@ -313,7 +303,7 @@ static int make_classify(const td_cls_opts_t *o, const json_t *id, const char *t
     size_t bad = 0;
     td_err_t uerr = {0};
     if (td_text_check_utf8(text, len, &bad, &uerr))
-      return set_local_error(r, id, "invalid_utf8", uerr.msg)
+      return td_req_local_error(r, id, "invalid_utf8", uerr.msg)
                  ? td_err_set(err, TD_ENOMEM, "out of memory") : 1;
   }
   json_t *req = json_object();
@@ -325,17 +315,7 @@ static int make_classify(const td_cls_opts_t *o, const json_t *id, const char *t
   bad |= td_cls_opts_apply(o, req);
   char *s = bad ? NULL : json_dumps(req, JSON_COMPACT);
   json_decref(req);
-  if (!s) return td_err_set(err, TD_ENOMEM, "out of memory");
-  size_t n = strlen(s);
-  char *line = realloc(s, n + 2);
-  if (!line) {
-    free(s);
-    return td_err_set(err, TD_ENOMEM, "out of memory");
-  }
-  line[n] = '\n';
-  line[n + 1] = '\0';
-  r->data = line;
-  r->len = n + 1;
+  if (!s || td_req_take_line(r, s)) return td_err_set(err, TD_ENOMEM, "out of memory");
   r->key = id ? json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
   r->ibytes = len;
   return 1;
@@ -390,7 +370,7 @@ static int cls_next_line(cls_ctx_t *c, td_req_t *r, int *wait_fd, td_err_t *err)
       snprintf(msg, sizeof msg, "%s:%llu: %s", c->in.name, (unsigned long long)c->in.lines.lineno,
                o ? "not a JSON object" : je.text);
       json_decref(o);
-      return set_local_error(r, NULL, "invalid_json", msg) ? td_err_set(err, TD_ENOMEM, "out of memory") : 1;
+      return td_req_local_error(r, NULL, "invalid_json", msg) ? td_err_set(err, TD_ENOMEM, "out of memory") : 1;
     }
     json_t *id = json_object_get(o, "id");
     json_t *text = json_object_get(o, "text"), *passages = json_object_get(o, "passages");
@@ -401,7 +381,7 @@ static int cls_next_line(cls_ctx_t *c, td_req_t *r, int *wait_fd, td_err_t *err)
     } else {
       snprintf(msg, sizeof msg, "%s:%llu: expected a string \"text\" (or a \"passages\" array)", c->in.name,
                (unsigned long long)c->in.lines.lineno);
-      rc = set_local_error(r, id, "invalid_request", msg) ? td_err_set(err, TD_ENOMEM, "out of memory") : 1;
+      rc = td_req_local_error(r, id, "invalid_request", msg) ? td_err_set(err, TD_ENOMEM, "out of memory") : 1;
     }
     json_decref(o);
     r->ibytes = n + 1;

@@ -722,3 +722,29 @@ int td_inputs_next(td_inputs_t *in, char **line, size_t *len, int *wait_fd, td_e
 uint64_t td_inputs_consumed(const td_inputs_t *in) {
   return in->consumed + (in->fd >= 0 ? in->lines.consumed : 0);
 }
+
+/* ------------------------------------------------------ requests */
+
+int td_req_local_error(td_req_t *r, const json_t *id, const char *code, const char *msg) {
+  json_t *o = json_object();
+  if (!o) return TD_ENOMEM;
+  if (id) json_object_set(o, "id", (json_t *)id);
+  json_object_set_new(o, "error", json_pack("{s:s, s:s}", "code", code, "message", msg));
+  r->local = json_dumps(o, JSON_COMPACT);
+  json_decref(o);
+  return r->local ? 0 : TD_ENOMEM;
+}
+
+int td_req_take_line(td_req_t *r, char *s) {
+  size_t n = strlen(s);
+  char *line = realloc(s, n + 2);
+  if (!line) {
+    free(s);
+    return TD_ENOMEM;
+  }
+  line[n] = '\n';
+  line[n + 1] = '\0';
+  r->data = line;
+  r->len = n + 1;
+  return 0;
+}

@@ -58,6 +58,13 @@ typedef struct td_req {
   uint64_t seq;    /* position in the input, filled by the loop */
 } td_req_t;
 
+/* r answered locally, never sent: {"id"?,"error":{"code","message"}}.
+ * 0, or TD_ENOMEM. */
+int td_req_local_error(td_req_t *r, const json_t *id, const char *code, const char *msg);
+/* r->data = s (a malloc'd JSON text without newline, taken) + "\n".
+ * 0, or TD_ENOMEM (s freed). */
+int td_req_take_line(td_req_t *r, char *s);
+
 typedef struct td_pipe_ops {
   /* The next request: 1 = *r filled; 0 = none available now (set *wait_fd to
    * an fd to poll for input, or -1); -1 with err->code 0 = end of input;

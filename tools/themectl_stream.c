@@ -111,16 +111,6 @@ static int load_resume(stream_ctx_t *s, td_err_t *err) {
 
 /* ------------------------------------------------------------- input */
 
-static int local_error(td_req_t *r, const json_t *id, const char *code, const char *msg) {
-  json_t *o = json_object();
-  if (!o) return TD_ENOMEM;
-  if (id) json_object_set(o, "id", (json_t *)id);
-  json_object_set_new(o, "error", json_pack("{s:s, s:s}", "code", code, "message", msg));
-  r->local = json_dumps(o, JSON_COMPACT);
-  json_decref(o);
-  return r->local ? 1 : TD_ENOMEM;
-}
-
 /* The request for one input line: the line itself (an article object is a
  * classify request as is), or re-encoded when options are to be added. */
 static int make_request(stream_ctx_t *s, const char *line, size_t n, td_req_t *r, td_err_t *err) {
@@ -134,7 +124,7 @@ static int make_request(stream_ctx_t *s, const char *line, size_t n, td_req_t *r
     snprintf(msg, sizeof msg, "%s:%llu: %s", s->inputs.name, (unsigned long long)s->inputs.lines.lineno,
              o ? "not a JSON object" : je.text);
     json_decref(o);
-    return local_error(r, NULL, "invalid_json", msg) == 1 ? 1 : td_err_set(err, TD_ENOMEM, "out of memory");
+    return td_req_local_error(r, NULL, "invalid_json", msg) ? td_err_set(err, TD_ENOMEM, "out of memory") : 1;
   }
   r->key = td_json_id_key(o);
   if (r->key && s->skip && json_object_get(s->skip, r->key)) {
@@ -143,26 +133,16 @@ static int make_request(stream_ctx_t *s, const char *line, size_t n, td_req_t *r
   }
   if (td_cls_opts_any(&s->o)) {
     char *d = NULL;
-    if (td_cls_opts_apply(&s->o, o) || !(d = json_dumps(o, JSON_COMPACT))) {
-      json_decref(o);
-      return td_err_set(err, TD_ENOMEM, "out of memory");
-    }
-    size_t dn = strlen(d);
-    r->data = realloc(d, dn + 2);
-    if (!r->data) {
-      free(d);
-      json_decref(o);
-      return td_err_set(err, TD_ENOMEM, "out of memory");
-    }
-    n = dn;
-  } else {
-    r->data = malloc(n + 2);
-    if (!r->data) {
-      json_decref(o);
-      return td_err_set(err, TD_ENOMEM, "out of memory");
-    }
-    memcpy(r->data, line, n);
+    int bad = td_cls_opts_apply(&s->o, o) || !(d = json_dumps(o, JSON_COMPACT)) || td_req_take_line(r, d);
+    json_decref(o);
+    return bad ? td_err_set(err, TD_ENOMEM, "out of memory") : rc;
   }
+  r->data = malloc(n + 2);
+  if (!r->data) {
+    json_decref(o);
+    return td_err_set(err, TD_ENOMEM, "out of memory");
+  }
+  memcpy(r->data, line, n);
   r->data[n] = '\n';
   r->data[n + 1] = '\0';
   r->len = n + 1;
