@@ -15,6 +15,7 @@
 #include "model.h"
 #include "plugin.h"
 #include "sha256.h"
+#include "svm_dcd.h"
 
 static const double default_grid[] = {0.125, 0.25, 0.5, 1, 2, 4};
 
@@ -24,9 +25,27 @@ void td_train_opts_default(td_train_opts_t *o) {
   o->tokenizer = "bigram";
   o->folds = 5;
   o->seed = 1;
+  o->solver = TD_SOLVER_DCD;
   o->kernel = LINEAR;
   td_feat_config_default(&o->feat);
   td_split_opts_default(&o->split);
+}
+
+static const char *const solver_names[] = {[TD_SOLVER_DCD] = "dcd", [TD_SOLVER_DCD_L2] = "dcd-l2",
+                                           [TD_SOLVER_SMO] = "smo"};
+
+int td_train_solver_parse(const char *s, int *solver) {
+  for (int i = 0; i < (int)(sizeof solver_names / sizeof *solver_names); i++)
+    if (s && !strcmp(s, solver_names[i])) {
+      *solver = i;
+      return 0;
+    }
+  return TD_EINVAL;
+}
+
+const char *td_train_solver_name(int solver) {
+  return solver >= 0 && solver < (int)(sizeof solver_names / sizeof *solver_names) ? solver_names[solver]
+                                                                                 : "?";
 }
 
 /* ---- Platt scaling: a transcription of libsvm's sigmoid_train ---- */
@@ -154,19 +173,21 @@ typedef struct trainer {
   int *fold;
   double *oof;              /* K * nc * n out-of-fold decision values */
   struct svm_model **final; /* K */
+  td_dcd_model_t *final_dcd; /* K, DCD only: the dense w of each final fit */
   const double *chosen_c;   /* K, for the final fits */
   /* job pool */
   pthread_mutex_t mu;
   pthread_cond_t cv;
   size_t next, done, njobs;
   int failed;
+  td_err_t job_err; /* with failed, when the job said more than a code */
+  size_t unconverged; /* DCD fits that stopped at max_iter (liblinear warns) */
   void (*fn)(struct trainer *, size_t);
 } trainer_t;
 
 static void svm_quiet(const char *s) { (void)s; }
 
-static void set_param(const trainer_t *t, int kernel, double C, size_t npos, size_t nneg,
-                      struct svm_parameter *p, int *wl, double *w) {
+static void set_param(int kernel, double C, struct svm_parameter *p) {
   memset(p, 0, sizeof *p);
   p->svm_type = C_SVC;
   p->kernel_type = kernel;
@@ -178,16 +199,74 @@ static void set_param(const trainer_t *t, int kernel, double C, size_t npos, siz
   p->C = C;
   p->shrinking = 1;
   p->probability = 0;
-  if (t->o->balanced && npos > 0) {
-    double r = (double)nneg / (double)npos;
-    wl[0] = +1;
-    wl[1] = -1;
-    w[0] = r > 10 ? 10 : r;
-    w[1] = 1;
-    p->nr_weight = 2;
-    p->weight_label = wl;
-    p->weight = w;
+}
+
+/* Weight of the positive passages' C (1 unless balanced). */
+static double pos_weight(const trainer_t *t, size_t npos, size_t nneg) {
+  if (!t->o->balanced || npos == 0) return 1;
+  double r = (double)nneg / (double)npos;
+  return r > 10 ? 10 : r;
+}
+
+static int is_dcd(const trainer_t *t) { return t->o->solver != TD_SOLVER_SMO; }
+
+/* The permutation seed of one fit: a function of the run's seed, the theme,
+ * the value of C and the fold alone (never of the thread that runs it, nor
+ * of the rest of the grid). fold -1: the final fit. */
+static uint64_t fit_seed(const trainer_t *t, size_t k, double C, int fold) {
+  uint64_t c;
+  memcpy(&c, &C, sizeof c);
+  uint64_t s = t->o->seed ^ ((uint64_t)k * 1000003u + (uint64_t)(fold + 1) * 1009u);
+  s ^= splitmix64(&s) ^ c;
+  return splitmix64(&s);
+}
+
+/* DCD: trains theme k at C on every passage outside fold skip_fold (-1: all). *dm gets the fit (dm->w NULL when the selection holds
+ * one class only: *constant gets its sign); with svm, *svm gets the libsvm
+ * model of the fit as well. 0 or a TD_E* code. */
+static int fit_dcd(trainer_t *t, size_t k, double C, int skip_fold, td_dcd_model_t *dm,
+                   struct svm_model **svm, int *constant, td_err_t *err) {
+  size_t n = t->n, l = 0, npos = 0;
+  const struct svm_node **x = malloc(n * sizeof *x);
+  int *y = malloc(n * sizeof *y);
+  int rc = 0;
+  td_dcd_model_init(dm);
+  *constant = 0;
+  if (svm) *svm = NULL;
+  if (!x || !y) {
+    rc = td_err_set(err, TD_ENOMEM, "out of memory");
+    goto out;
   }
+  for (size_t i = 0; i < n; i++) {
+    if (skip_fold >= 0 && t->fold[i] == skip_fold) continue;
+    x[l] = t->x[i];
+    y[l] = t->lab[k * n + i];
+    npos += y[l] > 0;
+    l++;
+  }
+  if (npos == 0 || npos == l) {
+    *constant = npos ? 1 : -1;
+    goto out;
+  }
+  td_dcd_problem_t p = {.l = l, .x = x, .y = y, .dim = t->o->feat.buckets};
+  td_dcd_param_t par;
+  td_dcd_param_default(&par);
+  par.loss = t->o->solver == TD_SOLVER_DCD_L2 ? TD_DCD_L2 : TD_DCD_L1;
+  par.C_neg = C;
+  par.C_pos = C * pos_weight(t, npos, l - npos);
+  if (t->o->dcd_eps > 0) par.eps = t->o->dcd_eps;
+  par.seed = fit_seed(t, k, C, skip_fold);
+  if ((rc = td_dcd_train(&p, &par, dm, err))) goto out;
+  if (!dm->converged) {
+    pthread_mutex_lock(&t->mu);
+    t->unconverged++;
+    pthread_mutex_unlock(&t->mu);
+  }
+  if (svm && !(*svm = td_dcd_to_svm(&p, dm, C, err))) rc = err ? err->code : TD_ENOMEM;
+out:
+  free(x);
+  free(y);
+  return rc;
 }
 
 /* Trains theme k at C on every passage outside fold skip_fold (-1: all),
@@ -224,7 +303,16 @@ static struct svm_model *fit_one(trainer_t *t, struct svm_node **x, int kernel, 
     struct svm_parameter p;
     int wl[2];
     double w[2];
-    set_param(t, kernel, C, npos, l - npos, &p, wl, w);
+    set_param(kernel, C, &p);
+    if (t->o->balanced && npos > 0) {
+      wl[0] = +1;
+      wl[1] = -1;
+      w[0] = pos_weight(t, npos, l - npos);
+      w[1] = 1;
+      p.nr_weight = 2;
+      p.weight_label = wl;
+      p.weight = w;
+    }
     m = svm_train(&prob, &p);
     if (!m) *oom = 1;
   }
@@ -240,11 +328,41 @@ static double decision(const struct svm_model *m, const struct svm_node *x) {
   return m->label[0] == 1 ? dv : -dv;
 }
 
+/* The first failing job's code and message win. */
+static void set_failed(trainer_t *t, int code, const td_err_t *e) {
+  pthread_mutex_lock(&t->mu);
+  if (!t->failed) {
+    t->failed = code;
+    t->job_err = *e;
+  }
+  pthread_mutex_unlock(&t->mu);
+}
+
+/* Decision value of final model k for passage row x, from the dense w when
+ * DCD kept one (the same value as the libsvm model's, without summing over
+ * every support vector). */
+static double final_decision(const trainer_t *t, size_t k, const struct svm_node *x) {
+  if (t->final_dcd && t->final_dcd[k].w) return td_dcd_decision(&t->final_dcd[k], x);
+  return decision(t->final[k], x);
+}
+
 static void cv_job(trainer_t *t, size_t j) {
   /* Large C converges slowest: hand those jobs out first. */
   size_t F = t->F, nc = t->nc;
   size_t f = j % F, ci = nc - 1 - (j / F) % nc, k = j / (F * nc);
   int constant, oom;
+  if (is_dcd(t)) {
+    td_dcd_model_t dm;
+    td_err_t e;
+    td_err_clear(&e);
+    int rc = fit_dcd(t, k, t->grid[ci], (int)f, &dm, NULL, &constant, &e);
+    double *out = t->oof + (k * nc + ci) * t->n;
+    for (size_t i = 0; !rc && i < t->n; i++)
+      if (t->fold[i] == (int)f) out[i] = dm.w ? td_dcd_decision(&dm, t->x[i]) : constant;
+    td_dcd_model_free(&dm);
+    if (rc) set_failed(t, rc, &e);
+    return;
+  }
   struct svm_node **x = t->gx ? t->gx : t->x;
   int kernel = t->gx ? PRECOMPUTED : t->o->kernel;
   struct svm_model *m = fit_one(t, x, kernel, k, t->grid[ci], (int)f, &constant, &oom);
@@ -272,6 +390,15 @@ static void linearize(const trainer_t *t, struct svm_model *m) {
 
 static void fit_job(trainer_t *t, size_t k) {
   int constant, oom;
+  if (is_dcd(t)) {
+    td_err_t e;
+    td_err_clear(&e);
+    int rc = fit_dcd(t, k, t->chosen_c[k], -1, &t->final_dcd[k], &t->final[k], &constant, &e);
+    if (!rc && !t->final[k]) /* one class only */
+      rc = td_err_set(&e, TD_EINVAL, "a theme has only one class of passages");
+    if (rc) set_failed(t, rc, &e);
+    return;
+  }
   struct svm_node **x = t->gx ? t->gx : t->x;
   int kernel = t->gx ? PRECOMPUTED : t->o->kernel;
   t->final[k] = fit_one(t, x, kernel, k, t->chosen_c[k], -1, &constant, &oom);
@@ -323,7 +450,7 @@ static void gram_job(struct trainer *t, size_t i) {
 
 static int gram_alloc(struct trainer *t) {
   size_t n = t->n, row = n + 2;
-  if (t->o->no_gram || t->o->kernel != LINEAR || n > (size_t)1 << 20 ||
+  if (t->o->no_gram || t->o->kernel != LINEAR || is_dcd(t) || n > (size_t)1 << 20 ||
       row * n > TD_TRAIN_GRAM_MAX_BYTES / sizeof(struct svm_node))
     return 0;
   t->gram = malloc(row * n * sizeof *t->gram);
@@ -375,6 +502,7 @@ static int run_pool(trainer_t *t, size_t njobs, void (*fn)(trainer_t *, size_t),
   t->next = t->done = 0;
   t->njobs = njobs;
   t->failed = 0;
+  td_err_clear(&t->job_err);
   pthread_t *th = calloc(nth, sizeof *th);
   if (!th) return td_err_set(err, TD_ENOMEM, "out of memory");
   size_t started = 0;
@@ -402,6 +530,7 @@ static int run_pool(trainer_t *t, size_t njobs, void (*fn)(trainer_t *, size_t),
   pthread_mutex_unlock(&t->mu);
   for (size_t i = 0; i < started; i++) pthread_join(th[i], NULL);
   free(th);
+  if (t->failed && t->job_err.msg[0]) return td_err_set(err, t->failed, "%s", t->job_err.msg);
   if (t->failed == TD_ENOMEM) return td_err_set(err, TD_ENOMEM, "out of memory in training");
   if (t->failed) return td_err_set(err, t->failed, "a theme has only one class of passages");
   return 0;
@@ -833,7 +962,7 @@ static int validate_bundle(trainer_t *t, const td_model_t *m, const char *const 
     td_model_decision(m, &v, dec);
     for (size_t k = 0; k < t->K; k++) {
       /* libsvm writes support vectors with 8 significant digits */
-      double want = decision(t->final[k], t->x[i]);
+      double want = final_decision(t, k, t->x[i]);
       if (fabs(dec[k] - want) > 1e-5 * (1 + fabs(want))) {
         rc = td_err_set(err, TD_EMODEL,
                         "written bundle scores passage \"%s\" theme \"%s\" %.9g, trained model %.9g",
@@ -874,6 +1003,13 @@ static int setup(trainer_t *t, const char ***names_out, td_err_t *err) {
     if (i && t->grid[i] == t->grid[i - 1])
       return td_err_set(err, TD_EINVAL, "C %g appears twice in the grid", t->grid[i]);
   }
+  if (o->solver < 0 || o->solver > TD_SOLVER_SMO)
+    return td_err_set(err, TD_EINVAL, "unknown solver %d", o->solver);
+  if (o->solver != TD_SOLVER_SMO && o->kernel != LINEAR)
+    return td_err_set(err, TD_EINVAL, "solver %s is linear only: a non-linear kernel needs solver smo",
+                      td_train_solver_name(o->solver));
+  if (!(o->dcd_eps >= 0) || !isfinite(o->dcd_eps))
+    return td_err_set(err, TD_EINVAL, "dcd eps must be a positive number, got %g", o->dcd_eps);
   if (o->folds < 1) return td_err_set(err, TD_EINVAL, "folds must be at least 1, got %d", o->folds);
   t->F = (size_t)o->folds;
   if (t->F > c->ndocs)
@@ -930,10 +1066,16 @@ static json_t *make_training(trainer_t *t, const char *const *files, size_t nfil
   const td_train_opts_t *o = t->o;
   json_t *grid = json_array();
   for (size_t i = 0; i < t->nc; i++) json_array_append_new(grid, json_real(t->grid[i]));
-  json_t *tr = json_pack("{s:I,s:I,s:I,s:i,s:o,s:s,s:b,s:b}", "items", (json_int_t)t->n, "docs",
+  json_t *tr = json_pack("{s:I,s:I,s:I,s:i,s:o,s:s,s:b,s:b,s:s}", "items", (json_int_t)t->n, "docs",
                          (json_int_t)t->c->ndocs, "seed", (json_int_t)o->seed, "folds", o->folds,
                          "c_grid", grid, "tokenizer", o->tokenizer, "balanced", o->balanced != 0,
-                         "multiclass", o->multiclass != 0);
+                         "multiclass", o->multiclass != 0, "solver", td_train_solver_name(o->solver));
+  if (tr && is_dcd(t)) {
+    td_dcd_param_t d;
+    td_dcd_param_default(&d);
+    json_object_set_new(tr, "solver_eps", json_real(o->dcd_eps > 0 ? o->dcd_eps : d.eps));
+    json_object_set_new(tr, "solver_unconverged", json_integer((json_int_t)t->unconverged));
+  }
   if (!tr) {
     td_err_set(err, TD_ENOMEM, "out of memory");
     return NULL;
@@ -1024,9 +1166,11 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
   r.m = calloc(K, sizeof *r.m);
   t.fold = calloc(n, sizeof *t.fold);
   t.final = calloc(K, sizeof *t.final);
+  if (is_dcd(&t) && (t.final_dcd = calloc(K, sizeof *t.final_dcd)))
+    for (size_t k = 0; k < K; k++) td_dcd_model_init(&t.final_dcd[k]);
   theme_cv = calloc(K, sizeof *theme_cv);
   if (!r.C || !r.A || !r.B || !r.thr || !r.best_ci || !r.grid_score || !r.m || !t.fold ||
-      !t.final || !theme_cv) {
+      !t.final || !theme_cv || (is_dcd(&t) && !t.final_dcd)) {
     rc = td_err_set(err, TD_ENOMEM, "out of memory");
     goto out;
   }
@@ -1062,7 +1206,7 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
       goto out;
     }
     for (size_t k = 0; k < K; k++) {
-      for (size_t i = 0; i < n; i++) dec[i] = decision(t.final[k], t.x[i]);
+      for (size_t i = 0; i < n; i++) dec[i] = final_decision(&t, k, t.x[i]);
       td_platt_fit(dec, t.lab + k * n, n, &r.A[k], &r.B[k]);
     }
     free(dec);
@@ -1169,9 +1313,10 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
     else json_object_set_new(th, "support", json_integer(0));
     json_array_append_new(themes, th);
   }
-  rep = json_pack("{s:s,s:s,s:b,s:I,s:I,s:i,s:s,s:o,s:O,s:{s:f,s:f,s:f,s:f,s:f}}", "out", o->out_dir,
+  rep = json_pack("{s:s,s:s,s:b,s:I,s:I,s:i,s:s,s:s,s:o,s:O,s:{s:f,s:f,s:f,s:f,s:f}}", "out", o->out_dir,
                   "name", name, "multiclass", o->multiclass != 0, "items", (json_int_t)n, "docs",
-                  (json_int_t)c->ndocs, "folds", o->folds, "tokenizer", o->tokenizer, "themes", themes,
+                  (json_int_t)c->ndocs, "folds", o->folds, "tokenizer", o->tokenizer, "solver",
+                  td_train_solver_name(o->solver), "themes", themes,
                   "metrics", metrics, "timings", "features_s", secs(t0, t_feat), "cv_s", secs(t_feat, t_cv),
                   "fit_s", secs(t_cv, t_fit), "write_s", secs(t_fit, t_write), "total_s",
                   secs(t0, td_now_ns()));
@@ -1181,6 +1326,9 @@ out:
   if (t.final)
     for (size_t k = 0; k < t.K; k++)
       if (t.final[k]) svm_free_and_destroy_model(&t.final[k]);
+  if (t.final_dcd)
+    for (size_t k = 0; k < t.K; k++) td_dcd_model_free(&t.final_dcd[k]);
+  free(t.final_dcd);
   if (theme_cv)
     for (size_t k = 0; k < t.K; k++) json_decref(theme_cv[k]);
   free(theme_cv);

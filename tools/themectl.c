@@ -56,6 +56,9 @@ static const char usage_train[] =
     "  --folds K             grouped cross-validation folds by doc (default 5; 1 = none, needs one --c)\n"
     "  --c C[,C...]          C grid (default 0.125,0.25,0.5,1,2,4)\n"
     "  --balanced            weight a theme's passages by n_neg/n_pos (at most 10)\n"
+    "  --solver S            dcd (default): dual coordinate descent, hinge loss (liblinear's\n"
+    "                        algorithm, no Gram matrix); dcd-l2: the same, squared hinge loss;\n"
+    "                        smo: libsvm's SMO. Every solver writes libsvm LINEAR model files\n"
     "  --multiclass          exactly one label per passage, `other` an ordinary class\n"
     "  --seed N              fold shuffle seed (default 1)\n"
     "  --threads N           worker threads (default 0 = online CPUs)\n"
@@ -223,8 +226,9 @@ static void print_train_report(const json_t *rep) {
            jnum(rep, "docs"));
   }
   const json_t *tm = json_object_get(rep, "timings");
-  printf("wrote %s (%s) in %.1fs: features %.1fs, cv %.1fs, fit %.1fs, write %.1fs\n",
+  printf("wrote %s (%s, solver %s) in %.1fs: features %.1fs, cv %.1fs, fit %.1fs, write %.1fs\n",
          json_string_value(json_object_get(rep, "out")), json_string_value(json_object_get(rep, "name")),
+         json_string_value(json_object_get(rep, "solver")),
          jnum(tm, "total_s"), jnum(tm, "features_s"), jnum(tm, "cv_s"), jnum(tm, "fit_s"),
          jnum(tm, "write_s"));
 }
@@ -232,7 +236,8 @@ static void print_train_report(const json_t *rep) {
 enum {
   O_DATA = 256, O_OUT, O_TOKENIZER, O_TOKOPTS, O_FOLDS, O_MULTICLASS, O_C, O_SEED, O_THREADS,
   O_BALANCED, O_NAME, O_VERSION, O_CTXW, O_BUCKETS, O_NGRAM, O_MAXCHARS, O_HEADCHARS, O_THEMES,
-  O_PLUGINS, O_QUIET, O_MODEL, O_JSONL, O_LINES, O_FORMAT, O_THRESHOLD, O_TOPK, O_EXPLAIN, O_TEXT, O_JSON, O_NBW, O_DOCW
+  O_PLUGINS, O_QUIET, O_MODEL, O_JSONL, O_LINES, O_FORMAT, O_THRESHOLD, O_TOPK, O_EXPLAIN, O_TEXT, O_JSON, O_NBW, O_DOCW,
+  O_SOLVER
 };
 
 static int cmd_train(int argc, char **argv) {
@@ -249,7 +254,7 @@ static int cmd_train(int argc, char **argv) {
       {"ngram", required_argument, 0, O_NGRAM}, {"max-chars", required_argument, 0, O_MAXCHARS},
       {"heading-chars", required_argument, 0, O_HEADCHARS}, {"themes", required_argument, 0, O_THEMES},
       {"plugins", required_argument, 0, O_PLUGINS}, {"quiet", no_argument, 0, O_QUIET},
-      {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+      {"solver", required_argument, 0, O_SOLVER}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   const char *cmd = "train";
   td_train_opts_t o;
   td_train_opts_default(&o);
@@ -310,6 +315,9 @@ static int cmd_train(int argc, char **argv) {
       o.threads = (int)v;
       break;
     case O_BALANCED: o.balanced = 1; break;
+    case O_SOLVER:
+      if (td_train_solver_parse(optarg, &o.solver)) { themectl_usage_err(cmd, "--solver: expected dcd, dcd-l2 or smo, got \"%s\"", optarg); goto out; }
+      break;
     case O_NAME: o.name = optarg; break;
     case O_VERSION: o.version = optarg; break;
     case O_CTXW:

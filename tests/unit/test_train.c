@@ -15,6 +15,7 @@
 
 #include <dirent.h>
 #include <jansson.h>
+#include <libsvm/svm.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,8 +203,8 @@ static void on_progress(void *ud, const char *stage, size_t done, size_t total) 
   }
 }
 
-static int train_fixture_opts(const char *out, int threads, int no_gram, json_t **report,
-                              td_err_t *err) {
+static int train_fixture_opts(const char *out, int threads, int no_gram, int solver,
+                              json_t **report, td_err_t *err) {
   td_corpus_t c;
   load_corpus(&c, FX_TRAIN, 0);
   td_train_opts_t o;
@@ -212,6 +213,7 @@ static int train_fixture_opts(const char *out, int threads, int no_gram, json_t 
   o.name = "fixture";
   o.threads = threads;
   o.no_gram = no_gram;
+  o.solver = solver;
   const char *files[] = {FX_TRAIN};
   int rc = td_train(&o, &c, files, 1, report, err);
   td_corpus_free(&c);
@@ -219,7 +221,7 @@ static int train_fixture_opts(const char *out, int threads, int no_gram, json_t 
 }
 
 static int train_fixture(const char *out, int threads, json_t **report, td_err_t *err) {
-  return train_fixture_opts(out, threads, 0, report, err);
+  return train_fixture_opts(out, threads, 0, TD_SOLVER_DCD, report, err);
 }
 
 static void test_train_classify(void **state) {
@@ -366,30 +368,160 @@ static void expect_same_bundle(const char *a, const char *b) {
   json_decref(mb);
 }
 
+/* Every solver: one thread or three, the same bundle byte for byte. */
 static void test_determinism(void **state) {
   (void)state;
-  const char *a = tpath("det1"), *b = tpath("det2");
-  json_t *ra = NULL, *rb = NULL;
-  td_err_t err;
-  if (train_fixture(a, 1, &ra, &err)) fail_msg("%s", err.msg);
-  if (train_fixture(b, 2, &rb, &err)) fail_msg("%s", err.msg);
-  json_decref(ra);
-  json_decref(rb);
-  expect_same_bundle(a, b);
+  const int solvers[] = {TD_SOLVER_DCD, TD_SOLVER_DCD_L2, TD_SOLVER_SMO};
+  for (size_t i = 0; i < sizeof solvers / sizeof *solvers; i++) {
+    char na[32], nb[32];
+    snprintf(na, sizeof na, "det1-%zu", i);
+    snprintf(nb, sizeof nb, "det3-%zu", i);
+    const char *a = tpath(na), *b = tpath(nb);
+    json_t *ra = NULL, *rb = NULL;
+    td_err_t err;
+    if (train_fixture_opts(a, 1, 0, solvers[i], &ra, &err)) fail_msg("%s", err.msg);
+    if (train_fixture_opts(b, 3, 0, solvers[i], &rb, &err)) fail_msg("%s", err.msg);
+    json_decref(ra);
+    json_decref(rb);
+    expect_same_bundle(a, b);
+  }
 }
 
-/* The precomputed Gram matrix is only a speed-up: libsvm computing every
- * kernel value itself must give the very same bundle. */
+/* The precomputed Gram matrix is only a speed-up of SMO: libsvm computing
+ * every kernel value itself must give the very same bundle. */
 static void test_gram_equivalence(void **state) {
   (void)state;
   const char *a = tpath("gram"), *b = tpath("nogram");
   json_t *ra = NULL, *rb = NULL;
   td_err_t err;
-  if (train_fixture_opts(a, 2, 0, &ra, &err)) fail_msg("%s", err.msg);
-  if (train_fixture_opts(b, 2, 1, &rb, &err)) fail_msg("%s", err.msg);
+  if (train_fixture_opts(a, 2, 0, TD_SOLVER_SMO, &ra, &err)) fail_msg("%s", err.msg);
+  if (train_fixture_opts(b, 2, 1, TD_SOLVER_SMO, &rb, &err)) fail_msg("%s", err.msg);
   json_decref(ra);
   json_decref(rb);
   expect_same_bundle(a, b);
+}
+
+/* Theme k's libsvm file read by libsvm itself (svm_load_model), and the
+ * bundle as model.c loaded it, score every support vector of the file (real
+ * passage vectors) alike; svm-predict, when installed, labels them by the
+ * same sign. */
+static void check_svm_files(const char *dir, const td_model_t *m) {
+  td_fvec_t v;
+  td_fvec_init(&v);
+  double *dec = calloc(m->ntheme, sizeof *dec);
+  assert_non_null(dec);
+  int have_predict = access("/usr/bin/svm-predict", X_OK) == 0;
+  for (size_t k = 0; k < m->ntheme; k++) {
+    char path[700], data[720], out[720];
+    snprintf(path, sizeof path, "%s/svm/%s.model", dir, m->themes[k].name);
+    struct svm_model *s = svm_load_model(path);
+    assert_non_null(s);
+    assert_int_equal(s->param.kernel_type, LINEAR);
+    snprintf(data, sizeof data, "%s.rows", path);
+    snprintf(out, sizeof out, "%s.pred", path);
+    FILE *f = fopen(data, "w");
+    assert_non_null(f);
+    double *mdec = malloc((size_t)s->l * sizeof *mdec);
+    assert_non_null(mdec);
+    for (int j = 0; j < s->l; j++) {
+      size_t len = 0;
+      while (s->SV[j][len].index != -1) len++;
+      if (len > v.cap) {
+        v.items = realloc(v.items, len * sizeof *v.items);
+        assert_non_null(v.items);
+        v.cap = len;
+      }
+      fputs("0", f);
+      for (size_t q = 0; q < len; q++) {
+        v.items[q].index = (uint32_t)(s->SV[j][q].index - 1);
+        v.items[q].value = s->SV[j][q].value;
+        fprintf(f, " %d:%.17g", s->SV[j][q].index, s->SV[j][q].value);
+      }
+      fputc('\n', f);
+      v.count = len;
+      double dv = 0;
+      svm_predict_values(s, s->SV[j], &dv);
+      if (s->label[0] != 1) dv = -dv;
+      td_model_decision(m, &v, dec);
+      mdec[j] = dec[k];
+      if (fabs(dec[k] - dv) > 1e-9 * (1 + fabs(dv)))
+        fail_msg("%s SV %d: model.c %.17g, libsvm %.17g", path, j, dec[k], dv);
+    }
+    fclose(f);
+    if (have_predict) {
+      char cmd[2200];
+      snprintf(cmd, sizeof cmd, "svm-predict -q '%s' '%s' '%s'", data, path, out);
+      assert_int_equal(system(cmd), 0);
+      f = fopen(out, "r");
+      assert_non_null(f);
+      for (int j = 0; j < s->l; j++) {
+        int lab = 0;
+        assert_int_equal(fscanf(f, "%d", &lab), 1);
+        /* (a decision within rounding of 0 may fall either way) */
+        if (fabs(mdec[j]) > 1e-9 && lab != (mdec[j] > 0 ? 1 : -1))
+          fail_msg("%s SV %d: svm-predict says %d, model.c %.17g", path, j, lab, mdec[j]);
+      }
+      fclose(f);
+    }
+    free(mdec);
+    svm_free_and_destroy_model(&s);
+  }
+  free(dec);
+  td_fvec_free(&v);
+}
+
+/* Each solver trains, records itself in the manifest and the report, and
+ * writes libsvm LINEAR files that libsvm, svm-predict and model.c read
+ * alike; the DCD solvers give the SMO one's CV figures within noise on the
+ * fixture (103 passages: a few passages either way). */
+static void test_solvers(void **state) {
+  (void)state;
+  const int solvers[] = {TD_SOLVER_DCD, TD_SOLVER_DCD_L2, TD_SOLVER_SMO};
+  const char *names[] = {"dcd", "dcd-l2", "smo"};
+  double micro[3];
+  for (size_t i = 0; i < 3; i++) {
+    int parsed = -1;
+    assert_int_equal(td_train_solver_parse(names[i], &parsed), 0);
+    assert_int_equal(parsed, solvers[i]);
+    assert_string_equal(td_train_solver_name(solvers[i]), names[i]);
+    char nm[32];
+    snprintf(nm, sizeof nm, "solver-%s", names[i]);
+    const char *dir = tpath(nm);
+    json_t *rep = NULL;
+    td_err_t err;
+    if (train_fixture_opts(dir, 2, 0, solvers[i], &rep, &err)) fail_msg("%s: %s", names[i], err.msg);
+    assert_string_equal(json_string_value(json_object_get(rep, "solver")), names[i]);
+    micro[i] = json_real_value(json_object_get(json_object_get(rep, "metrics"), "micro_f1"));
+    json_decref(rep);
+    char mp[600];
+    snprintf(mp, sizeof mp, "%s/manifest.json", dir);
+    json_error_t je;
+    json_t *man = json_load_file(mp, 0, &je);
+    assert_non_null(man);
+    const json_t *tr = json_object_get(man, "training");
+    assert_string_equal(json_string_value(json_object_get(tr, "solver")), names[i]);
+    assert_true(solvers[i] == TD_SOLVER_SMO ? json_object_get(tr, "solver_eps") == NULL
+                                            : json_real_value(json_object_get(tr, "solver_eps")) == 0.1);
+    if (solvers[i] != TD_SOLVER_SMO) /* every fit met eps before 1000 epochs */
+      assert_int_equal(json_integer_value(json_object_get(tr, "solver_unconverged")), 0);
+    /* calibration still a decreasing sigmoid, thresholds inside the clamp */
+    size_t t;
+    json_t *th;
+    json_array_foreach(json_object_get(man, "themes"), t, th) {
+      const json_t *cal = json_object_get(th, "calibration");
+      assert_true(json_real_value(json_object_get(cal, "a")) < 0);
+      double thr = json_number_value(json_object_get(th, "threshold"));
+      assert_true(thr >= 0.01 && thr <= 0.99);
+    }
+    json_decref(man);
+    td_model_t *m = NULL;
+    if (td_model_load(dir, NULL, &m, &err)) fail_msg("%s", err.msg);
+    check_svm_files(dir, m);
+    td_model_unref(&m);
+  }
+  for (size_t i = 0; i < 2; i++)
+    if (fabs(micro[i] - micro[2]) > 0.05)
+      fail_msg("CV micro-F1: %s %.4f, smo %.4f", names[i], micro[i], micro[2]);
 }
 
 static void test_replace_and_refuse(void **state) {
@@ -435,6 +567,18 @@ static void test_option_errors(void **state) {
   o.folds = 20; /* more folds than the 19 docs */
   assert_int_equal(td_train(&o, &c, files, 1, &rep, &err), TD_EINVAL);
   o.folds = 5;
+  o.solver = 7;
+  assert_int_equal(td_train(&o, &c, files, 1, &rep, &err), TD_EINVAL);
+  assert_non_null(strstr(err.msg, "unknown solver"));
+  o.solver = TD_SOLVER_DCD;
+  o.kernel = RBF; /* DCD is linear only */
+  assert_int_equal(td_train(&o, &c, files, 1, &rep, &err), TD_EINVAL);
+  assert_non_null(strstr(err.msg, "needs solver smo"));
+  o.kernel = LINEAR;
+  int parsed = -1;
+  assert_int_equal(td_train_solver_parse("DCD", &parsed), TD_EINVAL);
+  assert_int_equal(td_train_solver_parse("", &parsed), TD_EINVAL);
+  assert_int_equal(parsed, -1);
   o.tokenizer = "no-such-tokenizer";
   assert_int_equal(td_train(&o, &c, files, 1, &rep, &err), TD_EPLUGIN);
   assert_null(rep);
@@ -576,6 +720,8 @@ static void test_cli_usage(void **state) {
   expect_error("train --data x", 2, "--out is required");
   expect_error("train --data x --out y --folds zero", 2, "--folds: expected an integer");
   expect_error("train --data x --out y --c 1,-2", 2, "--c: expected positive numbers");
+  expect_error("train --data x --out y --solver sgd", 2, "--solver: expected dcd, dcd-l2 or smo, got \"sgd\"");
+  expect_error("train --data x --out y --solver", 2, "option --solver needs a value");
 }
 
 static void test_cli_data_errors(void **state) {
@@ -775,6 +921,7 @@ int main(void) {
       cmocka_unit_test(test_train_classify),
       cmocka_unit_test(test_determinism),
       cmocka_unit_test(test_gram_equivalence),
+      cmocka_unit_test(test_solvers),
       cmocka_unit_test(test_replace_and_refuse),
       cmocka_unit_test(test_option_errors),
       cmocka_unit_test(test_multiclass_and_single_c),
