@@ -12,8 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "calib.h"
 #include "model.h"
 #include "plugin.h"
+#include "pool.h"
 #include "sha256.h"
 #include "svm_dcd.h"
 
@@ -49,70 +51,6 @@ const char *td_train_solver_name(int solver) {
 }
 
 /* ---- Platt scaling: a transcription of libsvm's sigmoid_train ---- */
-
-void td_platt_fit(const double *dec, const int *label, size_t n, double *A, double *B) {
-  double prior1 = 0, prior0 = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (label[i] > 0) prior1 += 1;
-    else prior0 += 1;
-  }
-  const int max_iter = 100;
-  const double min_step = 1e-10, sigma = 1e-12, eps = 1e-5;
-  /* Targets from the priors rather than 0/1 keep the fit from going
-   * infinite on separable data (Platt 1999). */
-  const double hi = (prior1 + 1.0) / (prior1 + 2.0), lo = 1 / (prior0 + 2.0);
-  double a = 0.0, b = log((prior0 + 1.0) / (prior1 + 1.0)), fval = 0.0;
-  for (size_t i = 0; i < n; i++) {
-    double t = label[i] > 0 ? hi : lo, f = dec[i] * a + b;
-    fval += f >= 0 ? t * f + log(1 + exp(-f)) : (t - 1) * f + log(1 + exp(f));
-  }
-  for (int iter = 0; iter < max_iter; iter++) {
-    double h11 = sigma, h22 = sigma, h21 = 0, g1 = 0, g2 = 0;
-    for (size_t i = 0; i < n; i++) {
-      double f = dec[i] * a + b, p, q;
-      if (f >= 0) {
-        p = exp(-f) / (1.0 + exp(-f));
-        q = 1.0 / (1.0 + exp(-f));
-      } else {
-        p = 1.0 / (1.0 + exp(f));
-        q = exp(f) / (1.0 + exp(f));
-      }
-      double d2 = p * q, d1 = (label[i] > 0 ? hi : lo) - p;
-      h11 += dec[i] * dec[i] * d2;
-      h22 += d2;
-      h21 += dec[i] * d2;
-      g1 += dec[i] * d1;
-      g2 += d1;
-    }
-    if (fabs(g1) < eps && fabs(g2) < eps) break;
-    double det = h11 * h22 - h21 * h21;
-    double da = -(h22 * g1 - h21 * g2) / det, db = -(-h21 * g1 + h11 * g2) / det;
-    double gd = g1 * da + g2 * db, step = 1;
-    while (step >= min_step) {
-      double na = a + step * da, nb = b + step * db, nf = 0.0;
-      for (size_t i = 0; i < n; i++) {
-        double t = label[i] > 0 ? hi : lo, f = dec[i] * na + nb;
-        nf += f >= 0 ? t * f + log(1 + exp(-f)) : (t - 1) * f + log(1 + exp(f));
-      }
-      if (nf < fval + 0.0001 * step * gd) {
-        a = na;
-        b = nb;
-        fval = nf;
-        break;
-      }
-      step /= 2.0;
-    }
-    if (step < min_step) break; /* line search failed: keep the last point */
-  }
-  *A = a;
-  *B = b;
-}
-
-static double platt_score(double A, double B, double dec) {
-  double f = dec * A + B;
-  /* the two forms avoid overflow of exp() on either side */
-  return f >= 0 ? exp(-f) / (1.0 + exp(-f)) : 1.0 / (1.0 + exp(f));
-}
 
 /* ---- grouped folds ---- */
 
@@ -175,14 +113,8 @@ typedef struct trainer {
   struct svm_model **final; /* K */
   td_dcd_model_t *final_dcd; /* K, DCD only: the dense w of each final fit */
   const double *chosen_c;   /* K, for the final fits */
-  /* job pool */
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  size_t next, done, njobs;
-  int failed;
-  td_err_t job_err; /* with failed, when the job said more than a code */
+  pthread_mutex_t mu;       /* guards unconverged (the jobs run on daemon/pool.c) */
   size_t unconverged; /* DCD fits that stopped at max_iter (liblinear warns) */
-  void (*fn)(struct trainer *, size_t);
 } trainer_t;
 
 static void svm_quiet(const char *s) { (void)s; }
@@ -328,16 +260,6 @@ static double decision(const struct svm_model *m, const struct svm_node *x) {
   return m->label[0] == 1 ? dv : -dv;
 }
 
-/* The first failing job's code and message win. */
-static void set_failed(trainer_t *t, int code, const td_err_t *e) {
-  pthread_mutex_lock(&t->mu);
-  if (!t->failed) {
-    t->failed = code;
-    t->job_err = *e;
-  }
-  pthread_mutex_unlock(&t->mu);
-}
-
 /* Decision value of final model k for passage row x, from the dense w when
  * DCD kept one (the same value as the libsvm model's, without summing over
  * every support vector). */
@@ -346,22 +268,20 @@ static double final_decision(const trainer_t *t, size_t k, const struct svm_node
   return decision(t->final[k], x);
 }
 
-static void cv_job(trainer_t *t, size_t j) {
+static int cv_job(void *ctx, size_t j, td_err_t *err) {
+  trainer_t *t = ctx;
   /* Large C converges slowest: hand those jobs out first. */
   size_t F = t->F, nc = t->nc;
   size_t f = j % F, ci = nc - 1 - (j / F) % nc, k = j / (F * nc);
   int constant, oom;
   if (is_dcd(t)) {
     td_dcd_model_t dm;
-    td_err_t e;
-    td_err_clear(&e);
-    int rc = fit_dcd(t, k, t->grid[ci], (int)f, &dm, NULL, &constant, &e);
+    int rc = fit_dcd(t, k, t->grid[ci], (int)f, &dm, NULL, &constant, err);
     double *out = t->oof + (k * nc + ci) * t->n;
     for (size_t i = 0; !rc && i < t->n; i++)
       if (t->fold[i] == (int)f) out[i] = dm.w ? td_dcd_decision(&dm, t->x[i]) : constant;
     td_dcd_model_free(&dm);
-    if (rc) set_failed(t, rc, &e);
-    return;
+    return rc;
   }
   struct svm_node **x = t->gx ? t->gx : t->x;
   int kernel = t->gx ? PRECOMPUTED : t->o->kernel;
@@ -372,11 +292,7 @@ static void cv_job(trainer_t *t, size_t j) {
     out[i] = m ? decision(m, x[i]) : constant;
   }
   if (m) svm_free_and_destroy_model(&m);
-  if (oom) {
-    pthread_mutex_lock(&t->mu);
-    t->failed = TD_ENOMEM;
-    pthread_mutex_unlock(&t->mu);
-  }
+  return oom ? td_err_set(err, TD_ENOMEM, "out of memory in training") : 0;
 }
 
 /* A model trained on precomputed kernel rows, turned into the linear model
@@ -388,26 +304,22 @@ static void linearize(const trainer_t *t, struct svm_model *m) {
   m->param.kernel_type = LINEAR;
 }
 
-static void fit_job(trainer_t *t, size_t k) {
+static int fit_job(void *ctx, size_t k, td_err_t *err) {
+  trainer_t *t = ctx;
   int constant, oom;
   if (is_dcd(t)) {
-    td_err_t e;
-    td_err_clear(&e);
-    int rc = fit_dcd(t, k, t->chosen_c[k], -1, &t->final_dcd[k], &t->final[k], &constant, &e);
+    int rc = fit_dcd(t, k, t->chosen_c[k], -1, &t->final_dcd[k], &t->final[k], &constant, err);
     if (!rc && !t->final[k]) /* one class only */
-      rc = td_err_set(&e, TD_EINVAL, "a theme has only one class of passages");
-    if (rc) set_failed(t, rc, &e);
-    return;
+      rc = td_err_set(err, TD_EINVAL, "a theme has only one class of passages");
+    return rc;
   }
   struct svm_node **x = t->gx ? t->gx : t->x;
   int kernel = t->gx ? PRECOMPUTED : t->o->kernel;
   t->final[k] = fit_one(t, x, kernel, k, t->chosen_c[k], -1, &constant, &oom);
   if (t->final[k] && t->gx) linearize(t, t->final[k]);
-  if (!t->final[k]) {
-    pthread_mutex_lock(&t->mu);
-    t->failed = oom ? TD_ENOMEM : TD_EINVAL;
-    pthread_mutex_unlock(&t->mu);
-  }
+  if (t->final[k]) return 0;
+  return oom ? td_err_set(err, TD_ENOMEM, "out of memory in training")
+             : td_err_set(err, TD_EINVAL, "a theme has only one class of passages");
 }
 
 /* ---- the precomputed linear kernel ---- */
@@ -433,13 +345,15 @@ static double svm_dot(const struct svm_node *px, const struct svm_node *py) {
 
 /* Row i of libsvm's PRECOMPUTED format: node 0 holds the 1-based serial,
  * node j+1 holds K(i, j). Job i fills K(i, j) and K(j, i) for j >= i. */
-static void gram_job(struct trainer *t, size_t i) {
+static int gram_job(void *ctx, size_t i, td_err_t *err) {
+  struct trainer *t = ctx;
   size_t n = t->n;
   for (size_t j = i; j < n; j++) {
     double v = svm_dot(t->x[i], t->x[j]);
     t->gx[i][j + 1].value = v;
     t->gx[j][i + 1].value = v;
   }
+  return 0;
 }
 
 /* The CV jobs train the same passages over and over: computing every dot
@@ -472,68 +386,23 @@ static int gram_alloc(struct trainer *t) {
   return 1;
 }
 
-static void *worker(void *arg) {
-  trainer_t *t = arg;
-  for (;;) {
-    pthread_mutex_lock(&t->mu);
-    if (t->next >= t->njobs || t->failed) {
-      pthread_mutex_unlock(&t->mu);
-      return NULL;
-    }
-    size_t j = t->next++;
-    pthread_mutex_unlock(&t->mu);
-    t->fn(t, j);
-    pthread_mutex_lock(&t->mu);
-    t->done++;
-    pthread_cond_signal(&t->cv);
-    pthread_mutex_unlock(&t->mu);
-  }
+/* Runs njobs jobs of fn on the pool (daemon/pool.c), with the caller's
+ * thread count and progress callback under the name of the stage. */
+typedef struct stage_progress {
+  const td_train_opts_t *o;
+  const char *stage;
+} stage_progress_t;
+
+static void on_progress(void *ud, size_t done, size_t total) {
+  const stage_progress_t *sp = ud;
+  sp->o->progress(sp->o->progress_ud, sp->stage, done, total);
 }
 
-/* Runs njobs jobs on the pool; results land in preallocated slots, so the
- * outcome does not depend on the number of threads or their timing. The
- * progress callback runs on the calling thread only. */
-static int run_pool(trainer_t *t, size_t njobs, void (*fn)(trainer_t *, size_t),
-                    const char *stage, td_err_t *err) {
-  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  size_t nth = t->o->threads > 0 ? (size_t)t->o->threads : (cpus > 0 ? (size_t)cpus : 1);
-  if (nth > njobs) nth = njobs;
-  t->fn = fn;
-  t->next = t->done = 0;
-  t->njobs = njobs;
-  t->failed = 0;
-  td_err_clear(&t->job_err);
-  pthread_t *th = calloc(nth, sizeof *th);
-  if (!th) return td_err_set(err, TD_ENOMEM, "out of memory");
-  size_t started = 0;
-  for (; started < nth; started++)
-    if (pthread_create(&th[started], NULL, worker, t)) break;
-  if (started == 0) {
-    free(th);
-    return td_err_set(err, TD_ENOMEM, "cannot start training threads");
-  }
-  size_t reported = (size_t)-1;
-  pthread_mutex_lock(&t->mu);
-  for (;;) {
-    size_t done = t->done;
-    int stop = done == njobs || (t->failed && t->next == t->done);
-    if (done != reported && t->o->progress) {
-      pthread_mutex_unlock(&t->mu);
-      t->o->progress(t->o->progress_ud, stage, done, njobs);
-      reported = done;
-      pthread_mutex_lock(&t->mu);
-      continue;
-    }
-    if (stop) break;
-    pthread_cond_wait(&t->cv, &t->mu);
-  }
-  pthread_mutex_unlock(&t->mu);
-  for (size_t i = 0; i < started; i++) pthread_join(th[i], NULL);
-  free(th);
-  if (t->failed && t->job_err.msg[0]) return td_err_set(err, t->failed, "%s", t->job_err.msg);
-  if (t->failed == TD_ENOMEM) return td_err_set(err, TD_ENOMEM, "out of memory in training");
-  if (t->failed) return td_err_set(err, t->failed, "a theme has only one class of passages");
-  return 0;
+static int run_pool(trainer_t *t, size_t njobs, td_pool_job_fn fn, const char *stage,
+                    td_err_t *err) {
+  stage_progress_t sp = {t->o, stage};
+  size_t nth = t->o->threads > 0 ? (size_t)t->o->threads : 0;
+  return td_pool_run(nth, njobs, fn, t, t->o->progress ? on_progress : NULL, &sp, err);
 }
 
 /* ---- features ---- */
@@ -634,43 +503,6 @@ out:
 }
 
 /* ---- thresholds and metrics ---- */
-
-typedef struct scored {
-  double s;
-  size_t i;
-} scored_t;
-
-static int cmp_scored(const void *a, const void *b) {
-  const scored_t *x = a, *y = b;
-  if (x->s != y->s) return x->s > y->s ? -1 : 1;
-  return x->i < y->i ? -1 : x->i > y->i;
-}
-
-/* Best F1 over all cut points between distinct scores; *thr is the midpoint
- * of the cut (tag when s >= thr). tmp has n entries. */
-static double sweep_f1(const double *s, const int *lab, size_t n, scored_t *tmp, double *thr) {
-  size_t P = 0;
-  for (size_t i = 0; i < n; i++) {
-    tmp[i].s = s[i];
-    tmp[i].i = i;
-    P += lab[i] > 0;
-  }
-  qsort(tmp, n, sizeof *tmp, cmp_scored);
-  double best = 0, bthr = n ? tmp[0].s + 1 : 1;
-  size_t tp = 0, fp = 0;
-  for (size_t r = 0; r < n; r++) {
-    if (lab[tmp[r].i] > 0) tp++;
-    else fp++;
-    if (r + 1 < n && tmp[r + 1].s == tmp[r].s) continue;
-    double f1 = P ? 2.0 * (double)tp / (double)(2 * tp + fp + (P - tp)) : 0;
-    if (f1 > best) {
-      best = f1;
-      bthr = r + 1 < n ? (tmp[r].s + tmp[r + 1].s) / 2 : tmp[r].s - 0.5 * fabs(tmp[r].s) - 1e-9;
-    }
-  }
-  if (thr) *thr = bthr;
-  return best;
-}
 
 typedef struct prf {
   size_t tp, fp, fn, support;
@@ -804,7 +636,7 @@ static double clamp_thr(double x) { return x < 0.01 ? 0.01 : x > 0.99 ? 0.99 : x
 
 static int select_multilabel(trainer_t *t, outcome_t *r, td_err_t *err) {
   size_t n = t->n, K = t->K, nc = t->nc;
-  scored_t *tmp = malloc(n * sizeof *tmp);
+  td_calib_scored_t *tmp = malloc(n * sizeof *tmp);
   double *sc = malloc(K * n * sizeof *sc);
   if (!tmp || !sc) {
     free(tmp);
@@ -815,18 +647,18 @@ static int select_multilabel(trainer_t *t, outcome_t *r, td_err_t *err) {
     const int *lab = t->lab + k * n;
     size_t best = 0;
     for (size_t ci = 0; ci < nc; ci++) {
-      double f1 = sweep_f1(t->oof + (k * nc + ci) * n, lab, n, tmp, NULL);
+      double f1 = td_calib_best_f1(t->oof + (k * nc + ci) * n, lab, n, tmp, NULL);
       r->grid_score[k * nc + ci] = f1;
       if (f1 > r->grid_score[k * nc + best]) best = ci;
     }
     r->best_ci[k] = best;
     r->C[k] = t->grid[best];
     const double *dec = t->oof + (k * nc + best) * n;
-    td_platt_fit(dec, lab, n, &r->A[k], &r->B[k]);
+    td_calib_platt_fit(dec, lab, n, &r->A[k], &r->B[k]);
     double *s = sc + k * n;
-    for (size_t i = 0; i < n; i++) s[i] = platt_score(r->A[k], r->B[k], dec[i]);
+    for (size_t i = 0; i < n; i++) s[i] = td_calib_platt_score(r->A[k], r->B[k], dec[i]);
     double thr;
-    sweep_f1(s, lab, n, tmp, &thr);
+    td_calib_best_f1(s, lab, n, tmp, &thr);
     r->thr[k] = clamp_thr(thr);
   }
   /* Figures at the thresholds actually recorded (after clamping). */
@@ -878,13 +710,13 @@ static int select_multiclass(trainer_t *t, outcome_t *r, td_err_t *err) {
   double best_acc = -1;
   for (size_t ci = 0; ci < nc; ci++) {
     for (size_t k = 0; k < K; k++)
-      td_platt_fit(t->oof + (k * nc + ci) * n, t->lab + k * n, n, &A[k], &B[k]);
+      td_calib_platt_fit(t->oof + (k * nc + ci) * n, t->lab + k * n, n, &A[k], &B[k]);
     size_t hit = 0;
     for (size_t i = 0; i < n; i++) {
       size_t arg = 0;
       double top = -1;
       for (size_t k = 0; k < K; k++) {
-        double s = platt_score(A[k], B[k], t->oof[(k * nc + ci) * n + i]);
+        double s = td_calib_platt_score(A[k], B[k], t->oof[(k * nc + ci) * n + i]);
         if (s > top) {
           top = s;
           arg = k;
@@ -1135,7 +967,6 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
   t.o = o;
   t.c = c;
   pthread_mutex_init(&t.mu, NULL);
-  pthread_cond_init(&t.cv, NULL);
   const char **names = NULL;
   td_tokenizer_t *tok = NULL;
   uint32_t *df = NULL;
@@ -1207,7 +1038,7 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
     }
     for (size_t k = 0; k < K; k++) {
       for (size_t i = 0; i < n; i++) dec[i] = final_decision(&t, k, t.x[i]);
-      td_platt_fit(dec, t.lab + k * n, n, &r.A[k], &r.B[k]);
+      td_calib_platt_fit(dec, t.lab + k * n, n, &r.A[k], &r.B[k]);
     }
     free(dec);
   }
@@ -1359,6 +1190,5 @@ out:
   free(t.final);
   free(names);
   pthread_mutex_destroy(&t.mu);
-  pthread_cond_destroy(&t.cv);
   return rc;
 }

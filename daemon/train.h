@@ -89,7 +89,5 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c,
  */
 int td_train_folds(const td_corpus_t *c, int k, uint64_t seed, int *fold, td_err_t *err);
 
-/* Platt's sigmoid fit (Lin, Lin & Weng 2007): p = 1/(1+exp(A f + B)). */
-void td_platt_fit(const double *dec, const int *label, size_t n, double *A, double *B);
 
 #endif

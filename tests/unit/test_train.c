@@ -24,6 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "calib.h"
 #include "classify.h"
 #include "corpus.h"
 #include "model.h"
@@ -112,7 +113,7 @@ static void set_rare(int n, double *d, int *y) {
 
 static void check_platt(const double *d, const int *y, int n, double wantA, double wantB) {
   double A, B;
-  td_platt_fit(d, y, (size_t)n, &A, &B);
+  td_calib_platt_fit(d, y, (size_t)n, &A, &B);
   if (fabs(A - wantA) > 1e-6 || fabs(B - wantB) > 1e-6)
     fail_msg("platt A=%.17g B=%.17g, libsvm A=%.17g B=%.17g", A, B, wantA, wantB);
   assert_true(A < 0);
