@@ -14,15 +14,28 @@
  *
  * Closed loop (default): a connection sends its next request when a
  * response comes back, so the offered load is whatever the daemon sustains
- * (throughput). Open loop (--rate R): requests fall due at a fixed total
- * rate, spread over the connections; a 1 ms pacing timer releases the ones
- * due, and each is timed from its release, not from when it could be sent:
- * one held back because its connection already has 60 in flight waits on
- * the clock, so a daemon that falls behind shows it in the latencies (no
- * coordinated omission). (Timing from the exact due instant would add up to
- * the timer's own 1 ms granularity to every latency.)
+ * (throughput). Open loop (--rate R): request k falls due at exactly
+ * t0 + k/R, dealt round-robin over the connections. A timerfd armed at the
+ * next due instant (absolute CLOCK_MONOTONIC, the clock of uv_hrtime, timer
+ * slack 1 ns) and watched by uv_poll wakes the loop; every request due by
+ * then is written on its connection at once, so the pacing resolution is the
+ * wake-up latency (microseconds), not a timer tick. Each latency is measured
+ * from the request's intended send time, not from when it was written: a
+ * request held back (its connection already has 60 in flight, or the load
+ * generator woke late) waits on the clock, so a daemon that falls behind
+ * shows it in the latencies (no coordinated omission). --pace-us P makes
+ * the pacer wake at most once every P us (requests still timed from their
+ * own due instants) when its own CPU matters more than its resolution.
  *
- * Only responses that arrive within [warmup, warmup + duration] count.
+ * Open loop counts the requests that fell due within [warmup, warmup +
+ * duration] ("offered"), waits up to 3 s after the window for their
+ * answers, and reports how many came back ("requests", and "rps" over the
+ * window) and how many did not ("unanswered": each is counted in the
+ * percentiles with the time it had waited when the run gave up, a lower
+ * bound). "send_lag_*" is how late the load generator itself wrote them.
+ *
+ * Closed loop: only responses that arrive within [warmup, warmup + duration]
+ * count.
  * Latencies are kept (nanoseconds) and sorted at the end: exact
  * percentiles. Passages are read from each response's
  * "summary":{"passages":N (every one in a batch); a response that is an
@@ -36,7 +49,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #define MAX_INFLIGHT 60  /* under themed's default --max-pending (64) */
@@ -84,14 +101,19 @@ static struct {
   size_t nreq, next_req;
   conn_t *c;
   uint64_t t0, t_meas, t_end;
-  int measuring, stopping, failed;
+  int measuring, stopping, finished, failed;
   /* measured */
   uint64_t done, passages, errors, sent_total, done_total;
   uint64_t *lat;
   size_t nlat, caplat;
-  /* open loop */
-  uint64_t due_total;
-  uv_timer_t tick, phase;
+  /* open loop: request k is due at t_sched + k * 1e9 / rate */
+  uint64_t due_total, t_sched, pace_ns, last_wake;
+  uint64_t offered, unanswered;
+  uint64_t *lag; /* send lag (ns) of the offered requests */
+  size_t nlag, caplag;
+  int tfd;
+  uv_poll_t pacer;
+  uv_timer_t phase;
   char err[256];
 } G;
 
@@ -171,19 +193,28 @@ static void load_requests(void) {
 
 /* ---- responses ---- */
 
+static void push_lat(uint64_t **a, size_t *n, size_t *cap, uint64_t v) {
+  if (*n == *cap) {
+    *cap = *cap ? 2 * *cap : 65536;
+    *a = xrealloc(*a, *cap * sizeof **a);
+  }
+  (*a)[(*n)++] = v;
+}
+
+/* Open loop: was a request due at t_due offered within the window? */
+static int in_window(uint64_t t_due) {
+  return G.measuring && t_due >= G.t_meas && t_due < G.t_end;
+}
+
 static void record(conn_t *c, int is_error, uint64_t passages) {
   uint64_t t = now_ns();
   uint64_t t_sent = pop_u64(c->ts, &c->ts_head, &c->ts_n, c->ts_cap);
   G.done_total++;
-  if (!G.measuring || t > G.t_end) return;
+  if (G.rate > 0 ? !in_window(t_sent) : !G.measuring || t > G.t_end) return;
   G.done++;
   G.passages += passages;
   G.errors += is_error != 0;
-  if (G.nlat == G.caplat) {
-    G.caplat = G.caplat ? 2 * G.caplat : 65536;
-    G.lat = xrealloc(G.lat, G.caplat * sizeof *G.lat);
-  }
-  G.lat[G.nlat++] = t - t_sent;
+  push_lat(&G.lat, &G.nlat, &G.caplat, t - t_sent);
 }
 
 /* Sum of every "summary":{"passages":N in [p, p+n). */
@@ -210,6 +241,8 @@ static int json_is_error(const char *p, size_t n) {
 }
 
 static void send_more(conn_t *c);
+static int all_answered(void);
+static void on_phase(uv_timer_t *t);
 
 /* Parses whole responses out of c->rb; returns bytes consumed. */
 static size_t parse(conn_t *c) {
@@ -279,7 +312,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     c->rb_len -= used;
   }
   send_more(c);
-  if (G.stopping && !c->ts_n) close_conn(c);
+  if (G.stopping && !c->ts_n && !c->due_n) {
+    close_conn(c);
+    if (all_answered()) on_phase(&G.phase); /* nothing to wait for */
+  }
 }
 
 static void on_write(uv_write_t *w, int status) {
@@ -294,9 +330,11 @@ static void on_write(uv_write_t *w, int status) {
   }
 }
 
-/* Sends what this connection may send now, in one write. */
+/* Sends what this connection may send now, in one write. Open loop: its
+ * due requests, also while stopping (those fell due within the window). */
 static void send_more(conn_t *c) {
-  if (!c->connected || G.stopping || uv_is_closing((uv_handle_t *)&c->h.s)) return;
+  if (!c->connected || uv_is_closing((uv_handle_t *)&c->h.s)) return;
+  if (G.stopping && G.rate <= 0) return;
   uv_buf_t bufs[MAX_INFLIGHT];
   unsigned nb = 0;
   uint64_t t = now_ns();
@@ -306,6 +344,7 @@ static void send_more(conn_t *c) {
     if (G.rate > 0) {
       if (!c->due_n) break;
       t_due = pop_u64(c->due, &c->due_head, &c->due_n, c->due_cap);
+      if (in_window(t_due)) push_lat(&G.lag, &G.nlag, &G.caplag, t > t_due ? t - t_due : 0);
     } else {
       t_due = t;
     }
@@ -344,21 +383,55 @@ static void on_connect(uv_connect_t *cr, int status) {
 
 /* ---- phases and the open-loop clock ---- */
 
-static void on_tick(uv_timer_t *t) {
-  (void)t;
-  if (G.stopping) return;
-  /* requests due by now, dealt round-robin */
-  uint64_t now = now_ns();
-  uint64_t due = (uint64_t)((double)(now - G.t0) * G.rate / 1e9);
-  while (G.due_total < due) {
+static uint64_t due_at(uint64_t k) {
+  return G.t_sched + (uint64_t)((double)k * 1e9 / G.rate + 0.5);
+}
+
+/* Hands every request due by `upto` to its connection and writes them. */
+static void release_due(uint64_t upto) {
+  uint64_t first = G.due_total;
+  while (due_at(G.due_total) <= upto) {
+    uint64_t t_due = due_at(G.due_total);
     conn_t *c = &G.c[G.due_total % (uint64_t)G.conns];
-    push_u64(&c->due, &c->due_head, &c->due_n, &c->due_cap, now);
+    push_u64(&c->due, &c->due_head, &c->due_n, &c->due_cap, t_due);
+    G.offered += in_window(t_due);
     G.due_total++;
   }
-  for (int i = 0; i < G.conns; i++) send_more(&G.c[i]);
+  uint64_t n = G.due_total - first;
+  if (n >= (uint64_t)G.conns) {
+    for (int i = 0; i < G.conns; i++) send_more(&G.c[i]);
+  } else {
+    for (uint64_t k = first; k < G.due_total; k++) send_more(&G.c[k % (uint64_t)G.conns]);
+  }
+}
+
+static void arm_pacer(uint64_t at) {
+  struct itimerspec its = {{0, 0}, {(time_t)(at / 1000000000u), (long)(at % 1000000000u)}};
+  if (timerfd_settime(G.tfd, TFD_TIMER_ABSTIME, &its, NULL))
+    die("timerfd_settime: %s", strerror(errno));
+}
+
+/* No read(2) of the expiration count: timerfd_settime below resets it, which
+ * is what makes the descriptor unreadable again (one syscall per wake-up
+ * fewer; the pacer's own CPU competes with the daemon for the same cores). */
+static void on_pace(uv_poll_t *p, int status, int events) {
+  (void)p, (void)status, (void)events;
+  if (G.stopping) return;
+  uint64_t now = now_ns();
+  release_due(now);
+  uint64_t next = due_at(G.due_total);
+  if (G.pace_ns && next < now + G.pace_ns) next = now + G.pace_ns;
+  arm_pacer(next);
+}
+
+static int all_answered(void) {
+  for (int i = 0; i < G.conns; i++)
+    if (G.c[i].ts_n || G.c[i].due_n) return 0;
+  return 1;
 }
 
 static void on_phase(uv_timer_t *t) {
+  if (G.finished) return;
   if (!G.measuring) {
     G.measuring = 1;
     G.t_meas = now_ns();
@@ -367,15 +440,32 @@ static void on_phase(uv_timer_t *t) {
     return;
   }
   if (!G.stopping) {
+    if (G.rate > 0) release_due(G.t_end - 1); /* the window's last ones */
     G.stopping = 1;
-    uv_timer_stop(&G.tick);
+    if (G.rate > 0) uv_poll_stop(&G.pacer);
     for (int i = 0; i < G.conns; i++)
-      if (!G.c[i].ts_n) close_conn(&G.c[i]);
-    uv_timer_start(t, on_phase, 3000, 0); /* stragglers: give them 3 s */
-    return;
+      if (!G.c[i].ts_n && !G.c[i].due_n) close_conn(&G.c[i]);
+    if (!all_answered()) {
+      uv_timer_start(t, on_phase, 3000, 0); /* stragglers: give them 3 s */
+      return;
+    }
   }
+  /* Open loop: what is still unanswered counts with the wait so far. */
+  uint64_t now = now_ns();
+  for (int i = 0; G.rate > 0 && i < G.conns; i++) {
+    conn_t *c = &G.c[i];
+    while (c->ts_n) {
+      uint64_t t_due = pop_u64(c->ts, &c->ts_head, &c->ts_n, c->ts_cap);
+      if (in_window(t_due)) G.unanswered++, push_lat(&G.lat, &G.nlat, &G.caplat, now - t_due);
+    }
+    while (c->due_n) {
+      uint64_t t_due = pop_u64(c->due, &c->due_head, &c->due_n, c->due_cap);
+      if (in_window(t_due)) G.unanswered++, push_lat(&G.lat, &G.nlat, &G.caplat, now - t_due);
+    }
+  }
+  G.finished = 1;
   for (int i = 0; i < G.conns; i++) close_conn(&G.c[i]);
-  uv_close((uv_handle_t *)&G.tick, NULL);
+  if (G.rate > 0) uv_close((uv_handle_t *)&G.pacer, NULL);
   uv_close((uv_handle_t *)t, NULL);
 }
 
@@ -384,11 +474,13 @@ static int cmp_u64(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-static double pct(double p) {
-  if (!G.nlat) return 0;
-  size_t i = (size_t)(p * (double)(G.nlat - 1) + 0.5);
-  return (double)G.lat[i] / 1e3;
+static double pct_of(const uint64_t *a, size_t n, double p) {
+  if (!n) return 0;
+  size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+  return (double)a[i] / 1e3;
 }
+
+static double pct(double p) { return pct_of(G.lat, G.nlat, p); }
 
 int main(int argc, char **argv) {
   static const struct option lo[] = {
@@ -397,7 +489,8 @@ int main(int argc, char **argv) {
       {"conns", required_argument, 0, 'c'},    {"depth", required_argument, 0, 'd'},
       {"duration", required_argument, 0, 'D'}, {"warmup", required_argument, 0, 'W'},
       {"rate", required_argument, 0, 'R'},     {"label", required_argument, 0, 'l'},
-      {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+      {"pace-us", required_argument, 0, 'P'},  {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
   G.conns = 1;
   G.depth = 0;
   G.duration = 5;
@@ -419,10 +512,11 @@ int main(int argc, char **argv) {
     case 'W': G.warmup = atof(optarg); break;
     case 'R': G.rate = atof(optarg); break;
     case 'l': G.label = optarg; break;
+    case 'P': G.pace_ns = (uint64_t)(atof(optarg) * 1e3); break;
     default:
       fprintf(stderr, "usage: loadgen (--unix PATH | --tcp HOST:PORT) --requests FILE "
                       "[--proto jsonl|http] [--conns N] [--depth D] [--duration S] "
-                      "[--warmup S] [--rate R] [--label TEXT]\n");
+                      "[--warmup S] [--rate R [--pace-us P]] [--label TEXT]\n");
       return ch == 'h' ? 0 : 2;
     }
   }
@@ -462,9 +556,17 @@ int main(int argc, char **argv) {
       uv_pipe_connect(&c->connect, &c->h.pipe, G.unix_path, on_connect);
     }
   }
-  uv_timer_init(G.loop, &G.tick);
   uv_timer_init(G.loop, &G.phase);
-  if (G.rate > 0) uv_timer_start(&G.tick, on_tick, 1, 1);
+  if (G.rate > 0) {
+    /* the default 50 us slack would be most of a request's service time */
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+    G.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (G.tfd < 0) die("timerfd_create: %s", strerror(errno));
+    uv_poll_init(G.loop, &G.pacer, G.tfd);
+    uv_poll_start(&G.pacer, UV_READABLE, on_pace);
+    G.t_sched = now_ns();
+    arm_pacer(G.t_sched);
+  }
   uv_timer_start(&G.phase, on_phase, (uint64_t)(G.warmup * 1000), 0);
   uv_run(G.loop, UV_RUN_DEFAULT);
   getrusage(RUSAGE_SELF, &ru1);
@@ -474,15 +576,25 @@ int main(int argc, char **argv) {
                (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6 +
                (double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
                (double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
+  qsort(G.lag, G.nlag, sizeof *G.lag, cmp_u64);
   printf("{\"label\":\"%s\",\"transport\":\"%s\",\"proto\":\"%s\",\"conns\":%d,\"depth\":%d,"
          "\"rate\":%.1f,\"seconds\":%.3f,\"requests\":%llu,\"passages\":%llu,\"errors\":%llu,"
          "\"rps\":%.1f,\"pps\":%.1f,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,"
-         "\"p999_us\":%.1f,\"max_us\":%.1f,\"loadgen_cpu_s\":%.3f,\"failed\":%s%s%s%s}\n",
+         "\"p999_us\":%.1f,\"max_us\":%.1f,\"loadgen_cpu_s\":%.3f,",
          G.label, G.tcp ? "tcp" : "unix", G.http ? "http" : "jsonl", G.conns, G.depth, G.rate,
          meas, (unsigned long long)G.done, (unsigned long long)G.passages,
          (unsigned long long)G.errors, meas > 0 ? (double)G.done / meas : 0,
          meas > 0 ? (double)G.passages / meas : 0, pct(0.5), pct(0.9), pct(0.99), pct(0.999),
-         G.nlat ? (double)G.lat[G.nlat - 1] / 1e3 : 0, cpu, G.failed ? "true" : "false",
-         G.failed ? ",\"error\":\"" : "", G.failed ? G.err : "", G.failed ? "\"" : "");
+         G.nlat ? (double)G.lat[G.nlat - 1] / 1e3 : 0, cpu);
+  if (G.rate > 0)
+    printf("\"pacing\":\"timerfd\",\"pace_us\":%.1f,\"offered\":%llu,\"offered_rps\":%.1f,"
+           "\"unanswered\":%llu,\"send_lag_p50_us\":%.1f,\"send_lag_p99_us\":%.1f,"
+           "\"send_lag_max_us\":%.1f,",
+           (double)G.pace_ns / 1e3, (unsigned long long)G.offered,
+           meas > 0 ? (double)G.offered / meas : 0, (unsigned long long)G.unanswered,
+           pct_of(G.lag, G.nlag, 0.5), pct_of(G.lag, G.nlag, 0.99),
+           G.nlag ? (double)G.lag[G.nlag - 1] / 1e3 : 0);
+  printf("\"failed\":%s%s%s%s}\n", G.failed ? "true" : "false", G.failed ? ",\"error\":\"" : "",
+         G.failed ? G.err : "", G.failed ? "\"" : "");
   return G.failed || G.done == 0 ? 1 : 0;
 }

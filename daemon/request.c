@@ -301,8 +301,20 @@ static td_ecode_t classify_batch(cls_ctx_t *x, const json_t *id, const json_t *j
 }
 
 
+static void request_work(td_req_t *r);
+
 void td_request_work(uv_work_t *w) {
   td_req_t *r = w->data;
+#ifdef TD_LATTRACE
+  r->t_wstart = uv_hrtime();
+#endif
+  request_work(r);
+#ifdef TD_LATTRACE
+  r->t_wend = uv_hrtime();
+#endif
+}
+
+static void request_work(td_req_t *r) {
   fail_t f = {0};
   json_t *j = NULL, *out = NULL;
   const char *what = r->proto == TD_PROTO_JSONL ? "line" : "body";

@@ -6,15 +6,19 @@
  * Each worker thread keeps one td_scratch_t and one td_result_t for its
  * lifetime: created on its first request, freed when the thread exits
  * (a pthread key destructor), so the hot path does not allocate per passage.
+ * The loop thread gets its own the first time it classifies a request, freed
+ * by td_server_free (td_request_thread_cleanup).
  */
 #ifndef TD_REQUEST_H
 #define TD_REQUEST_H
 
 #include "server.h"
 
-/* uv_work_cb: runs on a threadpool thread; touches only its td_req_t, the
- * immutable config and the model reference the request holds. Leaves
- * r->body empty when the op must be finished on the loop thread. */
+/* uv_work_cb: runs on a threadpool thread (td_server_dispatch also calls it
+ * on the loop thread for a small request while the pool is idle); touches
+ * only its td_req_t, the immutable config, the model reference the request
+ * holds and the calling thread's scratch. Leaves r->body empty when the op
+ * must be finished on the loop thread. */
 void td_request_work(uv_work_t *w);
 /* Loop thread: answers health/ready/model/stats/metrics, starts reloads. */
 void td_request_local(td_req_t *r);

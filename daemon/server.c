@@ -29,10 +29,65 @@
 #define TD_LINGER_MS 2000
 #define TD_REJECT_WAIT_MS 1000 /* how long a refused client may take to speak */
 #define TD_MAX_REJECTING 64    /* refused connections waiting for their error */
+/* A request this small (a line or body, bytes) may be classified on the loop
+ * thread while the threadpool is idle: at most ~50 us of loop time.
+ * -DTD_INLINE_MAX_BYTES=0 turns it off (to measure against). */
+#ifndef TD_INLINE_MAX_BYTES
+#define TD_INLINE_MAX_BYTES 2048
+#endif
 
 static void conn_close(td_conn_t *c);
 static void on_data(td_conn_t *c);
 static void maybe_finished(td_server_t *s);
+static void conn_flush_later(td_conn_t *c);
+
+#ifdef TD_LATTRACE
+/* Where a request's time goes, per stage (uv_hrtime deltas, loop thread
+ * only), printed as percentiles at exit. Built with -DTD_LATTRACE only
+ * (bench/NOTES.md, "Serving latency"). */
+enum { LT_POOL, LT_WORK, LT_WAKE, LT_ORDER, LT_TOTAL, LT_N };
+static const char *const lt_name[LT_N] = {"queued->work start (pool wake)",
+                                          "work (parse+classify+dump)",
+                                          "work end->loop sees it", "loop sees it->written",
+                                          "framed->written"};
+static struct {
+  uint64_t *v;
+  size_t n, cap;
+} g_lt[LT_N];
+
+static void lt_add(int k, uint64_t a, uint64_t b) {
+  if (!a || !b || b < a) return;
+  if (g_lt[k].n == g_lt[k].cap) {
+    size_t nc = g_lt[k].cap ? 2 * g_lt[k].cap : 65536;
+    uint64_t *v = realloc(g_lt[k].v, nc * sizeof *v);
+    if (!v) return;
+    g_lt[k].v = v;
+    g_lt[k].cap = nc;
+  }
+  g_lt[k].v[g_lt[k].n++] = b - a;
+}
+
+static int lt_cmp(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void lt_report(void) {
+  for (int k = 0; k < LT_N; k++) {
+    size_t n = g_lt[k].n;
+    if (!n) continue;
+    uint64_t *v = g_lt[k].v;
+    qsort(v, n, sizeof *v, lt_cmp);
+#define LT_P(p) ((double)v[(size_t)((p) * (double)(n - 1))] / 1e3)
+    fprintf(stderr, "lattrace %-32s n=%zu p50=%.1f p90=%.1f p99=%.1f p99.9=%.1f max=%.1f us\n",
+            lt_name[k], n, LT_P(0.5), LT_P(0.9), LT_P(0.99), LT_P(0.999), LT_P(1.0));
+#undef LT_P
+    free(v);
+    g_lt[k].v = NULL;
+    g_lt[k].n = g_lt[k].cap = 0;
+  }
+}
+#endif
 
 /* ------------------------------------------------------------------ */
 /* Requests                                                             */
@@ -111,6 +166,13 @@ void td_req_set_error(td_req_t *r, td_ecode_t code, const char *fmt, ...) {
 
 static void after_work(uv_work_t *w, int status) {
   td_req_t *r = w->data;
+  if (r->pooled) {
+    r->pooled = 0;
+    r->conn->srv->pool_inflight--;
+  }
+#ifdef TD_LATTRACE
+  r->t_after = uv_hrtime();
+#endif
   if (status == UV_ECANCELED) td_req_set_error(r, TD_EC_SHUTTING_DOWN, "server is shutting down");
   if (r->body.len == 0) td_request_local(r); /* parsed on the worker, answered here */
   else td_req_done(r);
@@ -137,8 +199,25 @@ void td_server_dispatch(td_req_t *r) {
     return;
   }
   if (r->kind != TD_REQ_HTTP_RELOAD) r->model = td_model_ref(s->model);
+  if (r->kind != TD_REQ_HTTP_RELOAD && r->inlen && r->inlen <= TD_INLINE_MAX_BYTES &&
+      !s->pool_inflight && !s->inline_used) {
+    /* The pool is idle: waking a worker for this and the loop again for its
+     * answer would cost more than the work (bench/NOTES.md, "Serving
+     * latency"). One per iteration, so a burst still goes to the pool. */
+    s->inline_used = 1;
+    td_request_work(&r->work);
+    after_work(&r->work, 0);
+    return;
+  }
+  r->pooled = 1;
+  s->pool_inflight++;
+#ifdef TD_LATTRACE
+  r->t_queued = uv_hrtime();
+#endif
   int rc = uv_queue_work(s->loop, &r->work, td_request_work, after_work);
   if (rc) {
+    r->pooled = 0;
+    s->pool_inflight--;
     td_req_set_error(r, TD_EC_INTERNAL, "cannot queue work: %s", uv_strerror(rc));
     td_req_done(r);
   }
@@ -160,22 +239,28 @@ void td_req_done(td_req_t *r) {
   }
   /* The model may be freed here if a reload replaced it meanwhile. */
   if (r->model) td_model_unref(&r->model);
-  td_conn_flush(c);
-  td_conn_check(c);
+  conn_flush_later(c);
 }
 
 /* ------------------------------------------------------------------ */
 /* Writing                                                              */
 
+/* Frees a written batch: r and the requests chained after it. */
+static void batch_free(td_req_t *r) {
+  while (r) {
+    td_req_t *next = r->next;
+    td_req_free(r);
+    r = next;
+  }
+}
+
 static void on_write(uv_write_t *wr, int status) {
   td_req_t *r = wr->data;
   td_conn_t *c = r->conn;
+  int closing = c->state == TD_CONN_CLOSING;
   c->out_bytes -= r->wlen;
-  if (c->state == TD_CONN_CLOSING) {
-    td_req_free(r);
-    return;
-  }
-  td_req_free(r); /* c stays: its handles are open, so refs > 0 */
+  batch_free(r); /* may free c if it is closing; else its handles hold it */
+  if (closing) return;
   if (status < 0) {
     td_log_debug("conn %llu: write failed: %s", (unsigned long long)c->id, uv_strerror(status));
     conn_close(c);
@@ -184,41 +269,115 @@ static void on_write(uv_write_t *wr, int status) {
   td_conn_check(c);
 }
 
+#define TD_WRITE_BATCH 64 /* answers per write at most (two buffers each) */
+
+/* Writes the answered requests at the head of the queue, in order: the run
+ * of them in one uv_write (the first request's wr; the rest chained to it by
+ * `next` and freed with it when the write completes). */
 void td_conn_flush(td_conn_t *c) {
   td_server_t *s = c->srv;
   while (c->qhead && c->qhead->done) {
-    td_req_t *r = c->qhead;
-    c->qhead = r->next;
-    if (!c->qhead) c->qtail = NULL;
-    c->qlen--;
-    r->next = NULL;
-    if (c->state == TD_CONN_CLOSING || c->state == TD_CONN_SHUTDOWN) {
-      td_req_free(r);
-      continue;
+    uv_buf_t bufs[2 * TD_WRITE_BATCH];
+    unsigned n = 0, nreq = 0;
+    td_req_t *first = NULL, *last = NULL;
+    size_t len = 0;
+    int close_after = 0, bad = 0;
+    while (c->qhead && c->qhead->done && nreq < TD_WRITE_BATCH) {
+      td_req_t *r = c->qhead;
+      c->qhead = r->next;
+      if (!c->qhead) c->qtail = NULL;
+      c->qlen--;
+      r->next = NULL;
+      if (c->state == TD_CONN_CLOSING || c->state == TD_CONN_SHUTDOWN) {
+        td_req_free(r);
+        continue;
+      }
+      if (r->proto == TD_PROTO_HTTP && s->draining) r->close_after = 1;
+      if (r->proto == TD_PROTO_HTTP && td_http_head(r)) {
+        td_req_free(r);
+        bad = 1;
+        break;
+      }
+#ifdef TD_LATTRACE
+      uint64_t now = uv_hrtime();
+      lt_add(LT_POOL, r->t_queued, r->t_wstart);
+      lt_add(LT_WORK, r->t_wstart, r->t_wend);
+      lt_add(LT_WAKE, r->t_wend, r->t_after);
+      lt_add(LT_ORDER, r->t_after, now);
+      lt_add(LT_TOTAL, r->t0, now);
+#endif
+      if (r->head.len) bufs[n++] = uv_buf_init(r->head.data, (unsigned)r->head.len);
+      bufs[n++] = uv_buf_init(r->body.data ? r->body.data : "", (unsigned)r->body.len);
+      len += r->head.len + r->body.len;
+      close_after |= r->close_after;
+      if (last) last->next = r;
+      else first = r;
+      last = r;
+      nreq++;
     }
-    if (r->proto == TD_PROTO_HTTP && s->draining) r->close_after = 1;
-    if (r->proto == TD_PROTO_HTTP && td_http_head(r)) {
-      td_req_free(r);
-      conn_close(c);
-      continue;
+    if (first) {
+      /* Straight to the socket when it takes it all (the usual case): no
+       * write request, no completion callback, and libuv does not re-arm the
+       * descriptor in epoll after each write. uv_write takes the rest. */
+      int rc = uv_try_write(&c->h.stream, bufs, n);
+      size_t done = rc > 0 ? (size_t)rc : 0;
+      if (rc < 0 && rc != UV_EAGAIN) {
+        td_log_debug("conn %llu: write: %s", (unsigned long long)c->id, uv_strerror(rc));
+        batch_free(first);
+        bad = 1;
+      } else if (done == len) {
+        batch_free(first); /* the connection's handles still hold it */
+      } else {
+        unsigned k = 0;
+        size_t off = done; /* < len: some buffer is left unwritten */
+        while (off >= bufs[k].len) off -= bufs[k++].len;
+        bufs[k].base += off;
+        bufs[k].len -= off;
+        first->wlen = len - done;
+        c->out_bytes += first->wlen;
+        rc = uv_write(&first->wr, &c->h.stream, bufs + k, n - k, on_write);
+        if (rc) {
+          c->out_bytes -= first->wlen;
+          td_log_debug("conn %llu: write: %s", (unsigned long long)c->id, uv_strerror(rc));
+          batch_free(first);
+          bad = 1;
+        }
+      }
+      if (!bad && close_after && c->state == TD_CONN_OPEN) c->state = TD_CONN_FINISHING;
     }
-    uv_buf_t bufs[2];
-    unsigned n = 0;
-    if (r->head.len) bufs[n++] = uv_buf_init(r->head.data, (unsigned)r->head.len);
-    bufs[n++] = uv_buf_init(r->body.data ? r->body.data : "", (unsigned)r->body.len);
-    r->wlen = r->head.len + r->body.len;
-    c->out_bytes += r->wlen;
-    int close_after = r->close_after;
-    int rc = uv_write(&r->wr, &c->h.stream, bufs, n, on_write);
-    if (rc) {
-      c->out_bytes -= r->wlen;
-      td_log_debug("conn %llu: write: %s", (unsigned long long)c->id, uv_strerror(rc));
-      td_req_free(r);
-      conn_close(c);
-      continue;
-    }
-    if (close_after && c->state == TD_CONN_OPEN) c->state = TD_CONN_FINISHING;
+    if (bad) conn_close(c); /* frees the rest of the answered ones */
   }
+}
+
+/* Once per loop iteration: writes what the connections on the flush list
+ * have ready, then rechecks them (backpressure, the end of a connection). */
+static void on_flush_check(uv_check_t *h) {
+  td_server_t *s = h->data;
+  s->inline_used = 0; /* a new iteration begins after this */
+  while (s->flush_head) {
+    td_conn_t *c = s->flush_head;
+    s->flush_head = c->flush_next;
+    if (!s->flush_head) s->flush_tail = NULL;
+    c->flush_next = NULL;
+    c->flush_queued = 0;
+    td_conn_flush(c);
+    td_conn_check(c);
+    conn_unref(c);
+  }
+  uv_idle_stop(&s->flush_idle);
+}
+
+static void on_flush_idle(uv_idle_t *h) { (void)h; } /* only keeps the poll from blocking */
+
+static void conn_flush_later(td_conn_t *c) {
+  td_server_t *s = c->srv;
+  if (c->flush_queued) return;
+  c->flush_queued = 1;
+  c->refs++;
+  if (s->flush_tail) s->flush_tail->flush_next = c;
+  else s->flush_head = c;
+  s->flush_tail = c;
+  uv_idle_start(&s->flush_idle, on_flush_idle);
 }
 
 /* ------------------------------------------------------------------ */
@@ -725,6 +884,12 @@ int td_server_init(td_server_t *s, uv_loop_t *loop, const td_config_t *cfg, int 
   spare_open(s); /* see refuse_pending */
   uv_timer_init(loop, &s->spare_timer);
   s->spare_timer.data = s;
+  uv_check_init(loop, &s->flush_check);
+  uv_idle_init(loop, &s->flush_idle);
+  s->flush_check.data = s->flush_idle.data = s;
+  uv_check_start(&s->flush_check, on_flush_check);
+  uv_unref((uv_handle_t *)&s->flush_check);
+  uv_unref((uv_handle_t *)&s->flush_idle);
   td_metrics_init(&s->metrics);
   td_server_set_model(s, model);
   uv_timer_init(loop, &s->watchdog);
@@ -754,16 +919,22 @@ int td_server_start(td_server_t *s) {
 }
 
 void td_server_close(td_server_t *s) {
+  on_flush_check(&s->flush_check); /* nothing is left unwritten (or unfreed) */
   td_listeners_close(s);
   if (s->nats) td_nats_close(s->nats);
   uv_handle_t *hs[] = {(uv_handle_t *)&s->watchdog, (uv_handle_t *)&s->drain_timer,
                        (uv_handle_t *)&s->sig_term, (uv_handle_t *)&s->sig_int,
-                       (uv_handle_t *)&s->sig_hup, (uv_handle_t *)&s->spare_timer};
+                       (uv_handle_t *)&s->sig_hup, (uv_handle_t *)&s->spare_timer,
+                       (uv_handle_t *)&s->flush_check, (uv_handle_t *)&s->flush_idle};
   for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
     if (!uv_is_closing(hs[i])) uv_close(hs[i], NULL);
 }
 
 void td_server_free(td_server_t *s) {
+#ifdef TD_LATTRACE
+  lt_report();
+#endif
+  td_request_thread_cleanup(); /* the loop thread's scratch, if it classified */
   if (s->spare_fd >= 0) close(s->spare_fd);
   s->spare_fd = -1;
   for (size_t i = 0; i < s->nlisteners; i++) free(s->listeners[i].unlink_path);

@@ -13,12 +13,17 @@
  *                  queue from framing until its response is written.
  *
  * Threads: everything here runs on the loop thread except td_request_work(),
- * which runs on a libuv threadpool thread and touches only its own td_req_t,
- * the immutable config and the model reference the request holds.
+ * which runs on a libuv threadpool thread (or, for one small request per loop
+ * iteration while the pool is idle, on the loop thread itself) and touches
+ * only its own td_req_t, the immutable config and the model reference the
+ * request holds.
  *
  * Ordering: responses are queued in request order; a request completes out of
  * order on the workers but is written only when every earlier one on the same
  * connection has been (td_conn_flush writes the head while it is done).
+ * td_req_done does not write: it puts the connection on the server's flush
+ * list, written once per loop iteration (after every completion of that
+ * iteration), so the answers ready together leave in one write.
  */
 #ifndef TD_SERVER_H
 #define TD_SERVER_H
@@ -87,6 +92,8 @@ struct td_conn {
   td_req_t *qhead, *qtail; /* requests whose responses are not yet written */
   size_t qlen;
   size_t out_bytes;        /* handed to uv_write, not yet completed */
+  int flush_queued;        /* on the server's flush list (holds a ref) */
+  td_conn_t *flush_next;
   struct td_http *http;    /* HTTP parser state (proto_http.c) */
 };
 
@@ -108,6 +115,7 @@ struct td_req {
   int done;            /* response complete (may still wait for earlier ones) */
   int close_after;     /* the connection ends after this response */
   int keepalive;       /* HTTP */
+  int pooled;          /* handed to the threadpool (counted in pool_inflight) */
   uint64_t t0;         /* uv_hrtime at framing */
   char *in;            /* request bytes (line or body), owned */
   size_t inlen;
@@ -120,9 +128,14 @@ struct td_req {
   const char *ctype;   /* HTTP Content-Type */
   const char *allow;   /* HTTP Allow header on 405 */
   td_buf_t head, body; /* response bytes: HTTP head + body, or a JSON line */
-  size_t wlen;         /* bytes handed to uv_write */
+  size_t wlen;         /* bytes handed to uv_write with r->wr (a batch: all of it) */
   uint64_t passages;   /* classified, for metrics */
   uint64_t *theme_passages; /* per theme of req->model, then `other` */
+#ifdef TD_LATTRACE
+  /* uv_hrtime stamps: queued to the pool, work started and ended (on the
+   * worker), completion seen on the loop (bench/NOTES.md, "Serving latency") */
+  uint64_t t_queued, t_wstart, t_wend, t_after;
+#endif
 };
 
 typedef struct td_reload_job {
@@ -142,6 +155,18 @@ struct td_server {
   size_t nlisteners;
   td_conn_t *conns;
   size_t nconns, nrejecting;
+  /* Connections with answers to write. Written once per loop iteration, after
+   * every completion of that iteration has run (the check phase), so the
+   * answers of one connection leave in one write; the idle handle keeps the
+   * poll from blocking while the list is not empty. */
+  td_conn_t *flush_head, *flush_tail;
+  uv_check_t flush_check;
+  uv_idle_t flush_idle;
+  /* Work items queued to the threadpool and not yet completed; while there
+   * are none, one small request per loop iteration is classified on the
+   * loop thread instead (td_server_dispatch). */
+  size_t pool_inflight;
+  int inline_used;          /* this iteration's one is taken */
   uint64_t next_conn_id;
   uv_signal_t sig_term, sig_int, sig_hup;
   int spare_fd;             /* reserve fd for accept() at EMFILE (server.c) */

@@ -136,6 +136,11 @@ def test_sigkill_mid_load_then_restart_on_the_same_socket():
         t_kill = time.monotonic()
         d.proc.send_signal(signal.SIGKILL)
         check(d.proc.wait(timeout=wait(10)) == -signal.SIGKILL)
+        # each client ends by itself at its next request; stopping them first
+        # would let one that had just got all its answers end without noticing
+        deadline = time.monotonic() + wait(5)
+        while len(load.ended) < len(load.threads) and time.monotonic() < deadline:
+            time.sleep(0.01)
         load.finish(wait(10))
         # every client got an error or a closed connection, promptly; none timed out
         check(len(load.ended) == len(load.threads), load.ended)

@@ -51,7 +51,9 @@ def test_drain_timeout_bounds_the_stop():
     with Daemon("--drain-timeout", "1", "--max-output-bytes", "4096") as d:
         c = d.connect()
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        line = (json.dumps({"text": "发展集体经济" * 200, "include_text": True}, ensure_ascii=False) + "\n").encode()
+        # ~31 KB per answer, ~1.9 MB in all: far more than the socket buffers take,
+        # however the daemon batches its writes
+        line = (json.dumps({"text": "发展集体经济\n" * 200, "include_text": True}, ensure_ascii=False) + "\n").encode()
         c.sendall(line * 60)
         d.call({"op": "health"})  # the loop is running and has read the above
         d.kill(signal.SIGINT)

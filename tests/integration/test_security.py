@@ -7,6 +7,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import time
 
 from harness import (THEMED, Daemon, check, error_code, model_b_dir, model_dir, plugin_dir,
                      wait)
@@ -138,6 +139,19 @@ def test_admin_token_required_over_tcp_and_compared_exactly():
         check(TOKEN not in d.log(), "the token never reaches the log")
 
 
+def _hup(d):
+    """SIGHUP, then waits until the daemon has handled it (rereading the token is
+    part of that): a request sent right after kill() may otherwise be answered
+    first, and READY=1 cannot tell (every reload sends one)."""
+    n = d.log().count("SIGHUP: reloading the model")
+    d.kill(signal.SIGHUP)
+    deadline = time.monotonic() + wait(20)
+    while d.log().count("SIGHUP: reloading the model") <= n:
+        check(time.monotonic() < deadline, "SIGHUP not handled; log:\n" + d.log())
+        time.sleep(0.01)
+    d.wait_note("READY=1", wait(20))
+
+
 def test_admin_token_rotated_on_sighup_and_fails_closed():
     with Daemon(start=False, tcp=True) as d:
         path = _token_file(d)
@@ -147,21 +161,18 @@ def test_admin_token_rotated_on_sighup_and_fails_closed():
         # rotate: the new token works after SIGHUP, the old one no longer
         with open(path, "w") as f:
             f.write("n3w-token\n")
-        d.kill(signal.SIGHUP)
-        d.wait_note("READY=1", wait(20))
+        _hup(d)
         check(error_code(d.call({"op": "reload", "token": TOKEN}, tcp=True)) == "unauthorized")
         check(d.call({"op": "reload", "token": "n3w-token"}, tcp=True).get("reloaded") is True)
         # a token file others can read is refused on SIGHUP too: no token matches any more
         os.chmod(path, 0o644)
-        d.kill(signal.SIGHUP)
-        d.wait_note("READY=1", wait(20))
+        _hup(d)
         r = d.call({"op": "reload", "token": "n3w-token"}, tcp=True)
         check(error_code(r) == "unauthorized" and "could not be reread" in r["error"]["message"], r)
         check("readable by others" in d.log(), d.log())
         # fixed, SIGHUP again: back in service
         os.chmod(path, 0o600)
-        d.kill(signal.SIGHUP)
-        d.wait_note("READY=1", wait(20))
+        _hup(d)
         check(d.call({"op": "reload", "token": "n3w-token"}, tcp=True).get("reloaded") is True)
 
 
