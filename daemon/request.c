@@ -320,8 +320,10 @@ static void request_work(td_req_t *r) {
   const char *what = r->proto == TD_PROTO_JSONL ? "line" : "body";
 
   if (r->kind == TD_REQ_HTTP_RELOAD) {
+    /* The body is read on the loop thread once the caller is authorized
+     * (reload_body): an unauthenticated client learns nothing from it. */
     r->op = TD_OP_RELOAD;
-    if (r->inlen == 0) return; /* no body: reload the current path */
+    return;
   }
   if (!(j = parse(r->in, r->inlen, what, &f))) goto fail;
   if (!json_is_object(j)) {
@@ -351,9 +353,6 @@ static void request_work(td_req_t *r) {
       r->json = j;
       return;
     }
-  } else if (r->kind == TD_REQ_HTTP_RELOAD) {
-    r->json = j;
-    return;
   } else {
     r->op = TD_OP_CLASSIFY;
   }
@@ -459,6 +458,24 @@ static json_t *model_json(td_server_t *s) {
  * time (td_secret_equal). Without a configured token they are refused over
  * TCP. Returns 1 if allowed, else sets the 401 answer and returns 0.
  */
+/* The optional body of POST /v1/reload ({"path": ...}), into r->json.
+ * Returns 1, or sets the error answer and returns 0. */
+static int reload_body(td_req_t *r) {
+  if (r->kind != TD_REQ_HTTP_RELOAD || r->inlen == 0) return 1; /* no body: the current path */
+  fail_t f = {0};
+  json_t *j = parse(r->in, r->inlen, "body", &f);
+  if (j && !json_is_object(j)) failf(&f, TD_EC_INVALID_REQUEST, "request must be a JSON object");
+  if (!j || f.code) {
+    json_decref(j);
+    td_req_set_error(r, f.code ? f.code : TD_EC_INTERNAL, "%s", f.msg);
+    return 0;
+  }
+  json_t *id = json_object_get(j, "id");
+  if (id && is_scalar(id)) r->id = json_incref(id);
+  r->json = j;
+  return 1;
+}
+
 static int authorized(td_req_t *r) {
   td_server_t *s = r->conn->srv;
   if (!r->conn->is_tcp) return 1;
@@ -532,7 +549,7 @@ void td_request_local(td_req_t *r) {
     td_req_done(r);
     return;
   case TD_OP_RELOAD: {
-    if (!authorized(r)) break;
+    if (!authorized(r) || !reload_body(r)) break;
     json_t *p = r->json ? json_object_get(r->json, "path") : NULL;
     if (p && !json_is_null(p) && (!json_is_string(p) || !*json_string_value(p))) {
       td_req_set_error(r, TD_EC_INVALID_REQUEST, "path: expected a non-empty string");

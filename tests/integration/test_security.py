@@ -132,6 +132,19 @@ def test_admin_token_required_over_tcp_and_compared_exactly():
             st, _, body = d.request("POST", "/v1/reload", headers={"Authorization": scheme + TOKEN},
                                     tcp=True)
             check(st == 200 and body["reloaded"] is True, body)
+        # the token is checked before the body is read: a malformed body tells
+        # an unauthenticated client nothing but 401; with the token it is a 400
+        for hdr in ({}, {"Authorization": "Bearer wrong"}):
+            for bad in ('{"path":', "[1]", b"\xff"):
+                st, _, body = d.request("POST", "/v1/reload", body=bad, headers=hdr, tcp=True)
+                check(st == 401 and error_code(body) == "unauthorized", (hdr, bad, st, body))
+        auth = {"Authorization": "Bearer " + TOKEN}
+        for bad, code in (('{"path":', "invalid_json"), ("[1]", "invalid_request"), (b"\xff", "invalid_utf8"),
+                          ('{"path":5}', "invalid_request")):
+            st, _, body = d.request("POST", "/v1/reload", body=bad, headers=auth, tcp=True)
+            check(st == 400 and error_code(body) == code, (bad, st, body))
+        st, _, body = d.request("POST", "/v1/reload", body={"id": "r7"}, headers=auth, tcp=True)
+        check(st == 200 and body["reloaded"] is True and body.get("id") == "r7", body)
         # read-only operations need no token; the unix socket is guarded by its mode
         check(d.call({"op": "health"}, tcp=True)["status"] == "ok")
         check(d.request("GET", "/v1/stats", tcp=True)[0] == 200)
