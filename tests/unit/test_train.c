@@ -65,6 +65,16 @@ static char *tpath(const char *name) {
   return p;
 }
 
+/* The manifest of the bundle in dir (new reference; fails the test if absent). */
+static json_t *load_manifest(const char *dir) {
+  char p[600];
+  snprintf(p, sizeof p, "%s/manifest.json", dir);
+  json_error_t je;
+  json_t *man = json_load_file(p, 0, &je);
+  if (!man) fail_msg("%s: %s", p, je.text);
+  return man;
+}
+
 static void write_text(const char *path, const char *body) {
   FILE *f = fopen(path, "wb");
   assert_non_null(f);
@@ -253,11 +263,7 @@ static void test_train_classify(void **state) {
   json_decref(rep);
 
   /* the manifest carries the CV figures and the training digest */
-  char mpath[600];
-  snprintf(mpath, sizeof mpath, "%s/manifest.json", out);
-  json_error_t je;
-  json_t *man = json_load_file(mpath, 0, &je);
-  assert_non_null(man);
+  json_t *man = load_manifest(out);
   met = json_object_get(man, "metrics");
   assert_true(json_is_real(json_object_get(met, "micro_f1")));
   assert_true(json_is_real(json_object_get(met, "macro_f1")));
@@ -345,12 +351,7 @@ static void expect_same_file(const char *a, const char *b) {
 
 static void expect_same_bundle(const char *a, const char *b) {
   char pa[600], pb[600];
-  snprintf(pa, sizeof pa, "%s/manifest.json", a);
-  snprintf(pb, sizeof pb, "%s/manifest.json", b);
-  json_error_t je;
-  json_t *ma = json_load_file(pa, 0, &je), *mb = json_load_file(pb, 0, &je);
-  assert_non_null(ma);
-  assert_non_null(mb);
+  json_t *ma = load_manifest(a), *mb = load_manifest(b);
   json_object_del(ma, "created");
   json_object_del(mb, "created");
   assert_true(json_equal(ma, mb));
@@ -494,11 +495,7 @@ static void test_solvers(void **state) {
     assert_string_equal(json_string_value(json_object_get(rep, "solver")), names[i]);
     micro[i] = json_real_value(json_object_get(json_object_get(rep, "metrics"), "micro_f1"));
     json_decref(rep);
-    char mp[600];
-    snprintf(mp, sizeof mp, "%s/manifest.json", dir);
-    json_error_t je;
-    json_t *man = json_load_file(mp, 0, &je);
-    assert_non_null(man);
+    json_t *man = load_manifest(dir);
     const json_t *tr = json_object_get(man, "training");
     assert_string_equal(json_string_value(json_object_get(tr, "solver")), names[i]);
     assert_true(solvers[i] == TD_SOLVER_SMO ? json_object_get(tr, "solver_eps") == NULL
