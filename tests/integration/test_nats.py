@@ -156,6 +156,12 @@ def publish(nats, path, stream=STREAM, subject=SUBJECT):
     return r.stdout.decode()
 
 
+def refuse_results(nats):
+    """A stream with the name themed would give its results stream, on other
+    subjects: themed uses it as it is, and results have nowhere to go."""
+    publish(nats, None, STREAM + "_RESULTS", "elsewhere")
+
+
 def publish_articles(nats, tmp, n, prefix="a"):
     """n articles (write_articles) published on the articles subject."""
     path = os.path.join(tmp, "%s-articles.jsonl" % prefix)
@@ -369,9 +375,7 @@ def test_nats_unpublishable_results_nak_with_backoff_then_recover():
     n = 20
     with scratch() as tmp, Nats() as nats:
         publish_articles(nats, tmp, n)
-        # A stream with the name themed would give its results stream, on
-        # other subjects: themed uses it as it is, and results have nowhere to go.
-        publish(nats, None, STREAM + "_RESULTS", "elsewhere")
+        refuse_results(nats)
         with Daemon(*nats_args(nats, "20s")) as d:
             wait_for(lambda: metrics(d)["nak"] >= n, 20, "every article nak'ed once")
             m = metrics(d)
@@ -402,7 +406,7 @@ def test_nats_max_deliver_dead_letters_unclassified():
     n = 6
     with scratch() as tmp, Nats() as nats:
         publish_articles(nats, tmp, n)
-        publish(nats, None, STREAM + "_RESULTS", "elsewhere")
+        refuse_results(nats)
         publish(nats, None, "DLQ", "dlq.articles")
         with Daemon(*nats_args(nats, "20s"), "--nats-dead-letter", "dlq.articles", "--nats-max-deliver", "2") as d:
             dead, _, _ = collect(nats, "dlq.articles", n, tmp, timeout=30)
