@@ -77,11 +77,12 @@ int main(int argc, char **argv) {
   setenv("UV_THREADPOOL_SIZE", nbuf, 1);
   json_object_seed(0); /* before any thread creates a hashtable */
 
-  if (td_model_load(cfg.model, cfg.plugins, &model, &err)) {
+  /* Serving needs only the collapsed weights: the support vectors are
+   * freed theme by theme as they are parsed. */
+  if (td_model_load_flags(cfg.model, cfg.plugins, TD_MODEL_LOAD_SERVE, &model, &err)) {
     td_log_error("cannot load model %s: %s", cfg.model, err.msg);
     goto out;
   }
-  td_model_release_svs(model); /* serving needs only the collapsed weights */
   if (action == TD_ACTION_CHECK) {
     printf("config ok: model %s from %s, plugins %s, %d workers, %zu listeners\n", model->label,
            cfg.model, cfg.plugins ? cfg.plugins : td_plugin_default_dir(), workers, cfg.nlisten);

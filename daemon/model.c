@@ -1011,7 +1011,39 @@ typedef struct svm_jobs {
   td_err_t *errs;
   size_t next;
   pthread_mutex_t mu;
+  int stream;    /* collapse into m->w and free each theme's SVs once parsed */
+  int nonlinear; /* streaming met a theme it cannot collapse (under mu) */
 } svm_jobs_t;
+
+/* w[:, k] += the support vectors of theme k (column k of the interleaved
+ * weights; themes on other threads write other columns), in the file's
+ * order, so the sums are the same bits however the themes are scheduled. */
+static void collapse_theme(td_model_t *m, size_t k) {
+  const struct svm_model *s = m->themes[k].svm;
+  size_t nt = m->ntheme;
+  double sign = s->label[0] == 1 ? 1 : -1;
+  for (int j = 0; j < s->l; j++) {
+    double c = sign * s->sv_coef[0][j];
+    for (const struct svm_node *n = s->SV[j]; n->index != -1; n++)
+      m->w[(size_t)(n->index - 1) * nt + k] += c * n->value;
+  }
+}
+
+/* Frees one svm_model's support vectors; the header (rho, labels) stays. */
+static void release_theme_svs(struct svm_model *s) {
+  if (!s || !s->SV) return;
+  svm_nodes_free(s); /* the one block of nodes */
+  TD_FREE(s->SV);
+  for (int c = 0; s->sv_coef && c < s->nr_class - 1; c++) TD_FREE(s->sv_coef[c]);
+  TD_FREE(s->sv_coef);
+  s->l = 0;
+  for (int c = 0; s->nSV && c < s->nr_class; c++) s->nSV[c] = 0;
+}
+
+static int labels_pm1(const struct svm_model *s) {
+  return svm_get_svm_type(s) == C_SVC && s->nr_class == 2 && s->label &&
+         ((s->label[0] == 1 && s->label[1] == -1) || (s->label[0] == -1 && s->label[1] == 1));
+}
 
 static void *svm_worker(void *arg) {
   svm_jobs_t *j = arg;
@@ -1023,15 +1055,30 @@ static void *svm_worker(void *arg) {
     pthread_mutex_unlock(&j->mu);
     if (k >= j->m->ntheme) break;
     j->rc[k] = svm_parse(j->paths[k], j->m->feat.buckets, &fb, &j->m->themes[k].svm, &j->errs[k]);
+    struct svm_model *s = j->m->themes[k].svm;
+    if (!j->stream || j->rc[k] || !s) continue;
+    if (s->param.kernel_type == LINEAR && labels_pm1(s)) {
+      collapse_theme(j->m, k);
+      release_theme_svs(s);
+    } else if (s->param.kernel_type != LINEAR) {
+      pthread_mutex_lock(&j->mu);
+      j->nonlinear = 1;
+      pthread_mutex_unlock(&j->mu);
+    } /* bad labels: load_svms reports them */
   }
   if (fb.data) munmap(fb.data, fb.cap);
   return NULL;
 }
 
-static int load_svms(td_model_t *m, vctx_t *v) {
-  size_t nt = m->ntheme;
-  svm_jobs_t j = {.m = m};
+static int load_svms(td_model_t *m, vctx_t *v, int stream) {
+  size_t nt = m->ntheme, nb = m->feat.buckets;
+  svm_jobs_t j = {.m = m, .stream = stream};
   int rc = 0;
+  if (stream) {
+    if (nb > SIZE_MAX / sizeof(double) / nt) return td_err_set(v->err, TD_ENOMEM, "out of memory");
+    if (!(m->w = big_alloc(nb * nt * sizeof *m->w)))
+      return td_err_set(v->err, TD_ENOMEM, "out of memory for %zu x %zu collapsed weights", nb, nt);
+  }
   j.paths = calloc(nt, sizeof *j.paths);
   j.rc = calloc(nt, sizeof *j.rc);
   j.errs = calloc(nt, sizeof *j.errs);
@@ -1053,6 +1100,18 @@ static int load_svms(td_model_t *m, vctx_t *v) {
   svm_worker(&j); /* this thread takes its share too */
   if (helper) pthread_join(th, NULL);
   pthread_mutex_destroy(&j.mu);
+  if (stream && j.nonlinear) {
+    /* A kernel model needs every support vector: parse again, keeping them. */
+    for (size_t k = 0; k < nt; k++) parsed_svm_free(&m->themes[k].svm);
+    big_free(m->w, nb * nt * sizeof *m->w);
+    m->w = NULL;
+    for (size_t k = 0; k < nt; k++) free(j.paths[k]);
+    free(j.paths);
+    free(j.rc);
+    free(j.errs);
+    return load_svms(m, v, 0);
+  }
+  m->svs_released = stream;
   m->linear = 1;
   for (size_t k = 0; k < nt && !rc; k++) {
     td_theme_t *t = &m->themes[k];
@@ -1063,8 +1122,7 @@ static int load_svms(td_model_t *m, vctx_t *v) {
     }
     const struct svm_model *s = t->svm;
     const char *path = j.paths[k];
-    if (svm_get_svm_type(s) != C_SVC || s->nr_class != 2 || !s->label ||
-        !((s->label[0] == 1 && s->label[1] == -1) || (s->label[0] == -1 && s->label[1] == 1))) {
+    if (!labels_pm1(s)) {
       if (s->nr_class != 2)
         rc = td_err_set(v->err, TD_EMODEL,
                         "%s: expected a 2-class C-SVC with labels +1/-1, got %d class%s", path,
@@ -1099,20 +1157,12 @@ static int collapse(td_model_t *m, td_err_t *err) {
   if (!m->bias) return td_err_set(err, TD_ENOMEM, "out of memory");
   for (size_t k = 0; k < nt; k++)
     m->bias[k] = -(double)m->themes[k].sign * m->themes[k].svm->rho[0];
-  if (!m->linear) return 0;
+  if (!m->linear || m->svs_released) return 0; /* streamed: w is done */
   if (nb > SIZE_MAX / sizeof(double) / nt) return td_err_set(err, TD_ENOMEM, "out of memory");
   m->w = big_alloc(nb * nt * sizeof *m->w);
   if (!m->w)
     return td_err_set(err, TD_ENOMEM, "out of memory for %zu x %zu collapsed weights", nb, nt);
-  for (size_t k = 0; k < nt; k++) {
-    const struct svm_model *s = m->themes[k].svm;
-    double sign = m->themes[k].sign;
-    for (int j = 0; j < s->l; j++) {
-      double c = sign * s->sv_coef[0][j];
-      for (const struct svm_node *n = s->SV[j]; n->index != -1; n++)
-        m->w[(size_t)(n->index - 1) * nt + k] += c * n->value;
-    }
-  }
+  for (size_t k = 0; k < nt; k++) collapse_theme(m, k);
   return 0;
 }
 
@@ -1214,7 +1264,7 @@ static int load_manifest(td_model_t *m, const char *plugin_dir, const char *mpat
   sprintf(m->label, "%s@%s", name, version);
 
   if ((rc = load_idf(m, &v, idf))) return rc;
-  if ((rc = load_svms(m, &v))) return rc;
+  if ((rc = load_svms(m, &v, (m->load_flags & TD_MODEL_LOAD_SERVE) != 0))) return rc;
   if ((rc = collapse(m, err))) return rc;
 
   /* Last: a plugin may be slow to create (dictionaries), and every cheaper
@@ -1228,12 +1278,18 @@ static int load_manifest(td_model_t *m, const char *plugin_dir, const char *mpat
 }
 
 int td_model_load(const char *dir, const char *plugin_dir, td_model_t **out, td_err_t *err) {
+  return td_model_load_flags(dir, plugin_dir, 0, out, err);
+}
+
+int td_model_load_flags(const char *dir, const char *plugin_dir, int flags, td_model_t **out,
+                        td_err_t *err) {
   uint64_t t0 = td_now_ns();
   *out = NULL;
   if (!dir || !*dir) return td_err_set(err, TD_EINVAL, "model directory not given");
   td_model_t *m = calloc(1, sizeof *m);
   if (!m) return td_err_set(err, TD_ENOMEM, "out of memory");
   m->magic = TD_MODEL_MAGIC;
+  m->load_flags = flags;
   atomic_init(&m->refs, 1);
   char *mpath = NULL;
   int rc;
@@ -1277,16 +1333,7 @@ void td_model_unref(td_model_t **mp) {
 void td_model_release_svs(td_model_t *m) {
   MODEL_CHECK(m);
   if (!m->linear || !m->w) return;
-  for (size_t k = 0; k < m->ntheme; k++) {
-    struct svm_model *s = m->themes[k].svm;
-    if (!s || !s->SV) continue;
-    svm_nodes_free(s); /* the one block of nodes */
-    TD_FREE(s->SV);
-    for (int c = 0; s->sv_coef && c < s->nr_class - 1; c++) TD_FREE(s->sv_coef[c]);
-    TD_FREE(s->sv_coef);
-    s->l = 0;
-    for (int c = 0; s->nSV && c < s->nr_class; c++) s->nSV[c] = 0;
-  }
+  for (size_t k = 0; k < m->ntheme; k++) release_theme_svs(m->themes[k].svm);
   m->svs_released = 1;
 }
 

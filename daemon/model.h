@@ -61,6 +61,7 @@ typedef struct td_model {
   uint64_t load_ns; /* how long td_model_load took */
   atomic_long refs;
   int svs_released; /* td_model_release_svs ran: the svm_models have no SVs */
+  int load_flags;   /* TD_MODEL_LOAD_*, during the load */
 } td_model_t;
 
 /*
@@ -70,6 +71,14 @@ typedef struct td_model {
  */
 int td_model_load(const char *dir, const char *plugin_dir, td_model_t **out,
                   td_err_t *err);
+/* td_model_load for a process that only classifies (the daemon): a linear
+ * model's support vectors are collapsed and freed theme by theme while the
+ * files are parsed, as td_model_release_svs would after the load, so the
+ * load never holds them all (a reload next to the serving model is the
+ * daemon's memory peak). The same decisions, bit for bit. */
+#define TD_MODEL_LOAD_SERVE 1
+int td_model_load_flags(const char *dir, const char *plugin_dir, int flags, td_model_t **out,
+                        td_err_t *err);
 td_model_t *td_model_ref(td_model_t *m);
 /* Drops one reference, frees at zero (from any thread); NULLs *m. */
 void td_model_unref(td_model_t **m);

@@ -29,11 +29,10 @@ static void load_work(uv_work_t *w) {
    * symlink to elsewhere is not followed. */
   char where[PATH_MAX];
   if (td_config_model_path(s->cfg, s->reload_running->path, where, err)) return;
-  if (td_model_load(where, s->cfg->plugins, &s->reload_result, err)) {
+  if (td_model_load_flags(where, s->cfg->plugins, TD_MODEL_LOAD_SERVE, &s->reload_result, err)) {
     if (!err->msg[0]) td_err_set(err, TD_EMODEL, "%s: load failed", s->reload_running->path);
     return;
   }
-  td_model_release_svs(s->reload_result); /* serving needs only the collapsed weights */
 }
 
 static void load_done(uv_work_t *w, int status) {

@@ -832,6 +832,19 @@ static void test_rbf_classify(void **state) {
     assert_true(x.r.dec[k] == dec[k]);
   }
   assert_true(td_result_tagged(f->rbf, &x.o, &x.r, 0, 2)); /* ecology */
+  /* a serving load of a kernel model keeps every support vector (nothing
+   * to collapse into) and scores the same */
+  char dir[600];
+  snprintf(dir, sizeof dir, "%s/rbf", f->tmp);
+  td_model_t *sm = NULL;
+  if (td_model_load_flags(dir, plugin_dir(), TD_MODEL_LOAD_SERVE, &sm, &err)) fail_msg("%s", err.msg);
+  assert_int_equal(sm->linear, 0);
+  assert_int_equal(sm->svs_released, 0);
+  for (size_t k = 0; k < NT; k++) {
+    assert_true(sm->themes[k].svm->l > 0 && sm->themes[k].svm->SV);
+    assert_true(td_model_decision_libsvm(sm, k, &v) == dec[k]);
+  }
+  td_model_unref(&sm);
   td_fvec_free(&v);
   td_fscratch_free(&fs);
   run_free(&x);

@@ -236,11 +236,37 @@ static void test_release_svs(void **state) {
   td_model_unref(&m); /* frees the headers that are left */
 }
 
+/* TD_MODEL_LOAD_SERVE: the support vectors are collapsed and freed while
+ * the files are parsed; the weights are those of a full load, bit for bit. */
+static void test_serve_load(void **state) {
+  (void)state;
+  td_model_t *full = load(BUNDLE), *m = NULL;
+  td_err_t err;
+  td_err_clear(&err);
+  if (td_model_load_flags(BUNDLE, getenv("THEMED_PLUGIN_DIR"), TD_MODEL_LOAD_SERVE, &m, &err))
+    fail_msg("%s", err.msg);
+  assert_int_equal(m->linear, 1);
+  assert_int_equal(m->svs_released, 1);
+  assert_int_equal(full->svs_released, 0);
+  size_t nw = (size_t)m->feat.buckets * m->ntheme;
+  assert_int_equal(memcmp(m->w, full->w, nw * sizeof *m->w), 0);
+  assert_int_equal(memcmp(m->bias, full->bias, m->ntheme * sizeof *m->bias), 0);
+  for (size_t k = 0; k < m->ntheme; k++) {
+    assert_null(m->themes[k].svm->SV);
+    assert_int_equal(m->themes[k].svm->l, 0);
+    assert_true(full->themes[k].svm->l > 0);
+    assert_int_equal(m->themes[k].sign, full->themes[k].sign);
+  }
+  td_model_unref(&m);
+  td_model_unref(&full);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bundled_model),
       cmocka_unit_test(test_rewritten_numbers),
       cmocka_unit_test(test_release_svs),
+      cmocka_unit_test(test_serve_load),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
