@@ -441,12 +441,6 @@ static int contains(const UChar32 *a, size_t n, const char *lit) {
   return contains_from(a, n, lit, first_cp(lit));
 }
 
-static size_t count_cps(const UChar32 *a, size_t n, int (*pred)(UChar32)) {
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++) k += pred(a[i]) != 0;
-  return k;
-}
-
 static size_t digit_run(const UChar32 *a, size_t n, size_t i) {
   size_t k = i;
   while (k < n && is_digit_cp(a[k])) k++;
@@ -536,35 +530,41 @@ static inline int label_boundary(UChar32 c) {
          c == '/' || c == '<' || c == '>';
 }
 
-/* The first code points of the literals above, decoded once, and for the
- * furniture a 256-bit filter of their low bytes: a text is walked once and
- * only positions that may start a literal compare any (scanning the text
- * once per literal was most of the cost of a headline; bench/NOTES.md). */
+/* The first code points of the literals above, decoded once, and for each
+ * value of a code point's low byte the literals whose first code point has
+ * it (bit l = literal l): a text is walked once and a position compares
+ * only the literals that can start there (scanning the text once per
+ * literal was most of the cost of a headline; bench/NOTES.md). */
 static UChar32 meta0[NELEM(meta_labels)], person0[NELEM(person_labels)],
     furniture0[NELEM(furniture)];
-static uint64_t furniture_filter[4], meta_filter[4];
+static uint64_t meta_by[256][2], person_by[256], furniture_by[256];
+_Static_assert(NELEM(meta_labels) <= 128 && NELEM(person_labels) <= 64 && NELEM(furniture) <= 64,
+               "literal sets fit their masks");
 static pthread_once_t first_once = PTHREAD_ONCE_INIT;
 static void first_init(void) {
   for (size_t l = 0; l < NELEM(meta_labels); l++) {
     meta0[l] = first_cp(meta_labels[l]);
-    uint8_t b = (uint8_t)meta0[l];
-    meta_filter[b >> 6] |= UINT64_C(1) << (b & 63);
+    meta_by[(uint8_t)meta0[l]][l >> 6] |= UINT64_C(1) << (l & 63);
   }
-  for (size_t l = 0; l < NELEM(person_labels); l++) person0[l] = first_cp(person_labels[l]);
+  for (size_t l = 0; l < NELEM(person_labels); l++) {
+    person0[l] = first_cp(person_labels[l]);
+    person_by[(uint8_t)person0[l]] |= UINT64_C(1) << l;
+  }
   for (size_t l = 0; l < NELEM(furniture); l++) {
     furniture0[l] = first_cp(furniture[l]);
-    uint8_t b = (uint8_t)furniture0[l];
-    furniture_filter[b >> 6] |= UINT64_C(1) << (b & 63);
+    furniture_by[(uint8_t)furniture0[l]] |= UINT64_C(1) << l;
   }
 }
 
+/* Walks the set bits of mask in ascending order (literal order). */
+#define FOR_EACH_BIT(l, mask, base)                                                   \
+  for (uint64_t mk_ = (mask); mk_; mk_ &= mk_ - 1)                                   \
+    for (size_t l = (base) + (size_t)__builtin_ctzll(mk_), once_ = 1; once_; once_ = 0)
+
 static int has_furniture(const UChar32 *a, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    uint8_t b = (uint8_t)a[i];
-    if (!(furniture_filter[b >> 6] >> (b & 63) & 1)) continue;
-    for (size_t l = 0; l < NELEM(furniture); l++)
+  for (size_t i = 0; i < n; i++)
+    FOR_EACH_BIT(l, furniture_by[(uint8_t)a[i]], 0)
       if (a[i] == furniture0[l] && match_at(a, n, i, furniture[l])) return 1;
-  }
   return 0;
 }
 
@@ -572,19 +572,19 @@ static int has_label(const UChar32 *a, size_t n) {
   pthread_once(&first_once, first_init);
   for (size_t i = 0; i < n; i++) {
     if (i > 0 && !label_boundary(a[i - 1])) continue;
-    uint8_t b = (uint8_t)a[i];
-    if (!(meta_filter[b >> 6] >> (b & 63) & 1)) continue;
-    for (size_t l = 0; l < NELEM(meta_labels); l++) {
-      if (a[i] != meta0[l]) continue;
-      size_t m = match_at(a, n, i, meta_labels[l]);
-      if (!m) continue;
-      size_t k = i + m;
-      while (k < n && is_trim_space(a[k])) k++;
-      if (k < n && is_colon(a[k])) return 1;
-    }
+    const uint64_t *by = meta_by[(uint8_t)a[i]];
+    for (size_t w = 0; w < 2; w++)
+      FOR_EACH_BIT(l, by[w], w * 64) {
+        if (a[i] != meta0[l]) continue;
+        size_t m = match_at(a, n, i, meta_labels[l]);
+        if (!m) continue;
+        size_t k = i + m;
+        while (k < n && is_trim_space(a[k])) k++;
+        if (k < n && is_colon(a[k])) return 1;
+      }
   }
   for (size_t i = 0; i < n; i++)
-    for (size_t l = 0; l < NELEM(person_labels); l++) {
+    FOR_EACH_BIT(l, person_by[(uint8_t)a[i]], 0) {
       if (a[i] != person0[l]) continue;
       size_t m = match_at(a, n, i, person_labels[l]);
       if (m && i + m < n && is_trim_space(a[i + m])) return 1;
@@ -660,23 +660,28 @@ static int is_name_list(const UChar32 *a, size_t n) {
 
 static int is_gt(UChar32 c) { return c == '>' || c == 0x00BB || c == 0x203A; }
 static int is_bar(UChar32 c) { return c == '|' || c == 0xFF5C; }
-static int is_digit_pred(UChar32 c) { return is_digit_cp(c); }
-static int is_han_pred(UChar32 c) { return is_han(c); }
 
 /* Page furniture, metadata and bylines: short, unpunctuated, not headings. */
 static int is_meta(const UChar32 *a, size_t n, int en) {
   pthread_once(&first_once, first_init);
   if (has_label(a, n) || has_date(a, n)) return 1;
+  size_t d = 0, h = 0, gt = 0, bars = 0; /* one pass for every count below */
+  for (size_t i = 0; i < n; i++) {
+    UChar32 c = a[i];
+    d += is_digit_cp(c) != 0;
+    h += is_han(c) != 0;
+    gt += is_gt(c) != 0;
+    bars += is_bar(c) != 0;
+  }
   if (!en) {
-    size_t d = count_cps(a, n, is_digit_pred), h = count_cps(a, n, is_han_pred);
     if (d * 3 > n && h * 2 <= n) return 1;
     if (n >= 7 && is_trim_space(a[n - 7]) && digit_run(a, n, n - 6) == 6) return 1; /* postcode */
     if ((a[0] == '(' || a[0] == 0xFF08) && (a[n - 1] == ')' || a[n - 1] == 0xFF09)) return 1;
   }
   if (has_furniture(a, n)) return 1;
-  if (count_cps(a, n, is_gt) >= 2) return 1;
+  if (gt >= 2) return 1;
   if (n >= 2 && match_at(a, n, n - 2, "正文")) return 1;
-  if (count_cps(a, n, is_bar) >= 2 || is_bar(a[0]) || is_bar(a[n - 1])) return 1;
+  if (bars >= 2 || is_bar(a[0]) || is_bar(a[n - 1])) return 1;
   return !en && is_name_list(a, n); /* "第一章 总则" is no byline */
 }
 
