@@ -59,6 +59,16 @@ int td_buf_append(td_buf_t *b, const void *p, size_t n);
 int td_buf_printf(td_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static inline void td_buf_reset(td_buf_t *b) { b->len = 0; }
 
+/* splitmix64 (Steele, Lea & Flood 2014): the next value of the stream in *s;
+ * any seed gives a well-mixed stream. Training's shuffles (folds, the DCD
+ * solver's order) draw from it, so a seed fixes every result. */
+static inline uint64_t td_splitmix64(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 /* Reads a whole file into a malloc'd NUL-terminated buffer owned by the caller. */
 int td_read_file(const char *path, char **out, size_t *len, td_err_t *err);
 

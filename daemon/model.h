@@ -94,8 +94,9 @@ double td_model_decision_libsvm(const td_model_t *m, size_t k, const td_fvec_t *
  * serve only td_model_decision_libsvm (tests, tools), and they are most of
  * a model's memory (41 MiB of the default bundle's ~60). The svm_model
  * headers stay (kernel, rho, labels, l = 0). A no-op for a non-linear
- * model. Call it before the model is shared (right after td_model_load) in
- * a process that only classifies, such as the daemon.
+ * model. Call it before the model is shared (right after td_model_load);
+ * a process that only classifies loads with TD_MODEL_LOAD_SERVE instead,
+ * which never holds all the support vectors at once (the daemon does).
  */
 void td_model_release_svs(td_model_t *m);
 /* Platt-calibrated score in [0,1]. */

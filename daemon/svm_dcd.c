@@ -22,14 +22,6 @@ void td_dcd_model_free(td_dcd_model_t *m) {
   td_dcd_model_init(m);
 }
 
-/* splitmix64: a seed of any value gives a well-mixed stream. */
-static uint64_t next_rand(uint64_t *s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 /* Per-passage constants of the two losses: the dual's diagonal shift D_ii and
  * the upper bound U_i (L1: D = 0, U = C; L2: D = 1/(2C), U = infinity). */
 static void loss_consts(const td_dcd_param_t *par, int y, double *diag, double *upper) {
@@ -85,10 +77,9 @@ int td_dcd_train(const td_dcd_problem_t *p, const td_dcd_param_t *par, td_dcd_mo
     return td_err_set(err, TD_ENOMEM, "out of memory");
   }
   double *w = m->w, *alpha = m->alpha, wb = 0, B = par->bias, B2 = B * B;
-  const double diag[2] = {par->loss == TD_DCD_L2 ? 0.5 / par->C_neg : 0,
-                          par->loss == TD_DCD_L2 ? 0.5 / par->C_pos : 0};
-  const double upper[2] = {par->loss == TD_DCD_L2 ? INFINITY : par->C_neg,
-                           par->loss == TD_DCD_L2 ? INFINITY : par->C_pos};
+  double diag[2], upper[2]; /* [0]: the -1 passages, [1]: the +1 ones */
+  loss_consts(par, -1, &diag[0], &upper[0]);
+  loss_consts(par, +1, &diag[1], &upper[1]);
   for (size_t i = 0; i < l; i++) {
     double q = B2;
     for (const struct svm_node *n = p->x[i]; n->index != -1; n++) q += n->value * n->value;
@@ -103,7 +94,7 @@ int td_dcd_train(const td_dcd_problem_t *p, const td_dcd_param_t *par, td_dcd_mo
   while (iter < par->max_iter) {
     double PGmax_new = -INFINITY, PGmin_new = INFINITY;
     for (size_t s = 0; s + 1 < active; s++) {
-      size_t j = s + (size_t)(next_rand(&rs) % (active - s));
+      size_t j = s + (size_t)(td_splitmix64(&rs) % (active - s));
       size_t t = index[s];
       index[s] = index[j];
       index[j] = t;

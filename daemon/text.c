@@ -427,18 +427,13 @@ static UChar32 first_cp(const char *lit) {
   return c;
 }
 
-/* Positions are first compared with the literal's first code point (c0):
- * calling match_at at every position for every literal made heading
- * detection the costliest step of classifying a short text
- * (bench/NOTES.md). */
-static int contains_from(const UChar32 *a, size_t n, const char *lit, UChar32 c0) {
+/* Positions are first compared with the literal's first code point:
+ * calling match_at everywhere made heading detection costly (bench/NOTES.md). */
+static int contains(const UChar32 *a, size_t n, const char *lit) {
+  UChar32 c0 = first_cp(lit);
   for (size_t i = 0; i < n; i++)
     if (a[i] == c0 && match_at(a, n, i, lit)) return 1;
   return 0;
-}
-
-static int contains(const UChar32 *a, size_t n, const char *lit) {
-  return contains_from(a, n, lit, first_cp(lit));
 }
 
 static size_t digit_run(const UChar32 *a, size_t n, size_t i) {

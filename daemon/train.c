@@ -50,16 +50,7 @@ const char *td_train_solver_name(int solver) {
                                                                                  : "?";
 }
 
-/* ---- Platt scaling: a transcription of libsvm's sigmoid_train ---- */
-
 /* ---- grouped folds ---- */
-
-static uint64_t splitmix64(uint64_t *s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 
 int td_train_folds(const td_corpus_t *c, int k, uint64_t seed, int *fold, td_err_t *err) {
   if (k < 1) return td_err_set(err, TD_EINVAL, "folds must be at least 1, got %d", k);
@@ -76,7 +67,7 @@ int td_train_folds(const td_corpus_t *c, int k, uint64_t seed, int *fold, td_err
   for (size_t d = 0; d < c->ndocs; d++) order[d] = d;
   uint64_t s = seed;
   for (size_t d = c->ndocs; d > 1; d--) {
-    size_t j = (size_t)(splitmix64(&s) % d);
+    size_t j = (size_t)(td_splitmix64(&s) % d);
     size_t t = order[d - 1];
     order[d - 1] = order[j];
     order[j] = t;
@@ -149,8 +140,8 @@ static uint64_t fit_seed(const trainer_t *t, size_t k, double C, int fold) {
   uint64_t c;
   memcpy(&c, &C, sizeof c);
   uint64_t s = t->o->seed ^ ((uint64_t)k * 1000003u + (uint64_t)(fold + 1) * 1009u);
-  s ^= splitmix64(&s) ^ c;
-  return splitmix64(&s);
+  s ^= td_splitmix64(&s) ^ c;
+  return td_splitmix64(&s);
 }
 
 /* DCD: trains theme k at C on every passage outside fold skip_fold (-1: all). *dm gets the fit (dm->w NULL when the selection holds
