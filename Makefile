@@ -157,7 +157,7 @@ run: deps all
 model: deps all
 	@test -f $(SHARED)/corpus/train.jsonl || { echo "make model: $(SHARED)/corpus/train.jsonl not found" >&2; exit 1; }
 	$(BUILD)/themectl train --data $(SHARED)/corpus/train.jsonl --out models/rural-themes \
-	  --name rural-themes --version 1.2.0 --plugins $(BUILD)/plugins \
+	  --name rural-themes --version 1.3.0 --plugins $(BUILD)/plugins \
 	  --themes organization,talent,industry,governance,culture,ecology \
 	  --tokenizer bigram --tokenizer-options '{"traditional_to_simplified":true}' \
 	  --context-weight 0.5 --neighbor-weight 0.3 --folds 5 --seed 1 $(MODELFLAGS)

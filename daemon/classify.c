@@ -29,6 +29,7 @@ struct td_scratch {
   td_fscratch_t *fs;
   td_fvec_t *vecs; /* vecs[0..nvec) initialized, reused across documents */
   size_t nvec;
+  int vecs_ok; /* vecs hold the last td_classify's passages (not scored from blocks) */
   /* explanations only */
   td_buf_t tokbytes;
   expl_tok_t *toks;
@@ -130,9 +131,12 @@ static int scratch_vecs(td_scratch_t *s, size_t n) {
 
 static int featurize(const td_model_t *m, const td_result_t *r, td_scratch_t *s, td_err_t *err) {
   size_t n = r->passages.count;
+  s->vecs_ok = 0;
   if (scratch_vecs(s, n)) return td_err_set(err, TD_ENOMEM, "out of memory");
-  return td_features_doc(&m->feat, m->tok, m->feat.use_idf ? m->idf : NULL, r->spans,
-                         r->passages.items, n, s->fs, s->vecs, err);
+  int rc = td_features_doc(&m->feat, m->tok, m->feat.use_idf ? m->idf : NULL, r->spans,
+                           r->passages.items, n, s->fs, s->vecs, err);
+  s->vecs_ok = !rc;
+  return rc;
 }
 
 static int limit_err(td_err_t *err, size_t n, size_t max) {
@@ -196,6 +200,23 @@ int td_classify(const td_model_t *m, const td_doc_t *doc, const td_classify_opts
     td_text_link_headings(r->passages.items, n);
   }
 
+  /* A linear model is scored block by block, without the vectors (about a
+   * third of an article passage's work: bench/NOTES.md); explanations need
+   * them, and td_explain makes them when they are not there. */
+  if (m->linear && m->w && !o->explain) {
+    s->vecs_ok = 0;
+    if ((rc = td_features_doc_dot(&m->feat, m->tok, m->feat.use_idf ? m->idf : NULL, r->spans,
+                                  r->passages.items, n, m->w, nt, s->fs, r->dec, err)))
+      return rc;
+    for (size_t i = 0; i < n; i++) {
+      double *dec = r->dec + i * nt, *sc = r->scores + i * nt;
+      for (size_t k = 0; k < nt; k++) {
+        dec[k] += m->bias[k];
+        sc[k] = td_model_score(&m->themes[k], dec[k]);
+      }
+    }
+    return 0;
+  }
   if ((rc = featurize(m, r, s, err))) return rc;
   for (size_t i = 0; i < n; i++) {
     double *dec = r->dec + i * nt, *sc = r->scores + i * nt;
@@ -346,9 +367,10 @@ int td_explain(const td_model_t *m, const td_result_t *r, size_t i, size_t k, td
     return td_err_set(err, TD_EINVAL, "td_explain: bad arguments");
   if (!m->linear)
     return td_err_set(err, TD_EINVAL, "explanations need a linear model; this bundle's kernel is not linear");
-  if (i >= r->passages.count || i >= s->nvec || k >= m->ntheme)
+  if (i >= r->passages.count || k >= m->ntheme)
     return td_err_set(err, TD_EINVAL, "td_explain: passage %zu or theme %zu out of range", i, k);
-  int rc = label_features(m, r, i, s, err);
+  int rc = s->vecs_ok && i < s->nvec ? 0 : featurize(m, r, s, err);
+  if (!rc) rc = label_features(m, r, i, s, err);
   size_t nt = m->ntheme;
   for (size_t q = 0; !rc && q < s->nfeat; q++) {
     expl_feat_t *f = &s->feats[q];

@@ -31,7 +31,10 @@ void td_feat_config_default(td_feat_config_t *c) {
   c->seed = 0x7d5eed;
   c->neighbor_weight = 0;
   c->doc_weight = 0;
+  c->norm = TD_NORM_L2_TOKENS;
 }
+
+static const char *norm_name(td_norm_t n) { return n == TD_NORM_L2 ? "l2" : "l2-tokens"; }
 
 /* ---- hashing: MurmurHash3 x86_32 (Austin Appleby, public domain) ---- */
 
@@ -112,7 +115,7 @@ json_t *td_feat_config_to_json(const td_feat_config_t *c) {
                         HASH_NAME, "buckets", (json_int_t)c->buckets, "ngram_max", c->ngram_max,
                         "sublinear_tf", c->sublinear_tf != 0, "use_idf", c->use_idf != 0,
                         "context_weight", c->context_weight, "seed", (json_int_t)c->seed, "norm",
-                        "l2");
+                        norm_name(c->norm));
   /* Optional keys only when they change something: a bundle without them
    * stays loadable by readers that predate them. */
   if (j && ((c->neighbor_weight != 0 &&
@@ -193,9 +196,15 @@ int td_feat_config_from_json(const json_t *j, td_feat_config_t *c, td_err_t *err
 
   td_feat_config_t t;
   int rc;
-  if ((rc = get_const(j, "kind", "hash", err)) || (rc = get_const(j, "hash", HASH_NAME, err)) ||
-      (rc = get_const(j, "norm", "l2", err)))
+  if ((rc = get_const(j, "kind", "hash", err)) || (rc = get_const(j, "hash", HASH_NAME, err)))
     return rc;
+  v = json_object_get(j, "norm");
+  if (json_is_string(v) && strcmp(json_string_value(v), "l2") == 0)
+    t.norm = TD_NORM_L2;
+  else if (json_is_string(v) && strcmp(json_string_value(v), "l2-tokens") == 0)
+    t.norm = TD_NORM_L2_TOKENS;
+  else
+    return bad_value(err, "norm", "\"l2\" or \"l2-tokens\"", v);
 
   v = json_object_get(j, "buckets");
   json_int_t b = json_is_integer(v) ? json_integer_value(v) : 0;
@@ -358,6 +367,16 @@ struct td_fscratch {
   int pre;
   td_fvec_t docv; /* the weighted doc block of the current call ... */
   int doc_ok;     /* ... once computed */
+  /* td_features_doc_dot with l2-tokens: each passage's distinct token
+   * hashes and their counts, passage i's at uh/uc[uoff[i] .. uoff[i+1]) */
+  uint32_t *uh, *uc;
+  size_t capu;
+  size_t *uoff;
+  size_t capuoff;
+  /* and the partial sums (nt dot products, then the squared norm) of the
+   * passage being scored, of the cached heading block and of the doc block */
+  double *acc, *ctxacc, *docacc;
+  size_t capacc;
 };
 
 td_fscratch_t *td_fscratch_new(void) {
@@ -377,6 +396,10 @@ void td_fscratch_free(td_fscratch_t **sp) {
   free(s->th);
   free(s->toff);
   td_fvec_free(&s->docv);
+  free(s->uh);
+  free(s->uc);
+  free(s->uoff);
+  free(s->acc);
   TD_FREE(*sp);
 }
 
@@ -384,7 +407,7 @@ void td_fscratch_free(td_fscratch_t **sp) {
 
 typedef struct emit_ud {
   cmap_t *m;
-  uint32_t seed, mask;
+  uint32_t seed, keymask; /* count by keymask & hash: the index, or the whole hash */
   int pairs, have_prev, oom;
   uint32_t prev;
 } emit_ud_t;
@@ -394,9 +417,9 @@ static int count_token(void *ud, const char *tok, size_t len) {
   emit_ud_t *u = ud;
   if (!len) return 0;
   uint32_t h = hash32(tok, len, u->seed);
-  if (cmap_add(u->m, h & u->mask)) goto oom;
+  if (cmap_add(u->m, h & u->keymask)) goto oom;
   if (u->pairs) {
-    if (u->have_prev && cmap_add(u->m, pair_hash(u->prev, h, u->seed) & u->mask)) goto oom;
+    if (u->have_prev && cmap_add(u->m, pair_hash(u->prev, h, u->seed) & u->keymask)) goto oom;
     u->prev = h;
     u->have_prev = 1;
   }
@@ -406,28 +429,41 @@ oom:
   return TD_ENOMEM;
 }
 
-/*
- * One block (body or context) of text: counts, then tf (1 + ln tf when
- * sublinear) x idf x scale, appended unsorted to v.
- */
+/* What a block counts by: the bucket index (norm l2) or the whole 32-bit
+ * hash (l2-tokens: two tokens that share a bucket stay two features until
+ * finish() adds them up). */
+static inline uint32_t key_mask(const td_feat_config_t *c) {
+  return c->norm == TD_NORM_L2 ? c->buckets - 1 : UINT32_MAX;
+}
+
+/* A block's counted keys -> tf (1 + ln tf when sublinear) x idf x scale,
+ * appended unsorted to v. */
+static int emit_counts(const td_feat_config_t *c, const double *idf, const cmap_t *m,
+                       double scale, td_fvec_t *v, td_err_t *err) {
+  if (m->n && fvec_reserve(v, m->n)) return td_err_set(err, TD_ENOMEM, "out of memory");
+  uint32_t mask = c->buckets - 1;
+  for (size_t e = 0; e < m->n; e++) {
+    uint32_t index = m->key[e] & mask;
+    double tf = c->sublinear_tf ? sublinear(m->cnt[e]) : m->cnt[e];
+    if (c->use_idf && idf) tf *= idf[index];
+    v->items[v->count++] = (td_feat_t){index, tf * scale};
+  }
+  return 0;
+}
+
+/* One block (body or context) of text, counted and appended to v. */
 static int add_block(const td_feat_config_t *c, const td_tokenizer_t *tok, const double *idf,
                      const td_span_t *sp, uint32_t seed, double scale, td_fscratch_t *s,
                      td_fvec_t *v, td_err_t *err) {
   cmap_t *m = &s->counts;
   cmap_clear(m);
-  emit_ud_t u = {.m = m, .seed = seed, .mask = c->buckets - 1, .pairs = c->ngram_max >= 2};
+  emit_ud_t u = {.m = m, .seed = seed, .keymask = key_mask(c), .pairs = c->ngram_max >= 2};
   if (sp->len) {
     int rc = td_tokenizer_run(tok, sp->s, sp->len, count_token, &u, err);
     if (u.oom) return td_err_set(err, TD_ENOMEM, "out of memory");
     if (rc) return rc;
   }
-  if (m->n && fvec_reserve(v, m->n)) return td_err_set(err, TD_ENOMEM, "out of memory");
-  for (size_t e = 0; e < m->n; e++) {
-    double tf = c->sublinear_tf ? sublinear(m->cnt[e]) : m->cnt[e];
-    if (c->use_idf && idf) tf *= idf[m->key[e]];
-    v->items[v->count++] = (td_feat_t){m->key[e], tf * scale};
-  }
-  return 0;
+  return emit_counts(c, idf, m, scale, v, err);
 }
 
 /* In-place sort by index. Not qsort: glibc's qsort mallocs a merge buffer
@@ -513,9 +549,13 @@ static void sort_by_index(td_feat_t *a, size_t n, uint32_t buckets, td_fscratch_
   memcpy(a, t, n * sizeof *a);
 }
 
-static void finish(td_fvec_t *v, uint32_t buckets, td_fscratch_t *s) {
+static void finish(const td_feat_config_t *c, td_fvec_t *v, td_fscratch_t *s) {
   if (!v->count) return;
-  sort_by_index(v->items, v->count, buckets, s);
+  /* l2-tokens: the norm of the token features, before they are merged. */
+  double ss_tokens = 0;
+  if (c->norm == TD_NORM_L2_TOKENS)
+    for (size_t r = 0; r < v->count; r++) ss_tokens += v->items[r].value * v->items[r].value;
+  sort_by_index(v->items, v->count, c->buckets, s);
   /* One pass merges entries that share an index and drops the ones that
    * sum to zero, accumulating the squares as each index is closed: the
    * same values, sums in the same order, as merging, then filtering, in
@@ -531,6 +571,7 @@ static void finish(td_fvec_t *v, uint32_t buckets, td_fscratch_t *s) {
     it[z++] = f;
   }
   v->count = z;
+  if (c->norm == TD_NORM_L2_TOKENS) ss = ss_tokens;
   if (ss > 0) {
     double inv = 1.0 / sqrt(ss);
     for (size_t r = 0; r < z; r++) v->items[r].value *= inv;
@@ -603,7 +644,7 @@ static int add_hashed_range(const td_feat_config_t *c, const double *idf, size_t
                             td_err_t *err) {
   cmap_t *m = &s->counts;
   cmap_clear(m);
-  uint32_t mask = c->buckets - 1;
+  uint32_t mask = key_mask(c);
   int pairs = !salt && c->ngram_max >= 2;
   for (size_t q = s->toff[p0]; q < s->toff[p1]; q++) {
     uint32_t h = s->th[q];
@@ -612,13 +653,7 @@ static int add_hashed_range(const td_feat_config_t *c, const double *idf, size_t
     if (pairs && q > s->toff[p0] && cmap_add(m, pair_hash(s->th[q - 1], h, c->seed) & mask))
       return td_err_set(err, TD_ENOMEM, "out of memory");
   }
-  if (m->n && fvec_reserve(v, m->n)) return td_err_set(err, TD_ENOMEM, "out of memory");
-  for (size_t e = 0; e < m->n; e++) {
-    double tf = c->sublinear_tf ? sublinear(m->cnt[e]) : m->cnt[e];
-    if (c->use_idf && idf) tf *= idf[m->key[e]];
-    v->items[v->count++] = (td_feat_t){m->key[e], tf * scale};
-  }
-  return 0;
+  return emit_counts(c, idf, m, scale, v, err);
 }
 
 static int add_hashed_block(const td_feat_config_t *c, const double *idf, size_t p, uint32_t salt,
@@ -655,7 +690,7 @@ static int passage_vec(const td_feat_config_t *c, const td_tokenizer_t *tok, con
     }
   }
   if (!ps || !(c->context_weight > 0) || ps[i].context < 0) {
-    finish(v, c->buckets, s);
+    finish(c, v, s);
     return 0;
   }
   long ctx = ps[i].context;
@@ -676,7 +711,7 @@ static int passage_vec(const td_feat_config_t *c, const td_tokenizer_t *tok, con
     memcpy(v->items + v->count, s->ctx.items, s->ctx.count * sizeof *v->items);
     v->count += s->ctx.count;
   }
-  finish(v, c->buckets, s);
+  finish(c, v, s);
   return 0;
 }
 
@@ -720,6 +755,224 @@ int td_features_doc_df(const td_feat_config_t *c, const td_tokenizer_t *tok,
     if ((rc = passage_vec(c, tok, NULL, spans, ps, n, i, s, &s->tmp, err))) break;
     for (size_t q = 0; q < s->tmp.count; q++)
       if (df[s->tmp.items[q].index] != UINT32_MAX) df[s->tmp.items[q].index]++;
+  }
+  s->ctx_of = -1;
+  s->pre = s->doc_ok = 0;
+  return rc;
+}
+
+/* ---- dot products block by block (norm l2-tokens) ----
+ *
+ * A passage's vector is the sum of its blocks' token features, divided by
+ * the norm of those features. Its dot product with a weight column is so
+ * the sum over blocks of each block's dot product, divided by the norm: no
+ * block needs to be merged with another, sorted or stored. Each call adds a
+ * block's part to acc[0..nt) and its squared norm to acc[nt].
+ */
+
+/* Themes up to this many are summed in registers (distinct_dot). */
+#define DOT_REG_MAX 12
+
+/* Calls DOT_N(N) with a constant N for nt = 1..DOT_REG_MAX, and returns:
+ * each sum then lives in a register. Larger nt falls through. */
+#define DOT_DISPATCH(nt)                                                                          \
+  switch (nt) {                                                                                  \
+  case 1: DOT_N(1); return;                                                                      \
+  case 2: DOT_N(2); return;                                                                      \
+  case 3: DOT_N(3); return;                                                                      \
+  case 4: DOT_N(4); return;                                                                      \
+  case 5: DOT_N(5); return;                                                                      \
+  case 6: DOT_N(6); return;                                                                      \
+  case 7: DOT_N(7); return;                                                                      \
+  case 8: DOT_N(8); return;                                                                      \
+  case 9: DOT_N(9); return;                                                                      \
+  case 10: DOT_N(10); return;                                                                    \
+  case 11: DOT_N(11); return;                                                                    \
+  case 12: DOT_N(12); return;                                                                    \
+  }
+
+/* acc[k] += w[index][k] * value and acc[nt] += value^2 over the entries, in
+ * their order (each acc[k] the same sum, bit for bit, as td_model_decision's
+ * over the same entries when it starts at 0). */
+static inline __attribute__((always_inline)) void
+entries_dot_n(const td_feat_t *e, size_t m, const double *w, size_t nt, double *acc) {
+  double a[DOT_REG_MAX + 1];
+  for (size_t k = 0; k <= nt; k++) a[k] = acc[k];
+  for (size_t i = 0; i < m; i++) {
+    const double *row = w + (size_t)e[i].index * nt;
+    double v = e[i].value;
+    for (size_t k = 0; k < nt; k++) a[k] += row[k] * v;
+    a[nt] += v * v;
+  }
+  for (size_t k = 0; k <= nt; k++) acc[k] = a[k];
+}
+
+static void entries_dot(const td_feat_t *e, size_t m, const double *w, size_t nt, double *acc) {
+#define DOT_N(N) entries_dot_n(e, m, w, N, acc)
+  DOT_DISPATCH(nt)
+#undef DOT_N
+  for (size_t i = 0; i < m; i++) {
+    const double *row = w + (size_t)e[i].index * nt;
+    double v = e[i].value;
+    for (size_t k = 0; k < nt; k++) acc[k] += row[k] * v;
+    acc[nt] += v * v;
+  }
+}
+
+/* Passage p's distinct tokens as a block: the body (salt 0) or a neighbour
+ * block, the same features add_hashed_range makes for it. Inlined with a
+ * constant nt (distinct_dot), the sums stay in registers: through acc they
+ * were a load and a store per multiply-add (acc may alias w). */
+static inline __attribute__((always_inline)) void
+distinct_dot_n(const td_feat_config_t *c, const double *idf, const td_fscratch_t *s, size_t p,
+               uint32_t salt, double scale, const double *w, size_t nt, double *acc) {
+  uint32_t mask = c->buckets - 1;
+  double a[DOT_REG_MAX + 1];
+  for (size_t k = 0; k <= nt; k++) a[k] = acc[k];
+  for (size_t e = s->uoff[p]; e < s->uoff[p + 1]; e++) {
+    uint32_t index = (salt ? fmix32(s->uh[e] ^ salt) : s->uh[e]) & mask;
+    double v = c->sublinear_tf ? sublinear(s->uc[e]) : s->uc[e];
+    if (c->use_idf && idf) v *= idf[index];
+    v *= scale;
+    const double *row = w + (size_t)index * nt;
+    for (size_t k = 0; k < nt; k++) a[k] += row[k] * v;
+    a[nt] += v * v;
+  }
+  for (size_t k = 0; k <= nt; k++) acc[k] = a[k];
+}
+
+static void distinct_dot(const td_feat_config_t *c, const double *idf, const td_fscratch_t *s,
+                         size_t p, uint32_t salt, double scale, const double *w, size_t nt,
+                         double *acc) {
+#define DOT_N(N) distinct_dot_n(c, idf, s, p, salt, scale, w, N, acc)
+  DOT_DISPATCH(nt)
+#undef DOT_N
+  uint32_t mask = c->buckets - 1;
+  for (size_t e = s->uoff[p]; e < s->uoff[p + 1]; e++) {
+    uint32_t index = (salt ? fmix32(s->uh[e] ^ salt) : s->uh[e]) & mask;
+    double v = c->sublinear_tf ? sublinear(s->uc[e]) : s->uc[e];
+    if (c->use_idf && idf) v *= idf[index];
+    v *= scale;
+    const double *row = w + (size_t)index * nt;
+    for (size_t k = 0; k < nt; k++) acc[k] += row[k] * v;
+    acc[nt] += v * v;
+  }
+}
+
+/* Counts each passage's kept token hashes once (s->uh, s->uc, s->uoff): the
+ * body and both neighbour blocks are made from that one list. */
+static int distinct_pass(size_t n, td_fscratch_t *s, td_err_t *err) {
+  if (n + 1 > s->capuoff) {
+    size_t *p = realloc(s->uoff, (n + 1) * sizeof *p);
+    if (!p) return td_err_set(err, TD_ENOMEM, "out of memory");
+    s->uoff = p;
+    s->capuoff = n + 1;
+  }
+  if (s->nth > s->capu) {
+    uint32_t *h = realloc(s->uh, s->nth * sizeof *h);
+    if (h) s->uh = h;
+    uint32_t *k = h ? realloc(s->uc, s->nth * sizeof *k) : NULL;
+    if (!k) return td_err_set(err, TD_ENOMEM, "out of memory");
+    s->uc = k;
+    s->capu = s->nth;
+  }
+  cmap_t *m = &s->counts;
+  size_t nu = 0;
+  for (size_t i = 0; i < n; i++) {
+    s->uoff[i] = nu;
+    cmap_clear(m);
+    for (size_t q = s->toff[i]; q < s->toff[i + 1]; q++)
+      if (cmap_add(m, s->th[q])) return td_err_set(err, TD_ENOMEM, "out of memory");
+    memcpy(s->uh + nu, m->key, m->n * sizeof *s->uh);
+    memcpy(s->uc + nu, m->cnt, m->n * sizeof *s->uc);
+    nu += m->n;
+  }
+  s->uoff[n] = nu;
+  return 0;
+}
+
+static int passage_dot(const td_feat_config_t *c, const td_tokenizer_t *tok, const double *idf,
+                       const td_span_t *spans, const td_passage_t *ps, size_t n, size_t i,
+                       const double *w, size_t nt, td_fscratch_t *s, double *out,
+                       td_err_t *err) {
+  double *acc = s->acc;
+  memset(acc, 0, (nt + 1) * sizeof *acc);
+  int rc = 0;
+  if (s->pre && c->ngram_max < 2) {
+    distinct_dot(c, idf, s, i, 0, 1.0, w, nt, acc);
+  } else { /* pairs, or no kept hashes: the body as td_features_doc makes it */
+    s->tmp.count = 0;
+    rc = s->pre ? add_hashed_block(c, idf, i, 0, 1.0, s, &s->tmp, err)
+                : add_block(c, tok, idf, &spans[i], c->seed, 1.0, s, &s->tmp, err);
+    if (rc) return td_err_prefix(err, "passage %zu", i);
+    entries_dot(s->tmp.items, s->tmp.count, w, nt, acc);
+  }
+  if (s->pre && c->neighbor_weight > 0) {
+    if (i > 0) distinct_dot(c, idf, s, i - 1, PREV_SALT, c->neighbor_weight, w, nt, acc);
+    if (i + 1 < n) distinct_dot(c, idf, s, i + 1, NEXT_SALT, c->neighbor_weight, w, nt, acc);
+  }
+  if (s->pre && c->doc_weight > 0 && n > 0) {
+    if (!s->doc_ok) {
+      s->docv.count = 0;
+      if ((rc = add_hashed_range(c, idf, 0, n, DOC_SALT, c->doc_weight, s, &s->docv, err)))
+        return td_err_prefix(err, "document block");
+      memset(s->docacc, 0, (nt + 1) * sizeof *acc);
+      entries_dot(s->docv.items, s->docv.count, w, nt, s->docacc);
+      s->doc_ok = 1;
+    }
+    for (size_t k = 0; k <= nt; k++) acc[k] += s->docacc[k];
+  }
+  if (ps && c->context_weight > 0 && ps[i].context >= 0) {
+    long ctx = ps[i].context;
+    if ((size_t)ctx >= n)
+      return td_err_set(err, TD_EINVAL, "passage %zu: context %ld out of range (%zu passages)",
+                        i, ctx, n);
+    if (s->ctx_of != ctx) {
+      s->ctx_of = -1;
+      s->ctx.count = 0;
+      rc = add_block(c, tok, idf, &spans[ctx], c->seed ^ CTX_SALT, c->context_weight, s, &s->ctx,
+                     err);
+      if (rc) return td_err_prefix(err, "passage %zu: heading %ld", i, ctx);
+      memset(s->ctxacc, 0, (nt + 1) * sizeof *acc);
+      entries_dot(s->ctx.items, s->ctx.count, w, nt, s->ctxacc);
+      s->ctx_of = ctx;
+    }
+    for (size_t k = 0; k <= nt; k++) acc[k] += s->ctxacc[k];
+  }
+  double inv = acc[nt] > 0 ? 1.0 / sqrt(acc[nt]) : 0;
+  for (size_t k = 0; k < nt; k++) out[k] = acc[k] * inv;
+  return 0;
+}
+
+int td_features_doc_dot(const td_feat_config_t *c, const td_tokenizer_t *tok, const double *idf,
+                        const td_span_t *spans, const td_passage_t *ps, size_t n, const double *w,
+                        size_t nt, td_fscratch_t *s, double *out, td_err_t *err) {
+  int rc = check_args(c, tok, spans, n, s, out, err);
+  if (rc) return rc;
+  if (n && (!w || !nt)) return td_err_set(err, TD_EINVAL, "features: bad arguments");
+  if (3 * (nt + 1) > s->capacc) {
+    double *a = realloc(s->acc, 3 * (nt + 1) * sizeof *a);
+    if (!a) return td_err_set(err, TD_ENOMEM, "out of memory");
+    s->acc = a;
+    s->capacc = 3 * (nt + 1);
+  }
+  s->ctxacc = s->acc + (nt + 1);
+  s->docacc = s->acc + 2 * (nt + 1);
+  s->ctx_of = -1;
+  s->pre = s->doc_ok = 0;
+  if (c->neighbor_weight > 0 || c->doc_weight > 0) rc = prepass(c, tok, spans, n, s, err);
+  if (c->norm == TD_NORM_L2_TOKENS) {
+    if (!rc && s->pre) rc = distinct_pass(n, s, err);
+    for (size_t i = 0; !rc && i < n; i++)
+      rc = passage_dot(c, tok, idf, spans, ps, n, i, w, nt, s, out + i * nt, err);
+  } else {
+    /* l2: merging before the norm needs the vector; sums in index order */
+    for (size_t i = 0; !rc && i < n; i++) {
+      if ((rc = passage_vec(c, tok, idf, spans, ps, n, i, s, &s->tmp, err))) break;
+      memset(s->acc, 0, (nt + 1) * sizeof *s->acc);
+      entries_dot(s->tmp.items, s->tmp.count, w, nt, s->acc);
+      memcpy(out + i * nt, s->acc, nt * sizeof *out);
+    }
   }
   s->ctx_of = -1;
   s->pre = s->doc_ok = 0;

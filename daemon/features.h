@@ -31,6 +31,18 @@
 #include "plugin.h"
 #include "text.h"
 
+/*
+ * How a passage's vector is counted and normalized (manifest "norm").
+ * TD_NORM_L2 ("l2"): a block counts its tokens by bucket index, blocks are
+ * summed, and the sum is L2-normalized. TD_NORM_L2_TOKENS ("l2-tokens"): a
+ * block counts its tokens by their full 32-bit hash, and the L2 norm is taken
+ * over those token features before features that share a bucket are added
+ * together. The two differ only where hashes collide in the bucket space;
+ * l2-tokens lets a linear model score a passage block by block, without
+ * building and sorting its vector (td_features_doc_dot). New models use it.
+ */
+typedef enum td_norm { TD_NORM_L2 = 0, TD_NORM_L2_TOKENS = 1 } td_norm_t;
+
 typedef struct td_feat_config {
   uint32_t buckets;      /* size of the hashed space, a power of two */
   int ngram_max;         /* 1: tokens; 2: tokens and adjacent token pairs */
@@ -46,6 +58,7 @@ typedef struct td_feat_config {
   double doc_weight;     /* scale of the whole-document block; 0 = off
                             (manifest key "doc_weight", optional like
                             neighbor_weight) */
+  td_norm_t norm;        /* manifest "norm": "l2" or "l2-tokens" */
 } td_feat_config_t;
 
 #define TD_FEAT_DEFAULT_BUCKETS (1u << 18)
@@ -99,6 +112,22 @@ int td_features_doc(const td_feat_config_t *c, const td_tokenizer_t *tok,
 int td_features_doc_df(const td_feat_config_t *c, const td_tokenizer_t *tok,
                        const td_span_t *spans, const td_passage_t *ps, size_t n,
                        td_fscratch_t *s, uint32_t *df, td_err_t *err);
+
+/*
+ * For a linear model: out[i * nt + k] = the dot product of passage i's
+ * vector (as td_features_doc makes it) with weight column k, where w holds
+ * nt weights per bucket, row-major (w[index * nt + k]). With norm
+ * l2-tokens no vector is built: each block adds its part of the dot products
+ * and of the squared norm, and the total is divided by the norm once; the
+ * result equals the vector's dot products up to the order of the
+ * floating-point additions. With norm l2 the vectors are built and the sums
+ * run in index order, bit for bit what a loop over td_features_doc's vector
+ * gives. out has n * nt entries.
+ */
+int td_features_doc_dot(const td_feat_config_t *c, const td_tokenizer_t *tok,
+                        const double *idf, const td_span_t *spans,
+                        const td_passage_t *ps, size_t n, const double *w,
+                        size_t nt, td_fscratch_t *s, double *out, td_err_t *err);
 
 /* Smoothed idf as in scikit-learn: ln((1 + n_docs) / (1 + df)) + 1. */
 double td_features_idf(uint32_t df, size_t n_docs);

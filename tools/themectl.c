@@ -79,6 +79,10 @@ static const char usage_classify[] =
     "  --jsonl               input lines are {\"id\",\"text\"} or {\"id\",\"passages\":[...]}\n"
     "  --lines               every input line is one document (a headline, a passage);\n"
     "                        its id is its line number; blank lines are skipped\n"
+    "  --blocks              plain-text articles separated by blank lines: each run of\n"
+    "                        non-blank lines is one document (one passage or more per\n"
+    "                        line, as in a single-article FILE); its id is the line\n"
+    "                        number of its first line\n"
     "  --format json|tsv     output: one JSON object per document (default), or one\n"
     "                        tab-separated row per passage: id, passage, themes\n"
     "                        (comma-separated, empty for none), a score per theme\n"
@@ -236,7 +240,7 @@ static void print_train_report(const json_t *rep) {
 enum {
   O_DATA = 256, O_OUT, O_TOKENIZER, O_TOKOPTS, O_FOLDS, O_MULTICLASS, O_C, O_SEED, O_THREADS,
   O_BALANCED, O_NAME, O_VERSION, O_CTXW, O_BUCKETS, O_NGRAM, O_MAXCHARS, O_HEADCHARS, O_THEMES,
-  O_PLUGINS, O_QUIET, O_MODEL, O_JSONL, O_LINES, O_FORMAT, O_THRESHOLD, O_TOPK, O_EXPLAIN, O_TEXT, O_JSON, O_NBW, O_DOCW,
+  O_PLUGINS, O_QUIET, O_MODEL, O_JSONL, O_LINES, O_BLOCKS, O_FORMAT, O_THRESHOLD, O_TOPK, O_EXPLAIN, O_TEXT, O_JSON, O_NBW, O_DOCW,
   O_SOLVER
 };
 
@@ -602,15 +606,45 @@ static int classify_lines(runner_t *rn, const char *name, const char *data, size
   return rc;
 }
 
+/* --blocks: every run of non-blank lines is one article, given as its bytes
+ * (no copy): the lines are its passages as in a plain-text file. */
+static int classify_blocks(runner_t *rn, const char *name, const char *data, size_t len) {
+  size_t lineno = 0, pos = 0, ll;
+  const char *line;
+  int rc = 0;
+  while (!rc && next_line(data, len, &pos, &lineno, &line, &ll)) {
+    size_t first = lineno, end = pos, nextpos = pos, nextno = lineno;
+    /* extend over the following lines up to a blank one (or the end) */
+    while (nextpos < len) {
+      const char *l = data + nextpos, *nl = memchr(l, '\n', len - nextpos);
+      size_t n = nl ? (size_t)(nl - l) : len - nextpos, k = 0;
+      while (k < n && (l[k] == ' ' || l[k] == '\t' || l[k] == '\r')) k++;
+      if (k == n) break;
+      nextpos += n + (nl != NULL);
+      nextno++;
+      end = nextpos;
+    }
+    pos = nextpos;
+    lineno = nextno;
+    size_t dl = (size_t)(data + end - line);
+    while (dl && (line[dl - 1] == '\n' || line[dl - 1] == '\r')) dl--;
+    char id[24];
+    snprintf(id, sizeof id, "%zu", first);
+    td_doc_t doc = {.id = id, .text = line, .len = dl};
+    rc = classify_print(rn, &doc, name, first);
+  }
+  return rc;
+}
+
 static int cmd_classify(int argc, char **argv) {
   static const struct option lo[] = {
       {"model", required_argument, 0, O_MODEL}, {"plugins", required_argument, 0, O_PLUGINS},
       {"jsonl", no_argument, 0, O_JSONL}, {"lines", no_argument, 0, O_LINES},
-      {"format", required_argument, 0, O_FORMAT}, {"threshold", required_argument, 0, O_THRESHOLD},
+      {"blocks", no_argument, 0, O_BLOCKS}, {"format", required_argument, 0, O_FORMAT}, {"threshold", required_argument, 0, O_THRESHOLD},
       {"top-k", required_argument, 0, O_TOPK}, {"explain", no_argument, 0, O_EXPLAIN},
       {"text", no_argument, 0, O_TEXT}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   const char *cmd = "classify", *model = NULL, *plugins = NULL;
-  int jsonl = 0, lines = 0, ch, rc = 0;
+  int jsonl = 0, lines = 0, blocks = 0, ch, rc = 0;
   long v;
   runner_t rn;
   memset(&rn, 0, sizeof rn);
@@ -622,6 +656,7 @@ static int cmd_classify(int argc, char **argv) {
     case O_PLUGINS: plugins = optarg; break;
     case O_JSONL: jsonl = 1; break;
     case O_LINES: lines = 1; break;
+    case O_BLOCKS: blocks = 1; break;
     case O_FORMAT:
       if (strcmp(optarg, "json") && strcmp(optarg, "tsv"))
         return themectl_usage_err(cmd, "--format: expected json or tsv, got \"%s\"", optarg);
@@ -641,7 +676,8 @@ static int cmd_classify(int argc, char **argv) {
     default: return themectl_bad_option(cmd, ch, argv);
     }
   }
-  if (jsonl && lines) return themectl_usage_err(cmd, "--jsonl and --lines exclude each other");
+  if (jsonl + lines + blocks > 1)
+    return themectl_usage_err(cmd, "--jsonl, --lines and --blocks exclude each other");
   if (rn.tsv && (rn.co.explain || rn.co.include_text))
     return themectl_usage_err(cmd, "--%s needs --format json", rn.co.explain ? "explain" : "text");
   if (!model) return themectl_usage_err(cmd, "--model is required (or --socket PATH for a running daemon)");
@@ -681,6 +717,8 @@ static int cmd_classify(int argc, char **argv) {
       rc = classify_jsonl(&rn, name, data, len);
     } else if (lines) {
       rc = classify_lines(&rn, name, data, len);
+    } else if (blocks) {
+      rc = classify_blocks(&rn, name, data, len);
     } else {
       td_doc_t doc = {.id = is_stdin ? "stdin" : base_name(path), .text = data, .len = len};
       rc = classify_print(&rn, &doc, name, 0);

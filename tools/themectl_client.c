@@ -447,7 +447,8 @@ static int run_classify(int argc, char **argv) {
       {"explain", no_argument, NULL, O_EXPLAIN}, {"text", no_argument, NULL, O_TEXT},
       {"inflight", required_argument, NULL, O_INFLIGHT}, {"model", required_argument, NULL, O_OFFLINE},
       {"plugins", required_argument, NULL, O_OFFLINE}, {"lines", no_argument, NULL, O_LOCAL},
-      {"format", required_argument, NULL, O_LOCAL}, {"help", no_argument, NULL, 'h'},
+      {"blocks", no_argument, NULL, O_LOCAL}, {"format", required_argument, NULL, O_LOCAL},
+      {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   td_conn_opts_t co = {.timeout_ms = DEFAULT_CLASSIFY_TIMEOUT_MS};
   cls_ctx_t c;
@@ -479,7 +480,7 @@ static int run_classify(int argc, char **argv) {
       return themectl_usage_err("classify", "%s", "--model and --plugins do not apply with --socket/--connect: "
                                      "the daemon classifies with the model it serves");
     case O_LOCAL:
-      return themectl_usage_err("classify", "%s", "--lines and --format are for offline use (--model DIR): "
+      return themectl_usage_err("classify", "%s", "--lines, --blocks and --format are for offline use (--model DIR): "
                                      "the daemon answers in JSON");
     case 'h': cls_usage(stdout); return TD_EXIT_OK;
     default: return themectl_bad_option("classify", opt, argv);

@@ -249,6 +249,41 @@ def test_classify_lines_and_tsv_agree_with_json():
     check(rc == 2 and "offline" in one_error_line(err), err)
 
 
+def test_classify_blocks():
+    """--blocks: plain-text articles separated by blank lines, each classified
+    as that article alone (the same passages, headings and context), its id
+    the line number of its first line."""
+    offline = ["classify", "--model", model_dir(), "--plugins", plugin_dir()]
+    pool = [p.strip() for p in _passages()[:12]]
+    heads = ["一、抓队伍建设", "二、发展集体经济", "三、整治人居环境", "四、推进移风易俗"]
+    texts = [heads[i] + "\n" + "\n".join(pool[3 * i:3 * i + 3]) for i in range(4)]
+    check(all("\n\n" not in t and t.count("\n") >= 2 for t in texts), "fixture articles")
+    # blank separators of any length, with spaces, CRLF inside one article
+    data = "\n\n".join(texts[:2]) + "\n \t\n\n" + texts[2].replace("\n", "\r\n") + "\n\n" + texts[3]
+    rc, out, err = ctl(*(offline + ["--blocks"]), stdin=data)
+    check(rc == 0, err)
+    res = [json.loads(l) for l in out.splitlines()]
+    check(len(res) == 4, out)
+    first = [1, texts[0].count("\n") + 3]
+    first.append(first[1] + texts[1].count("\n") + 3)  # "\n \\t\n\n": two lines between
+    first.append(first[2] + texts[2].count("\n") + 2)
+    check([r["id"] for r in res] == [str(x) for x in first], [r["id"] for r in res])
+    texts[2] = texts[2].replace("\n", "\r\n")  # as it was sent: offsets count the CRs
+    for t, r in zip(texts, res):
+        rc, one, _ = ctl(*offline, stdin=t)
+        check(rc == 0 and json.loads(one)["passages"] == r["passages"], (one[:200], r))
+    check(len(res[0]["passages"]) > 2, res[0])
+    # TSV rows carry the same tags; an empty input is no document
+    rc, tsv, err = ctl(*(offline + ["--blocks", "--format", "tsv"]), stdin=data)
+    check(rc == 0 and len(tsv.splitlines()) == 1 + sum(len(r["passages"]) for r in res), err)
+    rc, out, err = ctl(*(offline + ["--blocks"]), stdin="\n \n")
+    check(rc == 0 and out == "", (out, err))
+    rc, _, err = ctl(*(offline + ["--blocks", "--lines"]), stdin="x\n")
+    check(rc == 2 and "exclude" in one_error_line(err), err)
+    rc, _, err = ctl("classify", "--socket", "/nonexistent.sock", "--blocks", stdin="x\n")
+    check(rc == 2 and "offline" in one_error_line(err), err)
+
+
 # ------------------------------------------------------------ stream
 
 def _stream_ok(rc, err, n, errors=0):

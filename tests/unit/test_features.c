@@ -89,7 +89,8 @@ static void test_config_roundtrip(void **st) {
   assert_non_null(j);
   assert_string_equal(json_string_value(json_object_get(j, "kind")), "hash");
   assert_string_equal(json_string_value(json_object_get(j, "hash")), "murmur3_32");
-  assert_string_equal(json_string_value(json_object_get(j, "norm")), "l2");
+  /* new models count tokens, not buckets (td_norm_t) */
+  assert_string_equal(json_string_value(json_object_get(j, "norm")), "l2-tokens");
   assert_int_equal(json_integer_value(json_object_get(j, "buckets")), 1 << 18);
   assert_true(json_is_true(json_object_get(j, "sublinear_tf")));
   assert_int_equal(json_object_size(j), 9);
@@ -102,11 +103,12 @@ static void test_config_roundtrip(void **st) {
   assert_int_equal(b.use_idf, a.use_idf);
   assert_true(b.context_weight == a.context_weight);
   assert_int_equal(b.seed, a.seed);
+  assert_int_equal(b.norm, TD_NORM_L2_TOKENS);
   json_decref(j);
 
   /* Non-default values, through text as a manifest would carry them. */
   a = (td_feat_config_t){.buckets = 1u << 10, .ngram_max = 2, .sublinear_tf = 0, .use_idf = 0,
-                         .context_weight = 0.125, .seed = 0xffffffffu};
+                         .context_weight = 0.125, .seed = 0xffffffffu, .norm = TD_NORM_L2};
   j = td_feat_config_to_json(&a);
   char *s = json_dumps(j, JSON_COMPACT);
   json_decref(j);
@@ -119,6 +121,7 @@ static void test_config_roundtrip(void **st) {
   assert_int_equal(b.use_idf, 0);
   assert_true(b.context_weight == 0.125);
   assert_int_equal(b.seed, 0xffffffffu);
+  assert_int_equal(b.norm, TD_NORM_L2); /* the bundles made before l2-tokens */
   json_decref(j);
 }
 
@@ -166,7 +169,8 @@ static void test_config_errors(void **st) {
   expect_config_error(WITH("kind", "\"vocab\""), "features.kind: expected \"hash\", got \"vocab\"");
   expect_config_error(WITH("hash", "\"fnv1a_64\""),
                       "features.hash: expected \"murmur3_32\", got \"fnv1a_64\"");
-  expect_config_error(WITH("norm", "null"), "features.norm: expected \"l2\", got null");
+  expect_config_error(WITH("norm", "null"), "features.norm: expected \"l2\" or \"l2-tokens\", got null");
+  expect_config_error(WITH("norm", "\"l1\""), "features.norm: expected \"l2\" or \"l2-tokens\", got \"l1\"");
   expect_config_error(WITH("buckets", "1000"),
                       "features.buckets: expected a power of two between 2^10 and 2^24, got 1000");
   expect_config_error(WITH("buckets", "512"),
@@ -413,10 +417,14 @@ static void test_context_cache_consistent(void **st) {
 
 /* Random documents over a vocabulary far larger than a small hash space:
  * vectors stay sorted, duplicate-free (colliding features summed) and unit. */
+/* Norm l2: sorted, unique, non-zero, unit vectors, collisions or not
+ * (l2-tokens vectors are checked by test_l2_tokens_by_hand and
+ * test_block_dot). */
 static void test_random_sorted_unique(void **st) {
   td_tokenizer_t *tok = *st;
   td_feat_config_t c = small_config();
   c.ngram_max = 2;
+  c.norm = TD_NORM_L2; /* l2 vectors are unit vectors even with collisions */
   unsigned seed = 99;
   td_buf_t texts[12];
   td_span_t sp[12];
@@ -461,6 +469,134 @@ static void test_random_sorted_unique(void **st) {
   }
   td_fscratch_free(&s);
   free(idf);
+}
+
+/* l2-tokens: two tokens that share a bucket stay two features until the
+ * vector is merged, so each has its own tf and the norm counts both. */
+static void test_l2_tokens_by_hand(void **st) {
+  td_tokenizer_t *tok = *st;
+  td_feat_config_t c = small_config();
+  c.buckets = 1024;
+  c.sublinear_tf = 0;
+  char a[16] = "", b[16] = "";
+  for (unsigned i = 0; i < 5000 && !b[0]; i++) /* two tokens with one index */
+    for (unsigned j = 0; j < i && !b[0]; j++) {
+      char x[16], y[16];
+      snprintf(x, sizeof x, "w%u", i);
+      snprintf(y, sizeof y, "w%u", j);
+      if (idx(&c, x) == idx(&c, y)) {
+        strcpy(a, x);
+        strcpy(b, y);
+      }
+    }
+  assert_true(b[0] != 0);
+  char text[40];
+  snprintf(text, sizeof text, "%s %s", a, b);
+  td_span_t sp = {text, strlen(text)};
+  td_fvec_t v;
+  td_fvec_init(&v);
+  td_fscratch_t *s = td_fscratch_new();
+  /* l2: counted by bucket, tf 2: (2) / 2 */
+  c.norm = TD_NORM_L2;
+  assert_int_equal(td_features_doc(&c, tok, NULL, &sp, NULL, 1, s, &v, NULL), 0);
+  assert_int_equal(v.count, 1);
+  assert_true(fabs(v.items[0].value - 1.0) < 1e-12);
+  /* l2-tokens: tf 1 and 1, norm sqrt 2, merged into (1 + 1) / sqrt 2 */
+  c.norm = TD_NORM_L2_TOKENS;
+  assert_int_equal(td_features_doc(&c, tok, NULL, &sp, NULL, 1, s, &v, NULL), 0);
+  assert_int_equal(v.count, 1);
+  assert_int_equal(v.items[0].index, idx(&c, a));
+  assert_true(fabs(v.items[0].value - 2 / sqrt(2.0)) < 1e-12);
+  /* without a collision the two agree: "a a" is one token, tf 2 */
+  snprintf(text, sizeof text, "%s %s", a, a);
+  sp.len = strlen(text);
+  assert_int_equal(td_features_doc(&c, tok, NULL, &sp, NULL, 1, s, &v, NULL), 0);
+  assert_true(v.count == 1 && fabs(v.items[0].value - 1.0) < 1e-12);
+  td_fvec_free(&v);
+  td_fscratch_free(&s);
+}
+
+/*
+ * td_features_doc_dot against the dot products of td_features_doc's
+ * vectors, on random documents with headings, neighbours, the doc block,
+ * pairs, collisions (1024 buckets) and theme counts on both sides of the
+ * register path (DOT_REG_MAX): bit for bit with l2, to rounding with
+ * l2-tokens.
+ */
+static void test_block_dot(void **st) {
+  td_tokenizer_t *tok = *st;
+  enum { ND = 9, MAXNT = 14 };
+  unsigned seed = 7;
+  td_buf_t texts[ND];
+  td_span_t sp[ND];
+  td_passage_t ps[ND];
+  td_fvec_t v[ND];
+  for (int i = 0; i < ND; i++) {
+    td_buf_init(&texts[i]);
+    td_fvec_init(&v[i]);
+  }
+  td_fscratch_t *s = td_fscratch_new();
+  double *idf = malloc((1u << 16) * sizeof *idf);
+  for (uint32_t i = 0; i < 1u << 16; i++) idf[i] = 1.0 + (i % 13) * 0.1;
+  double *w = malloc((size_t)(1u << 16) * MAXNT * sizeof *w);
+  double out[ND * MAXNT];
+  size_t checked = 0;
+  for (int round = 0; round < 48; round++) {
+    td_feat_config_t c = small_config();
+    c.buckets = round % 3 == 0 ? 1024 : 1u << 16;
+    c.ngram_max = 1 + round % 2;
+    c.norm = round % 4 < 2 ? TD_NORM_L2_TOKENS : TD_NORM_L2;
+    c.neighbor_weight = round % 5 == 0 ? 0 : 0.3;
+    c.doc_weight = round % 6 == 1 ? 0.2 : 0;
+    c.context_weight = round % 7 == 3 ? 0 : 0.5;
+    c.sublinear_tf = round % 8 != 5;
+    static const size_t nts[] = {1, 2, 6, 7, 12, 13};
+    size_t nt = nts[round % 6];
+    for (size_t i = 0; i < (size_t)c.buckets * nt; i++) {
+      seed = seed * 1103515245u + 12345u;
+      w[i] = ((double)(seed >> 8) / (1 << 24)) - 0.5;
+    }
+    size_t n = 1 + (size_t)round % ND;
+    for (size_t i = 0; i < n; i++) {
+      td_buf_reset(&texts[i]);
+      int ntok = (round * 11 + (int)i * 17) % 120;
+      for (int k = 0; k < ntok; k++) {
+        seed = seed * 1103515245u + 12345u;
+        assert_int_equal(td_buf_printf(&texts[i], "w%u ", (seed >> 16) % 900), 0);
+      }
+      sp[i].s = texts[i].data ? texts[i].data : "";
+      sp[i].len = texts[i].len;
+      seed = seed * 1103515245u + 12345u;
+      ps[i].is_heading = (seed >> 16) % 3 == 0;
+    }
+    td_text_link_headings(ps, n);
+    const double *id = round % 2 ? idf : NULL;
+    assert_int_equal(td_features_doc(&c, tok, id, sp, ps, n, s, v, NULL), 0);
+    assert_int_equal(td_features_doc_dot(&c, tok, id, sp, ps, n, w, nt, s, out, NULL), 0);
+    for (size_t i = 0; i < n; i++)
+      for (size_t k = 0; k < nt; k++) {
+        double want = 0;
+        for (size_t q = 0; q < v[i].count; q++)
+          want += w[(size_t)v[i].items[q].index * nt + k] * v[i].items[q].value;
+        double got = out[i * nt + k];
+        if (c.norm == TD_NORM_L2 ? got != want : fabs(got - want) > 1e-12 * (1 + fabs(want)))
+          fail_msg("round %d passage %zu theme %zu (norm %d): block dot %.17g, vector dot %.17g",
+                   round, i, k, (int)c.norm, got, want);
+        checked++;
+      }
+  }
+  assert_true(checked > 1000);
+  /* errors: no weights */
+  td_feat_config_t c = small_config();
+  td_err_t err;
+  assert_int_equal(td_features_doc_dot(&c, tok, NULL, sp, NULL, 1, NULL, 6, s, out, &err), TD_EINVAL);
+  for (int i = 0; i < ND; i++) {
+    td_buf_free(&texts[i]);
+    td_fvec_free(&v[i]);
+  }
+  td_fscratch_free(&s);
+  free(idf);
+  free(w);
 }
 
 /* ---- df / idf ---- */
@@ -818,6 +954,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_neighbor_blocks, setup, teardown),
       cmocka_unit_test_setup_teardown(test_context_cache_consistent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_random_sorted_unique, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_l2_tokens_by_hand, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_block_dot, setup, teardown),
       cmocka_unit_test_setup_teardown(test_df_counting, setup, teardown),
       cmocka_unit_test(test_tokenizer_errors),
       cmocka_unit_test(test_tokens_explain),
