@@ -549,6 +549,26 @@ class Bench:
         self.log(f"load {label}: {o['pps']:.0f} passages/s, p99 {o['p99_us']:.0f} us")
         return o
 
+    def open_loop_saturation(self, d, reqfile):
+        """The highest rate of single-passage requests the daemon serves in an
+        open loop (64 connections): the offered rate rises by a quarter per
+        step from 10,000/s until fewer than 95% of the offered requests are
+        answered within the window, or half of them wait over 10 ms (a queue
+        that grows); the saturation is the largest served rate seen."""
+        steps, rate, best = [], 10000, 0.0
+        while rate <= 1000000:
+            o = self.load(d, f"sweep-{rate}", reqfile, "unix", "jsonl", 64, 0, rate,
+                          1.5 if self.quick else 2, 0.5, RATE_PACE_US)
+            keeps_up = o["rps"] >= 0.95 * o["offered_rps"] and o["p50_us"] < 10000
+            steps.append({"offered_rps": o["offered_rps"], "rps": o["rps"], "p50_us": o["p50_us"],
+                          "p99_us": o["p99_us"], "unanswered": o.get("unanswered", 0),
+                          "keeps_up": keeps_up})
+            best = max(best, o["rps"])
+            if not keeps_up:
+                break
+            rate = int(rate * 1.25)
+        return {"saturation": best, "steps": steps}
+
     def serving(self):
         w = self.work
         S = self.r.setdefault("serving", {})
@@ -579,9 +599,21 @@ class Bench:
                     sizes.append(o)
             S["sizes"] = sizes
             # single-passage latency at half the saturating load (open loop), on
-            # as many connections as the closed-loop run that measured saturation;
-            # each request is timed from its own intended send time, the pacer
-            # wakes at most every RATE_PACE_US (its CPU shares the daemon's cores)
+            # 64 connections; each request is timed from its own intended send
+            # time, the pacer wakes at most every RATE_PACE_US (its CPU shares
+            # the daemon's cores). Two saturations: the open loop's own (the
+            # same traffic: single requests arriving independently, found by
+            # raising the offered rate until the daemon falls behind), and the
+            # closed loop's (64 connections x 8 pipelined, which batches).
+            sweep = self.step("open-loop saturation", self.open_loop_saturation, d, single)
+            if sweep:
+                S["open_sweep"] = sweep["steps"]
+                o = self.step("rate half (open-loop saturation)", self.load, d, "rate-half-open",
+                              single, "unix", "jsonl", 64, 0, round(sweep["saturation"] / 2),
+                              3 if self.quick else 6, None, RATE_PACE_US)
+                if o:
+                    o["saturation_pps"] = sweep["saturation"]
+                    S["rate_half_open"] = o
             sat = [o["pps"] for o in matrix if o["transport"] == "unix" and
                    o["proto"] == "jsonl" and o["conns"] == 64]
             sat = sat[0] if sat else 0
@@ -641,7 +673,8 @@ class Bench:
         t = self.run([self.themectl, "train", "--data", os.path.join(self.shared, "corpus/train.jsonl"),
                       "--out", out, "--name", "rural-themes", "--plugins", self.plugins,
                       "--themes", ",".join(THEMES), "--tokenizer", "bigram", "--tokenizer-options",
-                      TOKOPTS, "--context-weight", "0.5", "--folds", "5", "--seed", "1", "--quiet"],
+                      TOKOPTS, "--context-weight", "0.5", "--neighbor-weight", "0.3", "--folds", "5",
+                      "--seed", "1", "--quiet"],
                      pin=False)
         R["make_model"] = {"cpu": t["cpu"], "wall": t["wall"]}
         self.log(f"make model equivalent: {t['wall']:.1f} s wall, {t['cpu']:.1f} s CPU")
@@ -824,10 +857,20 @@ class Bench:
                     f"--workers 1 {fmt(W[1]['pps'])} passages/s, --workers 2 {fmt(W[2]['pps'])} "
                     f"passages/s: x{W[2]['pps'] / W[1]['pps']:.2f}.")
                 add("")
-            rh = S.get("rate_half")
-            if rh:
+            sw = S.get("open_sweep")
+            if sw:
+                add("Open-loop saturation (single-passage requests, unix, JSON Lines, 64 connections; "
+                    "the offered rate rises by a quarter per step until the daemon falls behind): "
+                    + ", ".join(f"{fmt(x['offered_rps'])}/s offered → {fmt(x['rps'])} served "
+                                f"(p50 {fmt(x['p50_us'])} µs)" for x in sw) + ".")
+                add("")
+            for key, what in (("rate_half_open", "open loop"),
+                              ("rate_half", "closed loop, 8 pipelined per connection")):
+                rh = S.get(key)
+                if not rh:
+                    continue
                 add(f"Open loop at half the saturating load ({fmt(rh['saturation_pps'])} passages/s "
-                    f"saturate unix JSON Lines, 64 connections, closed loop): "
+                    f"saturate unix JSON Lines, 64 connections, {what}): "
                     f"{fmt(rh.get('offered_rps', rh['rate']))} requests/s offered on 64 connections "
                     f"(paced by a timerfd, {fmt(rh.get('pace_us', 0))} µs resolution), "
                     f"{fmt(rh['rps'])} served, {fmt(rh.get('unanswered', 0))} unanswered; latency from "
@@ -879,6 +922,9 @@ class Bench:
         out = []
         R = self.r
 
+        def fmt0(x):
+            return f"{x:,.0f}"
+
         def verdict(ok):
             return "met" if ok else "NOT met"
         for ds, name in (("thuc", "THUCNews"), ("dev", "domain")):
@@ -906,10 +952,17 @@ class Bench:
         if W.get(1) and W.get(2):
             f = W[2]["pps"] / W[1]["pps"]
             out.append(f"2 workers ≥ 1.6× one worker: {f:.2f}× — {verdict(f >= 1.6)}")
-        rh = S.get("rate_half")
+        rh, rc = S.get("rate_half_open"), S.get("rate_half")
         if rh:
             out.append(f"single-passage p99 ≤ 1 ms at half the saturating load: {rh['p99_us'] / 1000:.2f} ms "
-                       f"— {verdict(rh['p99_us'] <= 1000)}")
+                       f"at half the open-loop saturation ({fmt0(rh['rate'])}/s) — "
+                       f"{verdict(rh['p99_us'] <= 1000)}"
+                       + (f"; {rc['p99_us'] / 1000:.2f} ms at half the pipelined closed-loop "
+                          f"saturation ({fmt0(rc['rate'])}/s) — {verdict(rc['p99_us'] <= 1000)}"
+                          if rc else ""))
+        elif rc:
+            out.append(f"single-passage p99 ≤ 1 ms at half the saturating load: {rc['p99_us'] / 1000:.2f} ms "
+                       f"— {verdict(rc['p99_us'] <= 1000)}")
         if S.get("rss_serving_max_kb"):
             mib = S["rss_serving_max_kb"] / 1024
             small = S.get("rss_serving_max_small_kb", 0) / 1024
