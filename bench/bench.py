@@ -862,7 +862,8 @@ class Bench:
                 add("Open-loop saturation (single-passage requests, unix, JSON Lines, 64 connections; "
                     "the offered rate rises by a quarter per step until the daemon falls behind): "
                     + ", ".join(f"{fmt(x['offered_rps'])}/s offered → {fmt(x['rps'])} served "
-                                f"(p50 {fmt(x['p50_us'])} µs)" for x in sw) + ".")
+                                f"(p50 {fmt(x['p50_us'])} µs, p99 {fmt(x['p99_us'])} µs)"
+                                for x in sw) + ".")
                 add("")
             for key, what in (("rate_half_open", "open loop"),
                               ("rate_half", "closed loop, 8 pipelined per connection")):

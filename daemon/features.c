@@ -608,6 +608,13 @@ static int keep_hash(void *ud, const char *tok, size_t len) {
   return 0;
 }
 
+/* Neighbour and doc blocks reuse each passage's token hashes; a lone
+ * passage has no neighbours, and its body is counted straight from the
+ * tokenizer (the same features: add_block counts as add_hashed_range). */
+static int needs_prepass(const td_feat_config_t *c, size_t n) {
+  return (c->neighbor_weight > 0 && n > 1) || c->doc_weight > 0;
+}
+
 /* Tokenizes every passage once and keeps its token hashes (s->th, s->toff). */
 static int prepass(const td_feat_config_t *c, const td_tokenizer_t *tok, const td_span_t *spans,
                    size_t n, td_fscratch_t *s, td_err_t *err) {
@@ -734,7 +741,7 @@ int td_features_doc(const td_feat_config_t *c, const td_tokenizer_t *tok, const 
   if (rc) return rc;
   s->ctx_of = -1; /* the caches never outlive a call: spans change */
   s->pre = s->doc_ok = 0;
-  if (c->neighbor_weight > 0 || c->doc_weight > 0) rc = prepass(c, tok, spans, n, s, err);
+  if (needs_prepass(c, n)) rc = prepass(c, tok, spans, n, s, err);
   for (size_t i = 0; !rc && i < n; i++)
     if ((rc = passage_vec(c, tok, idf, spans, ps, n, i, s, &out[i], err))) break;
   s->ctx_of = -1;
@@ -749,7 +756,7 @@ int td_features_doc_df(const td_feat_config_t *c, const td_tokenizer_t *tok,
   if (rc) return rc;
   s->ctx_of = -1;
   s->pre = s->doc_ok = 0;
-  if (c->neighbor_weight > 0 || c->doc_weight > 0) rc = prepass(c, tok, spans, n, s, err);
+  if (needs_prepass(c, n)) rc = prepass(c, tok, spans, n, s, err);
   for (size_t i = 0; i < n && !rc; i++) {
     /* Without idf no value is zero, so the vector lists every index touched. */
     if ((rc = passage_vec(c, tok, NULL, spans, ps, n, i, s, &s->tmp, err))) break;
@@ -960,7 +967,7 @@ int td_features_doc_dot(const td_feat_config_t *c, const td_tokenizer_t *tok, co
   s->docacc = s->acc + 2 * (nt + 1);
   s->ctx_of = -1;
   s->pre = s->doc_ok = 0;
-  if (c->neighbor_weight > 0 || c->doc_weight > 0) rc = prepass(c, tok, spans, n, s, err);
+  if (needs_prepass(c, n)) rc = prepass(c, tok, spans, n, s, err);
   if (c->norm == TD_NORM_L2_TOKENS) {
     if (!rc && s->pre) rc = distinct_pass(n, s, err);
     for (size_t i = 0; !rc && i < n; i++)
