@@ -777,11 +777,13 @@ int td_features_doc_df(const td_feat_config_t *c, const td_tokenizer_t *tok,
  * block's part to acc[0..nt) and its squared norm to acc[nt].
  */
 
-/* Themes up to this many are summed in registers (distinct_dot). */
+/* Themes up to this many are summed in registers (DOT_DISPATCH); up to
+ * DOT_MAX_THEMES in a local array (td_features_doc_dot refuses more). */
 #define DOT_REG_MAX 12
+#define DOT_MAX_THEMES 64
 
 /* Calls DOT_N(N) with a constant N for nt = 1..DOT_REG_MAX, and returns:
- * each sum then lives in a register. Larger nt falls through. */
+ * each sum then lives in a register. Larger nt falls through (to DOT_N(nt)). */
 #define DOT_DISPATCH(nt)                                                                          \
   switch (nt) {                                                                                  \
   case 1: DOT_N(1); return;                                                                      \
@@ -803,7 +805,7 @@ int td_features_doc_df(const td_feat_config_t *c, const td_tokenizer_t *tok,
  * over the same entries when it starts at 0). */
 static inline __attribute__((always_inline)) void
 entries_dot_n(const td_feat_t *e, size_t m, const double *w, size_t nt, double *acc) {
-  double a[DOT_REG_MAX + 1];
+  double a[DOT_MAX_THEMES + 1];
   for (size_t k = 0; k <= nt; k++) a[k] = acc[k];
   for (size_t i = 0; i < m; i++) {
     const double *row = w + (size_t)e[i].index * nt;
@@ -817,13 +819,8 @@ entries_dot_n(const td_feat_t *e, size_t m, const double *w, size_t nt, double *
 static void entries_dot(const td_feat_t *e, size_t m, const double *w, size_t nt, double *acc) {
 #define DOT_N(N) entries_dot_n(e, m, w, N, acc)
   DOT_DISPATCH(nt)
+  DOT_N(nt);
 #undef DOT_N
-  for (size_t i = 0; i < m; i++) {
-    const double *row = w + (size_t)e[i].index * nt;
-    double v = e[i].value;
-    for (size_t k = 0; k < nt; k++) acc[k] += row[k] * v;
-    acc[nt] += v * v;
-  }
 }
 
 /* Passage p's distinct tokens as a block: the body (salt 0) or a neighbour
@@ -834,7 +831,7 @@ static inline __attribute__((always_inline)) void
 distinct_dot_n(const td_feat_config_t *c, const double *idf, const td_fscratch_t *s, size_t p,
                uint32_t salt, double scale, const double *w, size_t nt, double *acc) {
   uint32_t mask = c->buckets - 1;
-  double a[DOT_REG_MAX + 1];
+  double a[DOT_MAX_THEMES + 1];
   for (size_t k = 0; k <= nt; k++) a[k] = acc[k];
   for (size_t e = s->uoff[p]; e < s->uoff[p + 1]; e++) {
     uint32_t index = (salt ? fmix32(s->uh[e] ^ salt) : s->uh[e]) & mask;
@@ -853,17 +850,8 @@ static void distinct_dot(const td_feat_config_t *c, const double *idf, const td_
                          double *acc) {
 #define DOT_N(N) distinct_dot_n(c, idf, s, p, salt, scale, w, N, acc)
   DOT_DISPATCH(nt)
+  DOT_N(nt);
 #undef DOT_N
-  uint32_t mask = c->buckets - 1;
-  for (size_t e = s->uoff[p]; e < s->uoff[p + 1]; e++) {
-    uint32_t index = (salt ? fmix32(s->uh[e] ^ salt) : s->uh[e]) & mask;
-    double v = c->sublinear_tf ? sublinear(s->uc[e]) : s->uc[e];
-    if (c->use_idf && idf) v *= idf[index];
-    v *= scale;
-    const double *row = w + (size_t)index * nt;
-    for (size_t k = 0; k < nt; k++) acc[k] += row[k] * v;
-    acc[nt] += v * v;
-  }
 }
 
 /* Counts each passage's kept token hashes once (s->uh, s->uc, s->uoff): the
@@ -956,7 +944,8 @@ int td_features_doc_dot(const td_feat_config_t *c, const td_tokenizer_t *tok, co
                         size_t nt, td_fscratch_t *s, double *out, td_err_t *err) {
   int rc = check_args(c, tok, spans, n, s, out, err);
   if (rc) return rc;
-  if (n && (!w || !nt)) return td_err_set(err, TD_EINVAL, "features: bad arguments");
+  if (n && (!w || !nt || nt > DOT_MAX_THEMES))
+    return td_err_set(err, TD_EINVAL, "features: bad arguments");
   if (3 * (nt + 1) > s->capacc) {
     double *a = realloc(s->acc, 3 * (nt + 1) * sizeof *a);
     if (!a) return td_err_set(err, TD_ENOMEM, "out of memory");

@@ -122,7 +122,7 @@ int td_features_doc_df(const td_feat_config_t *c, const td_tokenizer_t *tok,
  * result equals the vector's dot products up to the order of the
  * floating-point additions. With norm l2 the vectors are built and the sums
  * run in index order, bit for bit what a loop over td_features_doc's vector
- * gives. out has n * nt entries.
+ * gives. out has n * nt entries; nt is at most 64.
  */
 int td_features_doc_dot(const td_feat_config_t *c, const td_tokenizer_t *tok,
                         const double *idf, const td_span_t *spans,
