@@ -16,6 +16,7 @@ step failed to run, never because of a speed.
 import argparse
 import datetime
 import json
+import re
 import os
 import platform
 import shutil
@@ -661,6 +662,12 @@ class Bench:
               for _ in range(self.reps)]
         S["load_cpu_s"] = statistics.median(x["cpu"] for x in lc)
         S["load_wall_s"] = statistics.median(x["wall"] for x in lc)
+        # the load itself, as the daemon loads (hotpath prints its CPU: every
+        # thread's, from getrusage around td_model_load_flags)
+        own = [re.search(r"load ([0-9.]+) ms wall, ([0-9.]+) ms CPU", x["stderr"]) for x in lc]
+        if all(own):
+            S["load_own_cpu_s"] = statistics.median(float(m.group(2)) / 1e3 for m in own)
+            S["load_own_wall_s"] = statistics.median(float(m.group(1)) / 1e3 for m in own)
 
     # ---------------------------------------------------------------- training
 
@@ -883,9 +890,12 @@ class Bench:
             add("## Memory and start-up")
             add("")
             add(f"- Daemon ready {S.get('ready_s', 0) * 1e3:,.0f} ms after exec; model load "
-                f"{fmt(S.get('load_ms'))} ms as the daemon reports it (wall); the same load alone: "
-                f"{S.get('load_cpu_s', 0) * 1e3:,.0f} ms CPU, {S.get('load_wall_s', 0) * 1e3:,.0f} ms wall "
-                f"(process included).")
+                f"{fmt(S.get('load_ms'))} ms as the daemon reports it (wall); the same load alone "
+                f"(`bench/hotpath --load-only`, one core): "
+                + (f"{S['load_own_cpu_s'] * 1e3:,.0f} ms CPU, {S['load_own_wall_s'] * 1e3:,.0f} ms wall "
+                   f"for the load; " if S.get("load_own_cpu_s") is not None else "")
+                + f"{S.get('load_cpu_s', 0) * 1e3:,.0f} ms CPU, {S.get('load_wall_s', 0) * 1e3:,.0f} ms "
+                f"wall for the whole process (exec, dynamic linking and exit included).")
             add(f"- Reload ({{\"op\":\"reload\"}} round trip): {S.get('reload_s', 0) * 1e3:,.0f} ms; "
                 f"the reloaded model's load {fmt(S.get('reload_load_ms'))} ms.")
             add(f"- RSS: {S.get('rss_idle_kb', 0) / 1024:.1f} MiB idle after start; at most "
@@ -973,10 +983,12 @@ class Bench:
                        f"{mib:.1f} MiB with 1,000-passage documents (512 of them in flight) — "
                        f"{verdict(mib <= 64)} (VmHWM {hwm:.1f} MiB)")
         if S.get("load_ms") is not None:
-            out.append(f"model load ≤ 100 ms: {S['load_ms']:.0f} ms wall as the daemon reports it, "
-                       f"{S.get('load_cpu_s', 0) * 1e3:.0f} ms CPU for a whole load-only process — "
-                       f"{verdict(S['load_ms'] <= 100)} (wall), "
-                       f"{verdict(S.get('load_cpu_s', 1) <= 0.1)} (CPU)")
+            own = S.get("load_own_cpu_s")
+            out.append(f"model load ≤ 100 ms: {S['load_ms']:.0f} ms wall as the daemon reports it — "
+                       f"{verdict(S['load_ms'] <= 100)}; "
+                       + (f"{own * 1e3:.0f} ms CPU for the load alone on one core — "
+                          f"{verdict(own <= 0.1)}; " if own is not None else "")
+                       + f"{S.get('load_cpu_s', 0) * 1e3:.0f} ms CPU for a whole load-only process")
         tr = R.get("thuc", {})
         if tr.get("train_themectl") and tr.get("train_svm"):
             a, b = tr["train_themectl"]["cpu"], tr["train_svm"]["cpu"]

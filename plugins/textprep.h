@@ -47,6 +47,8 @@
 #include <unicode/ubrk.h>
 #include <unicode/uchar.h>
 #include <unicode/unorm2.h>
+#include <unicode/udata.h>
+#include <unicode/ures.h>
 #include <unicode/uscript.h>
 #include <unicode/ustring.h>
 #include <unicode/utrans.h>
@@ -297,6 +299,8 @@ typedef struct tp_core {
   tp_t2s_t *t2s;            /* fast T->S table, or NULL */
   UTransliterator *tr;      /* fallback T->S prototype, only ever cloned */
   UBreakIterator *bi;       /* word break prototype, only ever cloned */
+  int t2s_from_data;        /* the T->S rules were compiled from ICU's data
+                               directly (tp_t2s_from_data), not via the registry */
   pthread_mutex_t mu;
   tp_state_t *idle;         /* free list, guarded by mu */
 } tp_core_t;
@@ -323,10 +327,53 @@ static inline void tp_core_free(tp_core_t *c) {
   pthread_mutex_destroy(&c->mu);
 }
 
+/*
+ * ICU's Traditional-Simplified, compiled by ICU from the rules in its own
+ * transliteration data, without the transliterator registry. Opening it by
+ * ID first builds the registry (every ID ICU knows, in a case-insensitive
+ * table): a third of a model load's CPU (bench/NOTES.md). The registry's
+ * Traditional-Simplified (alias Hant-Hans) is exactly this entry of the
+ * data: its rules, in the direction the entry names; utrans_toRules gives
+ * the same rules either way, and tests/unit/test_tokenizers.c checks the
+ * result against the registry's transliterator. NULL when the data does not
+ * have this shape (another ICU): the caller then opens it by ID.
+ */
+static inline UTransliterator *tp_t2s_from_data(void) {
+  UErrorCode st = U_ZERO_ERROR;
+  UResourceBundle *root = ures_openDirect(U_ICUDATA_NAME U_TREE_SEPARATOR_STRING "translit",
+                                          "root", &st);
+  UResourceBundle *ids = ures_getByKey(root, "RuleBasedTransliteratorIDs", NULL, &st);
+  UResourceBundle *entry = ures_getByKey(ids, "Hant-Hans", NULL, &st);
+  UResourceBundle *file = ures_getByKey(entry, "file", NULL, &st);
+  int32_t rlen = 0, dlen = 0;
+  const UChar *rules = ures_getStringByKey(file, "resource", &rlen, &st);
+  const UChar *dir = ures_getStringByKey(file, "direction", &dlen, &st);
+  UTransliterator *tr = NULL;
+  if (U_SUCCESS(st) && rules && dir && rlen > 0) {
+    UChar fwd[8], rev[8], id[16];
+    u_uastrcpy(fwd, "FORWARD");
+    u_uastrcpy(rev, "REVERSE");
+    u_uastrcpy(id, "Hant-Hans");
+    int is_fwd = dlen == 7 && u_strncmp(dir, fwd, 7) == 0;
+    int is_rev = dlen == 7 && u_strncmp(dir, rev, 7) == 0;
+    if (is_fwd || is_rev) {
+      UParseError pe;
+      tr = utrans_openU(id, -1, is_fwd ? UTRANS_FORWARD : UTRANS_REVERSE, rules, rlen, &pe, &st);
+      if (U_FAILURE(st)) tr = NULL;
+    }
+  }
+  ures_close(file);
+  ures_close(entry);
+  ures_close(ids);
+  ures_close(root);
+  return tr;
+}
+
 static inline int tp_t2s_init(tp_core_t *c, char *errbuf, size_t errlen) {
   static const char *const ids[] = {"Traditional-Simplified", "Hant-Hans"};
   UErrorCode st = U_ZERO_ERROR;
-  UTransliterator *tr = NULL;
+  UTransliterator *tr = tp_t2s_from_data();
+  c->t2s_from_data = tr != NULL;
   for (size_t i = 0; i < sizeof ids / sizeof ids[0] && !tr; i++) {
     UChar id[32];
     u_uastrcpy(id, ids[i]);

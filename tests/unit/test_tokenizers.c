@@ -341,10 +341,33 @@ static void t2s_matches_icu(void **state) {
   tp_core_t core;
   char eb[256];
   assert_int_equal(tp_core_init(&core, 0, 1, eb, sizeof eb), 0);
-  /* On the ICU we build against, the fast table must be in use. */
+  /* On the ICU we build against, the fast table must be in use, its rules
+   * compiled from ICU's data without the registry (tp_t2s_from_data). */
   assert_non_null(core.t2s);
   assert_true(core.t2s->nrules > 1000);
+  assert_int_equal(core.t2s_from_data, 1);
   UTransliterator *tr = icu_t2s();
+  /* ... and those rules are the registry's Traditional-Simplified, to the
+   * letter (the table below is also checked against its output) */
+  UTransliterator *fd = tp_t2s_from_data();
+  assert_non_null(fd);
+  UChar *rules[2];
+  int32_t nrules[2];
+  for (int i = 0; i < 2; i++) {
+    UErrorCode st = U_ZERO_ERROR;
+    UTransliterator *x = i ? fd : tr;
+    nrules[i] = utrans_toRules(x, 0, NULL, 0, &st);
+    rules[i] = malloc(((size_t)nrules[i] + 1) * sizeof(UChar));
+    st = U_ZERO_ERROR;
+    nrules[i] = utrans_toRules(x, 0, rules[i], nrules[i] + 1, &st);
+    assert_true(U_SUCCESS(st));
+  }
+  assert_true(nrules[0] > 10000);
+  assert_int_equal(nrules[0], nrules[1]);
+  assert_memory_equal(rules[0], rules[1], (size_t)nrules[0] * sizeof(UChar));
+  free(rules[0]);
+  free(rules[1]);
+  utrans_close(fd);
   const tp_t2s_t *tab = core.t2s;
 
   /* 1. Every rule's lhs on its own, and all lhs concatenated in rule order
