@@ -67,6 +67,9 @@ static const char usage_train[] =
     "  --doc-weight X        weight of the whole-document block (0 = off, the default)\n"
     "  --buckets N           hashed feature space, a power of two\n"
     "  --ngram N             1 = tokens, 2 = tokens and adjacent pairs\n"
+    "  --norm l2-tokens|l2   how a passage vector is normalized (docs/model-format.md);\n"
+    "                        l2-tokens (the default) lets linear models be scored without\n"
+    "                        building vectors; l2 as bundles before rural-themes 1.3.0\n"
     "  --max-chars N         serving: cut longer passages at sentence ends (0 = never)\n"
     "  --heading-chars N     a heading is at most N characters\n"
     "  --quiet               no progress line and no report table\n";
@@ -241,7 +244,7 @@ enum {
   O_DATA = 256, O_OUT, O_TOKENIZER, O_TOKOPTS, O_FOLDS, O_MULTICLASS, O_C, O_SEED, O_THREADS,
   O_BALANCED, O_NAME, O_VERSION, O_CTXW, O_BUCKETS, O_NGRAM, O_MAXCHARS, O_HEADCHARS, O_THEMES,
   O_PLUGINS, O_QUIET, O_MODEL, O_JSONL, O_LINES, O_BLOCKS, O_FORMAT, O_THRESHOLD, O_TOPK, O_EXPLAIN, O_TEXT, O_JSON, O_NBW, O_DOCW,
-  O_SOLVER
+  O_SOLVER, O_NORM
 };
 
 static int cmd_train(int argc, char **argv) {
@@ -258,7 +261,8 @@ static int cmd_train(int argc, char **argv) {
       {"ngram", required_argument, 0, O_NGRAM}, {"max-chars", required_argument, 0, O_MAXCHARS},
       {"heading-chars", required_argument, 0, O_HEADCHARS}, {"themes", required_argument, 0, O_THEMES},
       {"plugins", required_argument, 0, O_PLUGINS}, {"quiet", no_argument, 0, O_QUIET},
-      {"solver", required_argument, 0, O_SOLVER}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+      {"solver", required_argument, 0, O_SOLVER}, {"norm", required_argument, 0, O_NORM},
+      {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   const char *cmd = "train";
   td_train_opts_t o;
   td_train_opts_default(&o);
@@ -336,6 +340,10 @@ static int cmd_train(int argc, char **argv) {
     case O_BUCKETS:
       if (parse_long(optarg, 2, 1L << 30, &v) || (v & (v - 1))) { themectl_usage_err(cmd, "--buckets: expected a power of two up to 2^30, got \"%s\"", optarg); goto out; }
       o.feat.buckets = (uint32_t)v;
+      break;
+    case O_NORM:
+      if (strcmp(optarg, "l2") && strcmp(optarg, "l2-tokens")) { themectl_usage_err(cmd, "--norm: expected l2-tokens or l2, got \"%s\"", optarg); goto out; }
+      o.feat.norm = strcmp(optarg, "l2") == 0 ? TD_NORM_L2 : TD_NORM_L2_TOKENS;
       break;
     case O_NGRAM:
       if (parse_long(optarg, 1, 2, &v)) { themectl_usage_err(cmd, "--ngram: expected 1 or 2, got \"%s\"", optarg); goto out; }

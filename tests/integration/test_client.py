@@ -5,6 +5,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -282,6 +283,34 @@ def test_classify_blocks():
     check(rc == 2 and "exclude" in one_error_line(err), err)
     rc, _, err = ctl("classify", "--socket", "/nonexistent.sock", "--blocks", stdin="x\n")
     check(rc == 2 and "offline" in one_error_line(err), err)
+
+
+def test_train_norm_option():
+    """themectl train --norm: l2-tokens by default, l2 on request (the bundles
+    before rural-themes 1.3.0), written to the manifest; both classify, and a
+    bad value is a usage error."""
+    tmp = tempfile.mkdtemp(prefix="td-norm-")
+    try:
+        base = ["train", "--data", os.path.join(ROOT, "tests", "fixtures", "labelled-train.jsonl"),
+                "--quiet", "--folds", "1", "--c", "1"]
+        pool = _passages()[:5]
+        outs = {}
+        for norm in (None, "l2", "l2-tokens"):
+            out = os.path.join(tmp, norm or "default")
+            rc, _, err = ctl(*(base + ["--out", out] + (["--norm", norm] if norm else [])))
+            check(rc == 0, err)
+            with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
+                got = json.load(f)["features"]["norm"]
+            check(got == (norm or "l2-tokens"), (norm, got))
+            rc, res, err = ctl("classify", "--model", out, "--plugins", plugin_dir(), "--lines",
+                               stdin="\n".join(pool) + "\n")
+            check(rc == 0 and len(res.splitlines()) == 5, err)
+            outs[norm] = [json.loads(l)["passages"] for l in res.splitlines()]
+        check(outs[None] == outs["l2-tokens"], "the default is l2-tokens")
+        rc, _, err = ctl(*(base + ["--out", os.path.join(tmp, "bad"), "--norm", "l1"]))
+        check(rc == 2 and "--norm" in one_error_line(err), err)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ------------------------------------------------------------ stream
