@@ -786,8 +786,14 @@ static void test_no_steady_state_allocation(void **st) {
   for (int i = 0; i < 4; i++) td_fvec_init(&v[i]);
   td_fscratch_t *s = td_fscratch_new();
   uint32_t *df = calloc(c.buckets, sizeof *df);
+  /* the serving path too: block-by-block dot products, neighbours on */
+  td_feat_config_t nb = c;
+  nb.ngram_max = 1;
+  nb.neighbor_weight = 0.3;
+  double *w = calloc((size_t)c.buckets * 6, sizeof *w), out[4 * 6];
   assert_int_equal(td_features_doc(&c, tok, NULL, sp, ps, 4, s, v, NULL), 0);
   assert_int_equal(td_features_doc_df(&c, tok, sp, ps, 4, s, df, NULL), 0);
+  assert_int_equal(td_features_doc_dot(&nb, tok, NULL, sp, ps, 4, w, 6, s, out, NULL), 0);
   /* the allocator is really watched */
   counting = 1;
   void *volatile probe = malloc(16); /* volatile: the pair cannot be elided */
@@ -799,6 +805,7 @@ static void test_no_steady_state_allocation(void **st) {
   for (int r = 0; r < 5; r++) {
     assert_int_equal(td_features_doc(&c, tok, NULL, sp, ps, 4, s, v, NULL), 0);
     assert_int_equal(td_features_doc_df(&c, tok, sp, ps, 4, s, df, NULL), 0);
+    assert_int_equal(td_features_doc_dot(&nb, tok, NULL, sp, ps, 4, w, 6, s, out, NULL), 0);
   }
   counting = 0;
   assert_int_equal(nalloc, 0);
@@ -807,6 +814,7 @@ static void test_no_steady_state_allocation(void **st) {
   td_fscratch_free(&s);
   td_buf_free(&b);
   free(df);
+  free(w);
 #endif
 }
 
