@@ -29,18 +29,11 @@
 #define TD_LINGER_MS 2000
 #define TD_REJECT_WAIT_MS 1000 /* how long a refused client may take to speak */
 #define TD_MAX_REJECTING 64    /* refused connections waiting for their error */
-/* A request this small (a line or body, bytes; ~50 us of work at most) may
- * be classified on the loop thread: one per loop iteration while the
- * threadpool is idle, and more while a worker is idle and this iteration
- * has spent less than TD_INLINE_BUDGET_NS classifying on the loop
- * (bench/NOTES.md, "Serving latency"). With every worker busy the loop only
- * reads and writes, so --workers N still means N classifying threads under
- * load. -DTD_INLINE_MAX_BYTES=0 turns it off (to measure against). */
+/* A request this small (a line or body, bytes) may be classified on the loop
+ * thread while the threadpool is idle: at most ~50 us of loop time.
+ * -DTD_INLINE_MAX_BYTES=0 turns it off (to measure against). */
 #ifndef TD_INLINE_MAX_BYTES
 #define TD_INLINE_MAX_BYTES 2048
-#endif
-#ifndef TD_INLINE_BUDGET_NS
-#define TD_INLINE_BUDGET_NS 100000
 #endif
 
 static void conn_close(td_conn_t *c);
@@ -207,17 +200,12 @@ void td_server_dispatch(td_req_t *r) {
   }
   if (r->kind != TD_REQ_HTTP_RELOAD) r->model = td_model_ref(s->model);
   if (r->kind != TD_REQ_HTTP_RELOAD && r->inlen && r->inlen <= TD_INLINE_MAX_BYTES &&
-      ((!s->pool_inflight && !s->inline_used) ||
-       (s->pool_inflight < (size_t)s->workers && s->inline_ns < TD_INLINE_BUDGET_NS))) {
-    /* Waking an idle worker for this and the loop again for its answer
-     * would cost more than the work (a futex, an eventfd and two context
-     * switches per request: bench/NOTES.md, "Serving latency"). Within a
-     * budget per iteration, so a burst still reaches the pool's threads and
-     * the loop gets back to reading and writing soon. */
+      !s->pool_inflight && !s->inline_used) {
+    /* The pool is idle: waking a worker for this and the loop again for its
+     * answer would cost more than the work (bench/NOTES.md, "Serving
+     * latency"). One per iteration, so a burst still goes to the pool. */
     s->inline_used = 1;
-    uint64_t t0 = uv_hrtime();
     td_request_work(&r->work);
-    s->inline_ns += uv_hrtime() - t0;
     after_work(&r->work, 0);
     return;
   }
@@ -366,7 +354,6 @@ void td_conn_flush(td_conn_t *c) {
 static void on_flush_check(uv_check_t *h) {
   td_server_t *s = h->data;
   s->inline_used = 0; /* a new iteration begins after this */
-  s->inline_ns = 0;
   while (s->flush_head) {
     td_conn_t *c = s->flush_head;
     s->flush_head = c->flush_next;

@@ -167,7 +167,6 @@ struct td_server {
    * loop thread instead (td_server_dispatch). */
   size_t pool_inflight;
   int inline_used;          /* this iteration's one is taken */
-  uint64_t inline_ns;       /* loop time spent classifying this iteration */
   uint64_t next_conn_id;
   uv_signal_t sig_term, sig_int, sig_hup;
   int spare_fd;             /* reserve fd for accept() at EMFILE (server.c) */
