@@ -668,6 +668,61 @@ static int add_hashed_block(const td_feat_config_t *c, const double *idf, size_t
   return add_hashed_range(c, idf, p, p + 1, salt, scale, s, v, err);
 }
 
+/*
+ * The blocks shared by several passages of a call, each made once: the
+ * whole-document block (s->docv) and the block of the heading a run of
+ * passages sits under (s->ctx, for passage s->ctx_of). *blk is the block,
+ * or NULL when the passage has none; *fresh says it was made by this call,
+ * so a caller can derive its own cache from it.
+ */
+static int doc_block(const td_feat_config_t *c, const double *idf, size_t n, td_fscratch_t *s,
+                     const td_fvec_t **blk, int *fresh, td_err_t *err) {
+  *blk = NULL;
+  *fresh = 0;
+  if (!s->pre || !(c->doc_weight > 0) || n == 0) return 0;
+  if (!s->doc_ok) {
+    s->docv.count = 0;
+    if (add_hashed_range(c, idf, 0, n, DOC_SALT, c->doc_weight, s, &s->docv, err))
+      return td_err_prefix(err, "document block");
+    s->doc_ok = 1;
+    *fresh = 1;
+  }
+  *blk = &s->docv;
+  return 0;
+}
+
+static int heading_block(const td_feat_config_t *c, const td_tokenizer_t *tok, const double *idf,
+                         const td_span_t *spans, const td_passage_t *ps, size_t n, size_t i,
+                         td_fscratch_t *s, const td_fvec_t **blk, int *fresh, td_err_t *err) {
+  *blk = NULL;
+  *fresh = 0;
+  if (!ps || !(c->context_weight > 0) || ps[i].context < 0) return 0;
+  long ctx = ps[i].context;
+  if ((size_t)ctx >= n)
+    return td_err_set(err, TD_EINVAL, "passage %zu: context %ld out of range (%zu passages)", i,
+                      ctx, n);
+  /* Passages under one heading share its block: tokenize it once. */
+  if (s->ctx_of != ctx) {
+    s->ctx_of = -1;
+    s->ctx.count = 0;
+    if (add_block(c, tok, idf, &spans[ctx], c->seed ^ CTX_SALT, c->context_weight, s, &s->ctx,
+                  err))
+      return td_err_prefix(err, "passage %zu: heading %ld", i, ctx);
+    s->ctx_of = ctx;
+    *fresh = 1;
+  }
+  *blk = &s->ctx;
+  return 0;
+}
+
+static int append_block(td_fvec_t *v, const td_fvec_t *b, td_err_t *err) {
+  if (!b || !b->count) return 0;
+  if (fvec_reserve(v, b->count)) return td_err_set(err, TD_ENOMEM, "out of memory");
+  memcpy(v->items + v->count, b->items, b->count * sizeof *v->items);
+  v->count += b->count;
+  return 0;
+}
+
 static int passage_vec(const td_feat_config_t *c, const td_tokenizer_t *tok, const double *idf,
                        const td_span_t *spans, const td_passage_t *ps, size_t n, size_t i,
                        td_fscratch_t *s, td_fvec_t *v, td_err_t *err) {
@@ -682,42 +737,12 @@ static int passage_vec(const td_feat_config_t *c, const td_tokenizer_t *tok, con
         (rc = add_hashed_block(c, idf, i + 1, NEXT_SALT, c->neighbor_weight, s, v, err)))
       return td_err_prefix(err, "passage %zu: next passage", i);
   }
-  if (s->pre && c->doc_weight > 0 && n > 0) {
-    /* One block for the whole document: computed once per call. */
-    if (!s->doc_ok) {
-      s->docv.count = 0;
-      if ((rc = add_hashed_range(c, idf, 0, n, DOC_SALT, c->doc_weight, s, &s->docv, err)))
-        return td_err_prefix(err, "document block");
-      s->doc_ok = 1;
-    }
-    if (s->docv.count) {
-      if (fvec_reserve(v, s->docv.count)) return td_err_set(err, TD_ENOMEM, "out of memory");
-      memcpy(v->items + v->count, s->docv.items, s->docv.count * sizeof *v->items);
-      v->count += s->docv.count;
-    }
-  }
-  if (!ps || !(c->context_weight > 0) || ps[i].context < 0) {
-    finish(c, v, s);
-    return 0;
-  }
-  long ctx = ps[i].context;
-  if ((size_t)ctx >= n)
-    return td_err_set(err, TD_EINVAL, "passage %zu: context %ld out of range (%zu passages)", i,
-                      ctx, n);
-  /* Passages under one heading share its block: tokenize it once. */
-  if (s->ctx_of != ctx) {
-    s->ctx_of = -1;
-    s->ctx.count = 0;
-    rc = add_block(c, tok, idf, &spans[ctx], c->seed ^ CTX_SALT, c->context_weight, s, &s->ctx,
-                   err);
-    if (rc) return td_err_prefix(err, "passage %zu: heading %ld", i, ctx);
-    s->ctx_of = ctx;
-  }
-  if (s->ctx.count) {
-    if (fvec_reserve(v, s->ctx.count)) return td_err_set(err, TD_ENOMEM, "out of memory");
-    memcpy(v->items + v->count, s->ctx.items, s->ctx.count * sizeof *v->items);
-    v->count += s->ctx.count;
-  }
+  const td_fvec_t *blk;
+  int fresh;
+  if ((rc = doc_block(c, idf, n, s, &blk, &fresh, err)) || (rc = append_block(v, blk, err)) ||
+      (rc = heading_block(c, tok, idf, spans, ps, n, i, s, &blk, &fresh, err)) ||
+      (rc = append_block(v, blk, err)))
+    return rc;
   finish(c, v, s);
   return 0;
 }
@@ -906,33 +931,20 @@ static int passage_dot(const td_feat_config_t *c, const td_tokenizer_t *tok, con
     if (i > 0) distinct_dot(c, idf, s, i - 1, PREV_SALT, c->neighbor_weight, w, nt, acc);
     if (i + 1 < n) distinct_dot(c, idf, s, i + 1, NEXT_SALT, c->neighbor_weight, w, nt, acc);
   }
-  if (s->pre && c->doc_weight > 0 && n > 0) {
-    if (!s->doc_ok) {
-      s->docv.count = 0;
-      if ((rc = add_hashed_range(c, idf, 0, n, DOC_SALT, c->doc_weight, s, &s->docv, err)))
-        return td_err_prefix(err, "document block");
-      memset(s->docacc, 0, (nt + 1) * sizeof *acc);
-      entries_dot(s->docv.items, s->docv.count, w, nt, s->docacc);
-      s->doc_ok = 1;
+  /* the shared blocks' sums are kept beside them, made when they are */
+  const td_fvec_t *blk;
+  int fresh;
+  double *sums[2] = {s->docacc, s->ctxacc};
+  for (int b = 0; b < 2; b++) {
+    rc = b ? heading_block(c, tok, idf, spans, ps, n, i, s, &blk, &fresh, err)
+           : doc_block(c, idf, n, s, &blk, &fresh, err);
+    if (rc) return rc;
+    if (!blk) continue;
+    if (fresh) {
+      memset(sums[b], 0, (nt + 1) * sizeof *acc);
+      entries_dot(blk->items, blk->count, w, nt, sums[b]);
     }
-    for (size_t k = 0; k <= nt; k++) acc[k] += s->docacc[k];
-  }
-  if (ps && c->context_weight > 0 && ps[i].context >= 0) {
-    long ctx = ps[i].context;
-    if ((size_t)ctx >= n)
-      return td_err_set(err, TD_EINVAL, "passage %zu: context %ld out of range (%zu passages)",
-                        i, ctx, n);
-    if (s->ctx_of != ctx) {
-      s->ctx_of = -1;
-      s->ctx.count = 0;
-      rc = add_block(c, tok, idf, &spans[ctx], c->seed ^ CTX_SALT, c->context_weight, s, &s->ctx,
-                     err);
-      if (rc) return td_err_prefix(err, "passage %zu: heading %ld", i, ctx);
-      memset(s->ctxacc, 0, (nt + 1) * sizeof *acc);
-      entries_dot(s->ctx.items, s->ctx.count, w, nt, s->ctxacc);
-      s->ctx_of = ctx;
-    }
-    for (size_t k = 0; k <= nt; k++) acc[k] += s->ctxacc[k];
+    for (size_t k = 0; k <= nt; k++) acc[k] += sums[b][k];
   }
   double inv = acc[nt] > 0 ? 1.0 / sqrt(acc[nt]) : 0;
   for (size_t k = 0; k < nt; k++) out[k] = acc[k] * inv;

@@ -527,17 +527,31 @@ static int classify_print(runner_t *rn, const td_doc_t *doc, const char *where, 
   return 0;
 }
 
-/* The next line of data[0..len) that is not blank (spaces, tabs, CR) from
- * *pos on, without its '\n'; *lineno counts every line passed. 0 at the end. */
+/* The line of data[0..len) that starts at pos: its length without the
+ * '\n'; *next is where the line after it starts. */
+static size_t line_at(const char *data, size_t len, size_t pos, size_t *next) {
+  const char *l = data + pos, *nl = memchr(l, '\n', len - pos);
+  size_t n = nl ? (size_t)(nl - l) : len - pos;
+  *next = pos + n + (nl != NULL);
+  return n;
+}
+
+/* Only spaces, tabs and CRs. */
+static int is_blank(const char *l, size_t n) {
+  size_t k = 0;
+  while (k < n && (l[k] == ' ' || l[k] == '\t' || l[k] == '\r')) k++;
+  return k == n;
+}
+
+/* The next line of data[0..len) that is not blank from *pos on, without
+ * its '\n'; *lineno counts every line passed. 0 at the end. */
 static int next_line(const char *data, size_t len, size_t *pos, size_t *lineno, const char **line,
                      size_t *ll) {
   while (*pos < len) {
-    const char *l = data + *pos, *nl = memchr(l, '\n', len - *pos);
-    size_t n = nl ? (size_t)(nl - l) : len - *pos, k = 0;
-    *pos += n + (nl != NULL);
+    const char *l = data + *pos;
+    size_t n = line_at(data, len, *pos, pos);
     ++*lineno;
-    while (k < n && (l[k] == ' ' || l[k] == '\t' || l[k] == '\r')) k++;
-    if (k < n) {
+    if (!is_blank(l, n)) {
       *line = l;
       *ll = n;
       return 1;
@@ -621,20 +635,13 @@ static int classify_blocks(runner_t *rn, const char *name, const char *data, siz
   const char *line;
   int rc = 0;
   while (!rc && next_line(data, len, &pos, &lineno, &line, &ll)) {
-    size_t first = lineno, end = pos, nextpos = pos, nextno = lineno;
+    size_t first = lineno, next;
     /* extend over the following lines up to a blank one (or the end) */
-    while (nextpos < len) {
-      const char *l = data + nextpos, *nl = memchr(l, '\n', len - nextpos);
-      size_t n = nl ? (size_t)(nl - l) : len - nextpos, k = 0;
-      while (k < n && (l[k] == ' ' || l[k] == '\t' || l[k] == '\r')) k++;
-      if (k == n) break;
-      nextpos += n + (nl != NULL);
-      nextno++;
-      end = nextpos;
+    while (pos < len && !is_blank(data + pos, line_at(data, len, pos, &next))) {
+      pos = next;
+      lineno++;
     }
-    pos = nextpos;
-    lineno = nextno;
-    size_t dl = (size_t)(data + end - line);
+    size_t dl = (size_t)(data + pos - line);
     while (dl && (line[dl - 1] == '\n' || line[dl - 1] == '\r')) dl--;
     char id[24];
     snprintf(id, sizeof id, "%zu", first);
