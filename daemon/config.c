@@ -36,6 +36,7 @@ static const opt_def_t g_opts[] = {
     {"plugins", T_STR, OFF(plugins), "DIR", "tokenizer plugin directory"},
     {"listen", T_LIST, OFF(listen), "ADDR", "unix:PATH, tcp:HOST:PORT or tcp:[V6]:PORT (repeatable)"},
     {"workers", T_INT, OFF(workers), "N", "classification threads (default: online CPUs)"},
+    {"worker_loops", T_BOOL, OFF(worker_loops), NULL, "each worker serves its own connections on its own event loop (default true; false: one loop hands requests to a threadpool)"},
     {"log_level", T_LEVEL, OFF(log_level), "LEVEL", "error, warn, info (default) or debug"},
     {"log_journal", T_BOOL, OFF(log_journal), NULL, "sd-daemon <N> prefixes instead of timestamps"},
     {"admin_token_file", T_STR, OFF(admin_token_file), "FILE", "file holding the token admin ops over TCP need (mode o-rwx)"},
@@ -70,6 +71,7 @@ void td_config_init(td_config_t *c) {
   memset(c, 0, sizeof *c);
   c->log_level = TD_LOG_INFO;
   c->log_journal = -1;
+  c->worker_loops = 1;
   c->max_request_bytes = TD_DEFAULT_MAX_REQUEST_BYTES;
   c->max_passages = TD_DEFAULT_MAX_PASSAGES;
   c->max_documents = TD_DEFAULT_MAX_DOCUMENTS;

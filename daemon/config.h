@@ -37,6 +37,8 @@ typedef struct td_config {
   char **listen;       /* "unix:PATH" | "tcp:HOST:PORT" | "tcp:[V6]:PORT" */
   size_t nlisten;
   int workers;         /* classification threads; 0 = online CPUs */
+  int worker_loops;    /* 1 (default): each worker runs its own event loop;
+                          0: one loop, classification on libuv's threadpool */
   char *config_file;   /* --config, NULL if none */
   int log_level;       /* TD_LOG_* */
   int log_journal;     /* -1 auto, 0 off, 1 on */

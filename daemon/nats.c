@@ -193,6 +193,7 @@ static void job_after(uv_work_t *w, int status);
 
 static void job_finish(td_nats_t *n, job_t *j) {
   td_metrics_t *m = &n->srv->metrics;
+  td_server_lock(n->srv); /* worker loops read and add to them too */
   m->nats_messages[j->outcome]++;
   if (j->outcome == TD_NATS_OK && j->passages && j->theme_passages && j->model) {
     m->passages += j->passages;
@@ -200,15 +201,19 @@ static void job_finish(td_nats_t *n, job_t *j) {
       if (j->theme_passages[k]) td_metrics_theme(m, j->model->themes[k].name, j->theme_passages[k]);
     td_metrics_theme(m, "other", j->theme_passages[j->model->ntheme]);
   }
+  td_server_unlock(n->srv);
   if (j->model) td_model_unref(&j->model);
   natsMsg_Destroy(j->msg);
   free(j->theme_passages);
   free(j);
   uv_mutex_lock(&n->mu);
   n->inflight--;
-  m->nats_inflight = n->inflight;
+  uint64_t inflight = n->inflight;
   uv_cond_signal(&n->cond);
   uv_mutex_unlock(&n->mu);
+  td_server_lock(n->srv);
+  m->nats_inflight = inflight;
+  td_server_unlock(n->srv);
   check_finished(n, 1);
 }
 
@@ -240,9 +245,12 @@ static void on_async(uv_async_t *a) {
   uv_mutex_lock(&n->mu);
   job_t *in = n->inbox_head, *done = n->done_head;
   n->inbox_head = n->inbox_tail = n->done_head = n->done_tail = NULL;
-  n->srv->metrics.nats_inflight = n->inflight;
+  uint64_t inflight = n->inflight;
   uv_mutex_unlock(&n->mu);
+  td_server_lock(n->srv);
+  n->srv->metrics.nats_inflight = inflight;
   n->srv->metrics.nats_connected = atomic_load(&n->connected);
+  td_server_unlock(n->srv);
   while (in) {
     job_t *j = in;
     in = j->next;
@@ -862,7 +870,9 @@ int td_nats_start(td_server_t *s, td_err_t *err) {
     n->nbuckets = 0;
     return td_err_set(err, TD_ENOMEM, "out of memory");
   }
+  td_server_lock(s);
   s->metrics.nats_enabled = 1;
+  td_server_unlock(s);
   n->publish_wait_ms = (int64_t)cfg->nats_ack_wait_ms / 2;
   if (n->publish_wait_ms > PUBLISH_WAIT_MAX_MS) n->publish_wait_ms = PUBLISH_WAIT_MAX_MS;
   snprintf(n->results_stream, sizeof n->results_stream, "%s_RESULTS", cfg->nats_stream);

@@ -46,7 +46,9 @@ static void load_done(uv_work_t *w, int status) {
     char old[256];
     snprintf(old, sizeof old, "%s", s->model->label);
     td_server_set_model(s, m);
+    td_server_lock(s);
     s->metrics.reloads_ok++;
+    td_server_unlock(s);
     td_log_info("reload: now serving %s from %s (was %s; loaded in %.3fs)", m->label, m->dir, old,
                 secs);
     if (j->req) {
@@ -58,13 +60,15 @@ static void load_done(uv_work_t *w, int status) {
       if (td_req_set_json(r, o)) td_req_set_error(r, TD_EC_INTERNAL, "out of memory");
     }
   } else {
+    td_server_lock(s);
     s->metrics.reloads_failed++;
+    td_server_unlock(s);
     const char *why = status ? uv_strerror(status) : s->reload_err.msg;
     td_log_error("reload of %s failed, still serving %s: %s", j->path, s->model->label, why);
     if (j->req) td_req_set_error(j->req, TD_EC_RELOAD_FAILED, "%s", why);
   }
   if (!s->draining) td_server_notify_ready(s);
-  if (j->req) td_req_done(j->req);
+  if (j->req) td_req_done_from(s, j->req);
   job_free(j);
   start_next(s);
   if (!s->reload_running) td_server_reload_finished(s);
@@ -80,7 +84,7 @@ static void start_next(td_server_t *s) {
   if (!j->path && !(j->path = strdup(s->model->dir))) {
     if (j->req) {
       td_req_set_error(j->req, TD_EC_INTERNAL, "out of memory");
-      td_req_done(j->req);
+      td_req_done_from(s, j->req);
     }
     job_free(j);
     start_next(s);
@@ -102,11 +106,39 @@ static void start_next(td_server_t *s) {
   }
 }
 
+/* A reload asked on a worker loop, on its way to the main loop. */
+typedef struct forward {
+  char *path;
+  td_req_t *req;
+} forward_t;
+
+static void forward_run(td_server_t *s, void *arg, int cancelled) {
+  forward_t *f = arg;
+  (void)cancelled; /* the main loop runs until every worker loop has ended */
+  td_reload_request(s, f->path, f->req);
+  free(f->path);
+  free(f);
+}
+
 void td_reload_request(td_server_t *s, const char *path, td_req_t *req) {
+  if (s->is_shard) { /* reloads run on the main loop; the answer comes back */
+    forward_t *f = calloc(1, sizeof *f);
+    if (f && (!path || (f->path = strdup(path)))) {
+      f->req = req;
+      s->remote_pending++;
+      if (td_server_post(s->main, forward_run, f) == 0) return;
+      s->remote_pending--;
+    }
+    if (f) free(f->path);
+    free(f);
+    td_req_set_error(req, TD_EC_INTERNAL, "out of memory");
+    td_req_done(req);
+    return;
+  }
   if (s->draining) { /* nothing new starts during the stop */
     if (req) {
       td_req_set_error(req, TD_EC_SHUTTING_DOWN, "server is shutting down");
-      td_req_done(req);
+      td_req_done_from(s, req);
     }
     return;
   }
@@ -120,7 +152,7 @@ void td_reload_request(td_server_t *s, const char *path, td_req_t *req) {
     if (req) {
       td_req_set_error(req, TD_EC_RELOAD_FAILED, "reload in progress and %zu more queued; try again later",
                        s->reload_queued);
-      td_req_done(req);
+      td_req_done_from(s, req);
     }
     return;
   }
@@ -129,7 +161,7 @@ void td_reload_request(td_server_t *s, const char *path, td_req_t *req) {
     free(j);
     if (req) {
       td_req_set_error(req, TD_EC_INTERNAL, "out of memory");
-      td_req_done(req);
+      td_req_done_from(s, req);
     }
     return;
   }
@@ -148,7 +180,7 @@ void td_reload_cancel_queued(td_server_t *s) {
     s->reload_queued--;
     if (j->req) {
       td_req_set_error(j->req, TD_EC_SHUTTING_DOWN, "server is shutting down");
-      td_req_done(j->req);
+      td_req_done_from(s, j->req);
     }
     job_free(j);
   }

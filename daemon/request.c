@@ -438,6 +438,7 @@ static json_t *with_id(td_req_t *r) {
   return o;
 }
 
+/* Under td_server_lock (s is the main loop's server). */
 static json_t *model_json(td_server_t *s) {
   const td_model_t *m = s->model;
   json_t *themes = json_array();
@@ -476,9 +477,8 @@ static int reload_body(td_req_t *r) {
   return 1;
 }
 
-static int authorized(td_req_t *r) {
-  td_server_t *s = r->conn->srv;
-  if (!r->conn->is_tcp) return 1;
+/* Under td_server_lock (s is the main loop's server). */
+static int authorized_locked(td_req_t *r, td_server_t *s) {
   if (!s->admin_token) {
     td_req_set_error(r, TD_EC_UNAUTHORIZED,
                      s->admin_token_stale
@@ -510,14 +510,26 @@ static int authorized(td_req_t *r) {
   return 0;
 }
 
+static int authorized(td_req_t *r) {
+  if (!r->conn->is_tcp) return 1;
+  td_server_t *s = r->conn->srv->main;
+  td_server_lock(s);
+  int ok = authorized_locked(r, s);
+  td_server_unlock(s);
+  return ok;
+}
+
 void td_request_local(td_req_t *r) {
-  td_server_t *s = r->conn->srv;
+  td_server_t *s = r->conn->srv; /* this loop's */
+  td_server_t *m = s->main;      /* the shared model and metrics, under td_server_lock */
   json_t *o = NULL;
   switch (r->op) {
   case TD_OP_HEALTH:
     if ((o = with_id(r))) {
       json_object_set_new(o, "status", json_string("ok"));
-      json_object_set_new(o, "model", json_string(s->model->label));
+      td_server_lock(s);
+      json_object_set_new(o, "model", json_string(m->model->label));
+      td_server_unlock(s);
     }
     break;
   case TD_OP_READY:
@@ -528,26 +540,37 @@ void td_request_local(td_req_t *r) {
     }
     if ((o = with_id(r))) {
       json_object_set_new(o, "status", json_string("ready"));
-      json_object_set_new(o, "model", json_string(s->model->label));
+      td_server_lock(s);
+      json_object_set_new(o, "model", json_string(m->model->label));
+      td_server_unlock(s);
       /* Socket service is ready either way; the body says how NATS is. */
-      if (s->nats) json_object_set_new(o, "nats", json_string(td_nats_state(s->nats)));
+      if (m->nats) json_object_set_new(o, "nats", json_string(td_nats_state(m->nats)));
     }
     break;
   case TD_OP_MODEL:
-    if ((o = with_id(r))) json_object_set_new(o, "model", model_json(s));
+    if ((o = with_id(r))) {
+      td_server_lock(s);
+      json_object_set_new(o, "model", model_json(m));
+      td_server_unlock(s);
+    }
     break;
   case TD_OP_STATS: {
-    json_t *st = td_metrics_stats_json(&s->metrics, s->model, s->workers);
+    td_server_lock(s);
+    json_t *st = td_metrics_stats_json(&m->metrics, m->model, m->workers);
+    td_server_unlock(s);
     if ((o = with_id(r)) && st) json_object_update(o, st);
     json_decref(st);
     break;
   }
-  case TD_OP_METRICS:
+  case TD_OP_METRICS: {
     r->ctype = "text/plain; version=0.0.4; charset=utf-8";
-    if (td_metrics_render(&s->metrics, s->model, &r->body))
-      td_req_set_error(r, TD_EC_INTERNAL, "out of memory");
+    td_server_lock(s);
+    int rc = td_metrics_render(&m->metrics, m->model, &r->body);
+    td_server_unlock(s);
+    if (rc) td_req_set_error(r, TD_EC_INTERNAL, "out of memory");
     td_req_done(r);
     return;
+  }
   case TD_OP_RELOAD: {
     if (!authorized(r) || !reload_body(r)) break;
     json_t *p = r->json ? json_object_get(r->json, "path") : NULL;

@@ -35,11 +35,25 @@
 #ifndef TD_INLINE_MAX_BYTES
 #define TD_INLINE_MAX_BYTES 2048
 #endif
+/* A worker loop classifies requests up to this size itself (a document of
+ * some 50 passages, ~3 ms); larger ones go to the threadpool, so one big
+ * document does not hold up every other connection of its loop. */
+#ifndef TD_SHARD_INLINE_MAX_BYTES
+#define TD_SHARD_INLINE_MAX_BYTES 16384
+#endif
 
 static void conn_close(td_conn_t *c);
 static void on_data(td_conn_t *c);
 static void maybe_finished(td_server_t *s);
 static void conn_flush_later(td_conn_t *c);
+static void drain_conns(td_server_t *s);
+
+void td_server_lock(td_server_t *s) {
+  if (s->main->nshards) uv_mutex_lock(&s->main->mu);
+}
+void td_server_unlock(td_server_t *s) {
+  if (s->main->nshards) uv_mutex_unlock(&s->main->mu);
+}
 
 #ifdef TD_LATTRACE
 /* Where a request's time goes, per stage (uv_hrtime deltas, loop thread
@@ -198,7 +212,17 @@ void td_server_dispatch(td_req_t *r) {
     td_request_local(r);
     return;
   }
-  if (r->kind != TD_REQ_HTTP_RELOAD) r->model = td_model_ref(s->model);
+  if (r->kind != TD_REQ_HTTP_RELOAD) {
+    td_server_lock(s);
+    r->model = td_model_ref(s->main->model);
+    td_server_unlock(s);
+  }
+  if (s->is_shard && r->kind != TD_REQ_HTTP_RELOAD && r->inlen <= TD_SHARD_INLINE_MAX_BYTES) {
+    /* A worker loop does its connections' work itself: no hand-off. */
+    td_request_work(&r->work);
+    after_work(&r->work, 0);
+    return;
+  }
   if (r->kind != TD_REQ_HTTP_RELOAD && r->inlen && r->inlen <= TD_INLINE_MAX_BYTES &&
       !s->pool_inflight && !s->inline_used) {
     /* The pool is idle: waking a worker for this and the loop again for its
@@ -226,9 +250,11 @@ void td_server_dispatch(td_req_t *r) {
 void td_req_done(td_req_t *r) {
   td_conn_t *c = r->conn;
   td_server_t *s = c->srv;
-  td_metrics_t *m = &s->metrics;
+  td_metrics_t *m = &s->main->metrics;
+  double secs = (double)(uv_hrtime() - r->t0) / 1e9;
   r->done = 1;
-  td_metrics_request(m, r->proto, r->op, r->ecode, (double)(uv_hrtime() - r->t0) / 1e9);
+  td_server_lock(s);
+  td_metrics_request(m, r->proto, r->op, r->ecode, secs);
   if (r->passages) {
     m->passages += r->passages;
     if (r->theme_passages && r->model) {
@@ -237,6 +263,7 @@ void td_req_done(td_req_t *r) {
       td_metrics_theme(m, "other", r->theme_passages[r->model->ntheme]);
     }
   }
+  td_server_unlock(s);
   /* The model may be freed here if a reload replaced it meanwhile. */
   if (r->model) td_model_unref(&r->model);
   conn_flush_later(c);
@@ -396,7 +423,11 @@ static void conn_close(td_conn_t *c) {
   if (c->rejecting) s->nrejecting--;
   else {
     s->nconns--;
-    s->metrics.connections--;
+    td_server_lock(s);
+    s->main->nconns_all--;
+    s->main->metrics.connections--;
+    if (s->is_shard) s->live--;
+    td_server_unlock(s);
   }
   td_log_debug("conn %llu: closed", (unsigned long long)c->id);
   uv_close(&c->h.handle, on_close);
@@ -424,9 +455,13 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   td_conn_t *c = h->data;
-  static char discard[TD_READ_CHUNK]; /* loop thread only */
+  td_server_t *s = c->srv;
   if (c->state == TD_CONN_SHUTDOWN || c->state == TD_CONN_CLOSING) {
-    *buf = uv_buf_init(discard, sizeof discard);
+    if (!s->discard && !(s->discard = malloc(TD_READ_CHUNK))) {
+      *buf = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS and closes */
+      return;
+    }
+    *buf = uv_buf_init(s->discard, TD_READ_CHUNK);
     return;
   }
   if (td_buf_reserve(&c->rbuf, TD_READ_CHUNK)) {
@@ -561,7 +596,9 @@ static void on_idle_timer(uv_timer_t *t) {
     return;
   }
   td_log_debug("conn %llu: idle timeout", (unsigned long long)c->id);
-  td_metrics_error(&c->srv->metrics, TD_EC_IDLE_TIMEOUT);
+  td_server_lock(c->srv);
+  td_metrics_error(&c->srv->main->metrics, TD_EC_IDLE_TIMEOUT);
+  td_server_unlock(c->srv);
   conn_close(c);
 }
 
@@ -606,6 +643,49 @@ static td_conn_t *shed_victim(td_server_t *s) {
   return idle ? idle : oldest;
 }
 
+/* Worker loop: closes one connection so the main loop can accept, and tells
+ * the main loop, which waits for it (shed_sync). */
+static void shard_shed(td_server_t *sh, void *arg, int cancelled) {
+  (void)arg;
+  td_server_t *s = sh->main;
+  td_conn_t *victim = cancelled ? NULL : shed_victim(sh);
+  if (victim) {
+    td_log_warn("out of file descriptors: closing conn %llu to refuse new ones",
+                (unsigned long long)victim->id);
+    conn_close(victim); /* its fd is closed now; the handle finishes later */
+  }
+  uv_mutex_lock(&s->shed_mu);
+  s->shed_state = victim ? TD_SHED_DONE : TD_SHED_NONE;
+  uv_cond_signal(&s->shed_cond);
+  uv_mutex_unlock(&s->shed_mu);
+}
+
+/* Main loop, out of descriptors, its connections all on the worker loops:
+ * has the busiest one close a connection and waits (briefly) until it has,
+ * so that, as without worker loops, the pending connections can be accepted
+ * and refused before libuv tries again (refuse_pending). The main loop cannot
+ * just post and return: libuv calls it again at once, without running the
+ * loop, until accept() stops failing. Returns 1 if a descriptor was freed. */
+static int shed_sync(td_server_t *s) {
+  uv_mutex_lock(&s->shed_mu);
+  if (s->shed_state != TD_SHED_ASKED) {
+    td_server_t *busiest = &s->shards[0];
+    td_server_lock(s);
+    for (int i = 1; i < s->nshards; i++)
+      if (s->shards[i].live > busiest->live) busiest = &s->shards[i];
+    td_server_unlock(s);
+    s->shed_state = TD_SHED_ASKED;
+    if (td_server_post(busiest, shard_shed, NULL)) s->shed_state = TD_SHED_NONE;
+  }
+  uint64_t deadline = uv_hrtime() + 100 * 1000000ull; /* a worker mid-document */
+  for (uint64_t now; s->shed_state == TD_SHED_ASKED && (now = uv_hrtime()) < deadline;)
+    uv_cond_timedwait(&s->shed_cond, &s->shed_mu, deadline - now);
+  int freed = s->shed_state == TD_SHED_DONE;
+  if (s->shed_state != TD_SHED_ASKED) s->shed_state = TD_SHED_NONE;
+  uv_mutex_unlock(&s->shed_mu);
+  return freed;
+}
+
 /*
  * accept() failed with EMFILE/ENFILE and libuv could not cope. libuv keeps a
  * spare fd for this (uv__emfile_trick: close the spare, accept and close the
@@ -631,11 +711,19 @@ static size_t refuse_pending(td_server_t *s, td_listener_t *l) {
     s->spare_fd = -1;
   } else {
     td_conn_t *victim = shed_victim(s);
-    if (!victim) return 0; /* the fds are held elsewhere (a load): freed soon */
-    td_log_warn("out of file descriptors: closing conn %llu to refuse new ones",
-                (unsigned long long)victim->id);
-    conn_close(victim); /* its fd is closed now; the handle finishes later */
-    shed = 1;
+    /* With worker loops the oldest connections are theirs (the main loop's
+     * own are newer, served there only because no descriptor was left to
+     * hand them over with): the busiest one closes one, if it has any. */
+    if (s->nshards && (!victim || !victim->rejecting) && shed_sync(s)) {
+      shed = 1;
+    } else if (victim) {
+      td_log_warn("out of file descriptors: closing conn %llu to refuse new ones",
+                  (unsigned long long)victim->id);
+      conn_close(victim); /* its fd is closed now; the handle finishes later */
+      shed = 1;
+    } else {
+      return 0; /* the fds are held elsewhere (a load): freed soon */
+    }
   }
   for (;;) {
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -646,8 +734,125 @@ static size_t refuse_pending(td_server_t *s, td_listener_t *l) {
   }
   if (shed) spare_open(s);
   if (s->spare_fd < 0) uv_timer_start(&s->spare_timer, on_spare_timer, 0, 0);
+  td_server_lock(s);
   s->metrics.connections_rejected += n;
+  td_server_unlock(s);
   return n;
+}
+
+/* A connection on s's loop (its handle not yet opened or accepted). */
+static td_conn_t *conn_new(td_server_t *s, int is_unix, uint64_t id) {
+  td_conn_t *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->srv = s;
+  c->id = id;
+  c->proto = TD_PROTO_NONE;
+  c->is_tcp = !is_unix;
+  c->refs = 3;
+  td_buf_init(&c->rbuf);
+  if (is_unix) uv_pipe_init(s->loop, &c->h.pipe, 0);
+  else uv_tcp_init(s->loop, &c->h.tcp);
+  uv_timer_init(s->loop, &c->idle_timer);
+  uv_timer_init(s->loop, &c->header_timer);
+  c->h.handle.data = c->idle_timer.data = c->header_timer.data = c;
+  c->next = s->conns;
+  if (s->conns) s->conns->prev = c;
+  s->conns = c;
+  return c;
+}
+
+/* A counted connection (already in nconns_all and the metrics) starts. */
+static void conn_serve(td_conn_t *c) {
+  td_server_t *s = c->srv;
+  s->nconns++;
+  if (c->is_tcp) uv_tcp_nodelay(&c->h.tcp, 1);
+  uv_timer_start(&c->idle_timer, on_idle_timer, s->cfg->idle_timeout_ms, s->cfg->idle_timeout_ms);
+  if (uv_read_start(&c->h.stream, alloc_cb, read_cb) == 0) c->reading = 1;
+}
+
+/* A connection handed from the main loop to a worker loop. */
+typedef struct adopt {
+  int fd;
+  int is_unix;
+  uint64_t id;
+} adopt_t;
+
+/* Takes back the counts of a handed connection that never became one. */
+static void adopt_uncount(td_server_t *sh) {
+  td_server_lock(sh);
+  sh->main->nconns_all--;
+  sh->main->metrics.connections--;
+  sh->live--;
+  td_server_unlock(sh);
+}
+
+/* Worker loop: opens the descriptor the main loop accepted, on this loop. */
+static void shard_adopt(td_server_t *sh, void *arg, int cancelled) {
+  adopt_t *a = arg;
+  td_conn_t *c = cancelled || sh->draining ? NULL : conn_new(sh, a->is_unix, a->id);
+  int rc = UV_ENOMEM;
+  if (c) rc = a->is_unix ? uv_pipe_open(&c->h.pipe, a->fd) : uv_tcp_open(&c->h.tcp, a->fd);
+  if (rc) {
+    if (c) {
+      td_log_warn("conn %llu: cannot open it on worker loop %d: %s", (unsigned long long)a->id,
+                  sh->shard_index, uv_strerror(rc));
+      c->rejecting = 1; /* not counted here: adopt_uncount does it */
+      sh->nrejecting++;
+      conn_close(c);
+    }
+    close(a->fd);
+    adopt_uncount(sh);
+    free(a);
+    return;
+  }
+  free(a);
+  td_log_debug("conn %llu: served by worker loop %d", (unsigned long long)c->id, sh->shard_index);
+  conn_serve(c);
+}
+
+/* The worker loop with the fewest connections (the first of them: ties go
+ * to the lower index, which is as good as any). */
+static td_server_t *shard_pick(td_server_t *s) {
+  td_server_t *best = &s->shards[0];
+  for (int i = 1; i < s->nshards; i++)
+    if (s->shards[i].live < best->live) best = &s->shards[i];
+  return best;
+}
+
+/* Main loop with worker loops: hands the accepted connection c (not yet
+ * counted) to the worker loop with the fewest connections, as a duplicate of
+ * its descriptor (c then closes, with the original). Returns 0, or -1 when
+ * that cannot be done (out of descriptors, say): c stays on the main loop,
+ * which serves it with the threadpool. */
+static int handoff(td_server_t *s, td_conn_t *c, int is_unix) {
+  uv_os_fd_t fd;
+  adopt_t *a;
+  if (uv_fileno(&c->h.handle, &fd) || !(a = malloc(sizeof *a))) return -1;
+  int fd2 = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (fd2 < 0) {
+    free(a);
+    return -1;
+  }
+  a->fd = fd2;
+  a->is_unix = is_unix;
+  a->id = c->id;
+  td_server_lock(s);
+  td_server_t *sh = shard_pick(s);
+  sh->live++;
+  s->nconns_all++;
+  s->metrics.connections++;
+  s->metrics.connections_total++;
+  td_server_unlock(s);
+  if (td_server_post(sh, shard_adopt, a)) {
+    close(fd2);
+    adopt_uncount(sh);
+    free(a);
+    return -1;
+  }
+  c->rejecting = 1; /* closes uncounted: the worker loop counts it now */
+  s->nrejecting++;
+  conn_close(c);
+  return 0;
 }
 
 void td_server_on_connection(uv_stream_t *ls, int status) {
@@ -665,22 +870,11 @@ void td_server_on_connection(uv_stream_t *ls, int status) {
     }
     return;
   }
-  td_conn_t *c = calloc(1, sizeof *c);
+  td_server_lock(s);
+  size_t nall = s->nconns_all;
+  td_server_unlock(s);
+  td_conn_t *c = conn_new(s, l->is_unix, ++s->next_conn_id);
   if (!c) return;
-  c->srv = s;
-  c->id = ++s->next_conn_id;
-  c->proto = TD_PROTO_NONE;
-  c->is_tcp = !l->is_unix;
-  c->refs = 3;
-  td_buf_init(&c->rbuf);
-  if (l->is_unix) uv_pipe_init(s->loop, &c->h.pipe, 0);
-  else uv_tcp_init(s->loop, &c->h.tcp);
-  uv_timer_init(s->loop, &c->idle_timer);
-  uv_timer_init(s->loop, &c->header_timer);
-  c->h.handle.data = c->idle_timer.data = c->header_timer.data = c;
-  c->next = s->conns;
-  if (s->conns) s->conns->prev = c;
-  s->conns = c;
   int rc = uv_accept(ls, &c->h.stream);
   if (rc) {
     td_log_warn("accept on %s: %s", l->name, uv_strerror(rc));
@@ -689,51 +883,62 @@ void td_server_on_connection(uv_stream_t *ls, int status) {
     conn_close(c);
     return;
   }
-  if (!l->is_unix) uv_tcp_nodelay(&c->h.tcp, 1);
   if (s->draining) {
     c->rejecting = 1;
     s->nrejecting++;
     conn_close(c);
     return;
   }
-  if (s->nconns >= s->cfg->max_connections) {
+  if (nall >= s->cfg->max_connections) {
     /* Over the limit: wait (briefly) for the first byte so the refusal is in
-     * the client's protocol, then close. Bounded so refusing stays cheap. */
+     * the client's protocol, then close. Bounded so refusing stays cheap.
+     * Refused connections stay on the main loop, with worker loops too. */
     c->rejecting = 1;
     s->nrejecting++;
+    td_server_lock(s);
     s->metrics.connections_rejected++;
+    td_server_unlock(s);
     td_log_warn("%s: connection refused: too many connections (limit %zu)", l->name,
                 s->cfg->max_connections);
     if (s->nrejecting > TD_MAX_REJECTING) {
+      td_server_lock(s);
       td_metrics_error(&s->metrics, TD_EC_TOO_MANY_CONNECTIONS);
+      td_server_unlock(s);
       conn_close(c);
       return;
     }
     uint64_t wait = s->cfg->header_timeout_ms < TD_REJECT_WAIT_MS ? s->cfg->header_timeout_ms
                                                                    : TD_REJECT_WAIT_MS;
     uv_timer_start(&c->header_timer, on_header_timer, wait, 0);
-  } else {
-    s->nconns++;
-    s->metrics.connections++;
-    s->metrics.connections_total++;
-    uv_timer_start(&c->idle_timer, on_idle_timer, s->cfg->idle_timeout_ms, s->cfg->idle_timeout_ms);
+    if (!l->is_unix) uv_tcp_nodelay(&c->h.tcp, 1);
+    if (uv_read_start(&c->h.stream, alloc_cb, read_cb) == 0) c->reading = 1;
+    td_log_debug("conn %llu: accepted on %s", (unsigned long long)c->id, l->name);
+    return;
   }
   td_log_debug("conn %llu: accepted on %s", (unsigned long long)c->id, l->name);
-  if (uv_read_start(&c->h.stream, alloc_cb, read_cb) == 0) c->reading = 1;
+  if (s->nshards && handoff(s, c, l->is_unix) == 0) return;
+  td_server_lock(s);
+  s->nconns_all++;
+  s->metrics.connections++;
+  s->metrics.connections_total++;
+  td_server_unlock(s);
+  conn_serve(c);
 }
 
 /* ------------------------------------------------------------------ */
 /* Model, readiness, watchdog                                           */
 
 void td_server_set_model(td_server_t *s, td_model_t *m) {
-  td_model_t *old = s->model;
-  s->model = m; /* new requests take this one; old ones keep theirs */
-  if (old) td_model_unref(&old);
-  td_metrics_model_loaded(&s->metrics, m);
   time_t now = time(NULL);
   struct tm tm;
   gmtime_r(&now, &tm);
+  td_server_lock(s);
+  td_model_t *old = s->model;
+  s->model = m; /* new requests take this one; old ones keep theirs */
+  td_metrics_model_loaded(&s->metrics, m);
   strftime(s->model_loaded_at, sizeof s->model_loaded_at, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  td_server_unlock(s);
+  if (old) td_model_unref(&old);
 }
 
 void td_server_notify_ready(td_server_t *s) {
@@ -775,14 +980,29 @@ static void on_drain_timeout(uv_timer_t *t) {
   td_server_t *s = t->data;
   size_t pending = 0;
   for (td_conn_t *c = s->conns; c; c = c->next) pending += c->qlen;
-  td_log_warn("drain timeout: closing %zu connections, %zu requests unanswered", s->nconns,
-              pending);
+  if (s->is_shard)
+    td_log_warn("drain timeout: worker loop %d: closing %zu connections, %zu requests unanswered",
+                s->shard_index, s->nconns, pending);
+  else
+    td_log_warn("drain timeout: closing %zu connections, %zu requests unanswered", s->nconns,
+                pending);
   if (s->nats) td_nats_abort(s->nats);
   close_all(s);
 }
 
 static void maybe_finished(td_server_t *s) {
-  if (!s->draining || s->stopped || s->conns || td_reload_busy(s)) return;
+  if (!s->draining || s->stopped || s->conns) return;
+  if (s->is_shard) {
+    /* A reload request waits at the main loop: its answer comes back here. */
+    if (s->remote_pending) return;
+    s->stopped = 1;
+    /* The loop ends once its last threadpool completion has run
+     * (shard_run then tells the main loop). */
+    uv_close((uv_handle_t *)&s->drain_timer, NULL);
+    uv_unref((uv_handle_t *)&s->post_async);
+    return;
+  }
+  if (td_reload_busy(s) || s->shards_running) return;
   if (s->nats && td_nats_busy(s->nats)) return;
   s->stopped = 1;
   td_log_info("drained: all connections closed");
@@ -794,6 +1014,46 @@ static void maybe_finished(td_server_t *s) {
   uv_unref((uv_handle_t *)&s->sig_term);
   uv_unref((uv_handle_t *)&s->sig_int);
   uv_unref((uv_handle_t *)&s->sig_hup);
+  uv_unref((uv_handle_t *)&s->post_async);
+}
+
+/* The stop as every loop does it for its own connections: read what is
+ * already in the socket buffers, refuse new work, close the idle ones, and
+ * give the rest drain_timeout. */
+static void drain_conns(td_server_t *s) {
+  for (td_conn_t *c = s->conns, *next; c; c = next) {
+    next = c->next;
+    sweep_read(c);
+  }
+  s->draining = 1;
+  size_t pending = 0;
+  for (td_conn_t *c = s->conns; c; c = c->next) pending += c->qlen;
+  if (s->is_shard) {
+    if (s->nconns)
+      td_log_info("worker loop %d: draining %zu connections, %zu requests in flight",
+                  s->shard_index, s->nconns, pending);
+  } else {
+    td_log_info("draining %zu connections, %zu requests in flight (timeout %.3gs)", s->nconns,
+                pending, (double)s->cfg->drain_timeout_ms / 1000);
+  }
+  for (td_conn_t *c = s->conns, *next; c; c = next) {
+    next = c->next;
+    td_conn_check(c); /* idle ones close now */
+  }
+  uv_timer_start(&s->drain_timer, on_drain_timeout, s->cfg->drain_timeout_ms, 0);
+}
+
+/* Worker loop: the main loop's stop (a second one closes everything). */
+static void shard_stop(td_server_t *sh, void *arg, int cancelled) {
+  (void)arg;
+  if (cancelled || sh->stopped) return;
+  if (sh->draining) close_all(sh);
+  else drain_conns(sh);
+  maybe_finished(sh);
+}
+
+static void stop_shards(td_server_t *s) {
+  for (int i = 0; i < s->nshards; i++) td_server_post(&s->shards[i], shard_stop, NULL);
 }
 
 void td_server_stop(td_server_t *s) {
@@ -801,37 +1061,29 @@ void td_server_stop(td_server_t *s) {
     td_log_warn("second stop signal: closing every connection now");
     if (s->nats) td_nats_abort(s->nats);
     close_all(s);
+    stop_shards(s);
     return;
   }
   sd_notify(0, "STOPPING=1\nSTATUS=draining");
   td_log_info("stopping: closing listeners");
   td_listeners_close(s);
-  for (td_conn_t *c = s->conns, *next; c; c = next) {
-    next = c->next;
-    sweep_read(c);
-  }
-  s->draining = 1;
+  drain_conns(s);
   td_reload_cancel_queued(s);
   if (s->nats) td_nats_stop(s->nats); /* no more fetching; in-flight articles finish */
-  size_t pending = 0;
-  for (td_conn_t *c = s->conns; c; c = c->next) pending += c->qlen;
-  td_log_info("draining %zu connections, %zu requests in flight (timeout %.3gs)", s->nconns,
-              pending, (double)s->cfg->drain_timeout_ms / 1000);
-  for (td_conn_t *c = s->conns, *next; c; c = next) {
-    next = c->next;
-    td_conn_check(c); /* idle ones close now */
-  }
-  uv_timer_start(&s->drain_timer, on_drain_timeout, s->cfg->drain_timeout_ms, 0);
+  stop_shards(s);
   maybe_finished(s);
 }
 
 int td_server_set_admin_token(td_server_t *s, const char *token) {
   char *t = NULL;
   if (token && !(t = strdup(token))) return TD_ENOMEM;
-  if (s->admin_token) explicit_bzero(s->admin_token, strlen(s->admin_token));
-  free(s->admin_token);
+  td_server_lock(s);
+  char *old = s->admin_token;
   s->admin_token = t;
   s->admin_token_stale = 0;
+  td_server_unlock(s);
+  if (old) explicit_bzero(old, strlen(old));
+  free(old);
   return 0;
 }
 
@@ -845,7 +1097,9 @@ static void reread_admin_token(td_server_t *s) {
     td_log_error("%s; admin operations over TCP are refused until it is fixed (then SIGHUP)",
                  err.msg);
     td_server_set_admin_token(s, NULL);
+    td_server_lock(s);
     s->admin_token_stale = 1;
+    td_server_unlock(s);
     return;
   }
   if (td_server_set_admin_token(s, tok)) td_log_error("admin token: out of memory");
@@ -874,22 +1128,202 @@ void td_server_nats_finished(td_server_t *s) { maybe_finished(s); }
 /* ------------------------------------------------------------------ */
 /* Init / start / free                                                  */
 
+/* ------------------------------------------------------------------ */
+/* Posting between loops                                                */
+
+static void post_node(td_server_t *to, td_post_t *p, int *rc) {
+  p->next = NULL;
+  uv_mutex_lock(&to->post_mu);
+  if (!to->post_open) {
+    *rc = -1;
+  } else {
+    if (to->post_tail) to->post_tail->next = p;
+    else to->post_head = p;
+    to->post_tail = p;
+    uv_async_send(&to->post_async); /* under the lock: the handle is not closing */
+    *rc = 0;
+  }
+  uv_mutex_unlock(&to->post_mu);
+}
+
+int td_server_post(td_server_t *to, td_post_fn fn, void *arg) {
+  td_post_t *p = malloc(sizeof *p);
+  int rc;
+  if (!p) return -1;
+  p->fn = fn;
+  p->arg = arg;
+  p->heap = 1;
+  post_node(to, p, &rc);
+  if (rc) free(p);
+  return rc;
+}
+
+/* Runs what was posted to s (cancelled: s's loop has stopped). */
+static void run_posts(td_server_t *s, int cancelled) {
+  uv_mutex_lock(&s->post_mu);
+  td_post_t *p = s->post_head;
+  s->post_head = s->post_tail = NULL;
+  if (cancelled) s->post_open = 0;
+  uv_mutex_unlock(&s->post_mu);
+  while (p) {
+    td_post_t *next = p->next;
+    int heap = p->heap;
+    p->fn(s, p->arg, cancelled);
+    if (heap) free(p);
+    p = next;
+  }
+}
+
+static void on_post(uv_async_t *a) { run_posts(a->data, 0); }
+
+/* On r's own (worker) loop: the answer of a request the main loop handled. */
+static void req_done_here(td_server_t *s, void *arg, int cancelled) {
+  (void)cancelled; /* answered all the same: the loop still runs its closes */
+  td_req_t *r = arg;
+  s->remote_pending--;
+  td_req_done(r);
+  maybe_finished(s); /* the connection may have gone meanwhile */
+}
+
+void td_req_done_from(td_server_t *s, td_req_t *r) {
+  td_server_t *own = r->conn->srv;
+  if (own == s) {
+    td_req_done(r);
+    return;
+  }
+  int rc;
+  r->post.fn = req_done_here;
+  r->post.arg = r;
+  r->post.heap = 0;
+  post_node(own, &r->post, &rc);
+  /* A worker loop does not stop while one of its requests is here
+   * (remote_pending), so this cannot fail. */
+  if (rc) td_log_error("conn %llu: worker loop %d stopped before an answer", (unsigned long long)r->conn->id,
+                       own->shard_index);
+}
+
+static int post_init(td_server_t *s) {
+  if (uv_mutex_init(&s->post_mu)) return -1;
+  if (uv_async_init(s->loop, &s->post_async, on_post)) {
+    uv_mutex_destroy(&s->post_mu);
+    return -1;
+  }
+  s->post_async.data = s;
+  s->post_open = 1;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Worker loops                                                         */
+
+/* On the main loop: a worker loop has ended. */
+static void shard_done(td_server_t *s, void *arg, int cancelled) {
+  (void)arg;
+  (void)cancelled;
+  s->shards_running--;
+  maybe_finished(s);
+}
+
+static void shard_run(void *arg) {
+  td_server_t *sh = arg;
+  uv_run(sh->loop, UV_RUN_DEFAULT);
+  run_posts(sh, 1); /* and no more posts from here on */
+  on_flush_check(&sh->flush_check);
+  uv_handle_t *hs[] = {(uv_handle_t *)&sh->post_async, (uv_handle_t *)&sh->drain_timer,
+                       (uv_handle_t *)&sh->flush_check, (uv_handle_t *)&sh->flush_idle};
+  for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
+    if (!uv_is_closing(hs[i])) uv_close(hs[i], NULL);
+  uv_run(sh->loop, UV_RUN_DEFAULT);
+  td_request_thread_cleanup(); /* this thread's classification scratch */
+  if (td_server_post(sh->main, shard_done, NULL))
+    td_log_error("worker loop %d: cannot tell the main loop it ended", sh->shard_index);
+}
+
+static void flush_init(td_server_t *s) {
+  uv_check_init(s->loop, &s->flush_check);
+  uv_idle_init(s->loop, &s->flush_idle);
+  s->flush_check.data = s->flush_idle.data = s;
+  uv_check_start(&s->flush_check, on_flush_check);
+  uv_unref((uv_handle_t *)&s->flush_check);
+  uv_unref((uv_handle_t *)&s->flush_idle);
+}
+
+static int shard_init(td_server_t *s, td_server_t *sh, int index) {
+  memset(sh, 0, sizeof *sh);
+  sh->cfg = s->cfg;
+  sh->workers = s->workers;
+  sh->main = s;
+  sh->is_shard = 1;
+  sh->shard_index = index;
+  sh->spare_fd = -1;
+  if (!(sh->loop = malloc(sizeof *sh->loop))) return -1;
+  if (uv_loop_init(sh->loop)) {
+    free(sh->loop);
+    sh->loop = NULL;
+    return -1;
+  }
+  flush_init(sh);
+  uv_timer_init(sh->loop, &sh->drain_timer);
+  sh->drain_timer.data = sh;
+  if (post_init(sh)) return -1;
+  return 0;
+}
+
+static void close_walk(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+/* Closes a worker loop that never ran (its thread could not start). */
+static void shard_discard(td_server_t *sh) {
+  if (!sh->loop) return;
+  uv_walk(sh->loop, close_walk, NULL);
+  uv_run(sh->loop, UV_RUN_DEFAULT);
+  uv_loop_close(sh->loop);
+  if (sh->post_open) uv_mutex_destroy(&sh->post_mu);
+  free(sh->loop);
+  sh->loop = NULL;
+}
+
+/* Starts `n` worker loops; fewer if threads cannot be had (logged). */
+static void shards_start(td_server_t *s, int n) {
+  if (n <= 0 || !(s->shards = calloc((size_t)n, sizeof *s->shards))) return;
+  int started = 0;
+  for (int i = 0; i < n; i++) {
+    td_server_t *sh = &s->shards[started];
+    int rc = shard_init(s, sh, started + 1) ? UV_ENOMEM : uv_thread_create(&sh->thread, shard_run, sh);
+    if (rc) {
+      td_log_warn("worker loop %d: cannot start: %s", started + 1, uv_strerror(rc));
+      shard_discard(sh);
+      continue;
+    }
+    started++;
+  }
+  /* Set before any post reaches a worker loop (posts synchronize on post_mu),
+   * so every thread sees td_server_lock take the lock from the first. */
+  s->nshards = s->shards_running = started;
+  if (!started) {
+    free(s->shards);
+    s->shards = NULL;
+    td_log_warn("no worker loop could start: serving on the main loop with the threadpool");
+  }
+}
+
 int td_server_init(td_server_t *s, uv_loop_t *loop, const td_config_t *cfg, int workers,
                    td_model_t *model, td_err_t *err) {
   memset(s, 0, sizeof *s);
   s->loop = loop;
   s->cfg = cfg;
   s->workers = workers;
+  s->main = s;
   s->spare_fd = -1;
   spare_open(s); /* see refuse_pending */
   uv_timer_init(loop, &s->spare_timer);
   s->spare_timer.data = s;
-  uv_check_init(loop, &s->flush_check);
-  uv_idle_init(loop, &s->flush_idle);
-  s->flush_check.data = s->flush_idle.data = s;
-  uv_check_start(&s->flush_check, on_flush_check);
-  uv_unref((uv_handle_t *)&s->flush_check);
-  uv_unref((uv_handle_t *)&s->flush_idle);
+  flush_init(s);
+  if (uv_mutex_init(&s->mu) || uv_mutex_init(&s->shed_mu) || uv_cond_init(&s->shed_cond) ||
+      post_init(s))
+    return td_err_set(err, TD_ENOMEM, "cannot create the server's lock");
   td_metrics_init(&s->metrics);
   td_server_set_model(s, model);
   uv_timer_init(loop, &s->watchdog);
@@ -899,6 +1333,7 @@ int td_server_init(td_server_t *s, uv_loop_t *loop, const td_config_t *cfg, int 
   uv_signal_init(loop, &s->sig_hup);
   s->watchdog.data = s->drain_timer.data = s;
   s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
+  if (cfg->worker_loops) shards_start(s, workers);
   return 0;
 }
 
@@ -913,7 +1348,8 @@ int td_server_start(td_server_t *s) {
     uv_timer_start(&s->watchdog, on_watchdog, ms, ms);
     td_log_info("watchdog: pinging every %llums", (unsigned long long)ms);
   }
-  td_log_info("serving %s with %d workers", s->model->label, s->workers);
+  td_log_info("serving %s with %d workers%s", s->model->label, s->workers,
+              s->nshards ? ", each on its own event loop" : " on the threadpool");
   td_server_notify_ready(s);
   return 0;
 }
@@ -925,7 +1361,8 @@ void td_server_close(td_server_t *s) {
   uv_handle_t *hs[] = {(uv_handle_t *)&s->watchdog, (uv_handle_t *)&s->drain_timer,
                        (uv_handle_t *)&s->sig_term, (uv_handle_t *)&s->sig_int,
                        (uv_handle_t *)&s->sig_hup, (uv_handle_t *)&s->spare_timer,
-                       (uv_handle_t *)&s->flush_check, (uv_handle_t *)&s->flush_idle};
+                       (uv_handle_t *)&s->flush_check, (uv_handle_t *)&s->flush_idle,
+                       (uv_handle_t *)&s->post_async};
   for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
     if (!uv_is_closing(hs[i])) uv_close(hs[i], NULL);
 }
@@ -935,6 +1372,19 @@ void td_server_free(td_server_t *s) {
   lt_report();
 #endif
   td_request_thread_cleanup(); /* the loop thread's scratch, if it classified */
+  for (int i = 0; i < s->nshards; i++) { /* each has ended (shard_done) */
+    td_server_t *sh = &s->shards[i];
+    uv_thread_join(&sh->thread);
+    if (uv_loop_close(sh->loop) != 0) td_log_warn("worker loop %d closed with handles open", i + 1);
+    free(sh->loop);
+    free(sh->discard);
+    uv_mutex_destroy(&sh->post_mu);
+  }
+  free(s->shards);
+  s->shards = NULL;
+  s->nshards = 0;
+  free(s->discard);
+  s->discard = NULL;
   if (s->spare_fd >= 0) close(s->spare_fd);
   s->spare_fd = -1;
   for (size_t i = 0; i < s->nlisteners; i++) free(s->listeners[i].unlink_path);
@@ -944,6 +1394,10 @@ void td_server_free(td_server_t *s) {
   if (s->nats) td_nats_free(s->nats);
   s->nats = NULL;
   td_metrics_free(&s->metrics);
+  uv_mutex_destroy(&s->post_mu);
+  uv_cond_destroy(&s->shed_cond);
+  uv_mutex_destroy(&s->shed_mu);
+  uv_mutex_destroy(&s->mu);
 }
 
 void td_server_abort(td_server_t *s) {
@@ -951,5 +1405,6 @@ void td_server_abort(td_server_t *s) {
   s->draining = 1;
   if (s->nats) td_nats_stop(s->nats);
   close_all(s);
+  stop_shards(s);
   maybe_finished(s);
 }

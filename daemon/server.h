@@ -12,11 +12,12 @@
  *                  dispatch, the response bytes. Lives in its connection's
  *                  queue from framing until its response is written.
  *
- * Threads: everything here runs on the loop thread except td_request_work(),
- * which runs on a libuv threadpool thread (or, for one small request per loop
- * iteration while the pool is idle, on the loop thread itself) and touches
- * only its own td_req_t, the immutable config and the model reference the
- * request holds.
+ * Threads: a connection and its requests belong to one loop and are touched
+ * only on that loop's thread, except td_request_work(), which runs on the
+ * loop thread itself (a worker loop's requests up to 16 KiB; on the main
+ * loop, one small request per iteration while the pool is idle) or on a
+ * libuv threadpool thread, and touches only its own td_req_t, the immutable
+ * config and the model reference the request holds.
  *
  * Ordering: responses are queued in request order; a request completes out of
  * order on the workers but is written only when every earlier one on the same
@@ -60,6 +61,16 @@ typedef struct td_listener {
   char name[300];     /* "unix:/run/themed.sock", "tcp:127.0.0.1:40123" */
   char *unlink_path;  /* our own unix socket, removed at exit */
 } td_listener_t;
+
+/* A function run on another loop's thread (td_server_post). cancelled: that
+ * loop had stopped, so only the argument's resources are to be released. */
+typedef void (*td_post_fn)(td_server_t *s, void *arg, int cancelled);
+typedef struct td_post {
+  struct td_post *next;
+  td_post_fn fn;
+  void *arg;
+  int heap;            /* allocated by td_server_post: freed after it ran */
+} td_post_t;
 
 enum td_conn_state {
   TD_CONN_OPEN = 0,
@@ -109,6 +120,7 @@ struct td_req {
   td_req_t *next;
   uv_work_t work;
   uv_write_t wr;
+  td_post_t post;      /* carries it back to its own loop (td_req_done_from) */
   int kind;
   td_proto_t proto;
   td_op_t op;
@@ -138,19 +150,56 @@ struct td_req {
 #endif
 };
 
+enum { TD_SHED_NONE = 0, TD_SHED_ASKED, TD_SHED_DONE };
+
 typedef struct td_reload_job {
   struct td_reload_job *next;
   char *path;          /* NULL: the current model's directory */
   td_req_t *req;       /* the request waiting for the result; NULL for SIGHUP */
 } td_reload_job_t;
 
+/*
+ * One td_server_t per event loop. The main one (main == itself) owns the
+ * listeners, signals, reloads, NATS and everything shared: the model, the
+ * metrics and the admin token. With worker loops (--worker-loops, the
+ * default) each worker thread runs a loop of its own, a "shard" (is_shard),
+ * that serves the connections the main loop accepted and handed to it and
+ * classifies their requests itself; without, the main loop serves every
+ * connection and classifies on libuv's threadpool. Shared fields are read
+ * and written through s->main, under s->main->mu (td_server_lock) whenever
+ * another loop may touch them; the main loop, their only writer, reads the
+ * model and the admin token without it.
+ */
 struct td_server {
   uv_loop_t *loop;
   const td_config_t *cfg;
   int workers;
+  td_server_t *main;        /* the main loop's server (itself, there) */
+  int is_shard;
+  int shard_index;          /* 1.. for shards, 0 for the main loop */
+  /* Shared (main only; under mu when shards run) */
+  uv_mutex_t mu;
   td_model_t *model;        /* current; one reference owned here */
   char model_loaded_at[32]; /* ISO 8601 UTC */
   td_metrics_t metrics;
+  /* Main only: the worker loops and the connections over every loop. */
+  td_server_t *shards;
+  int nshards, shards_running;
+  size_t nconns_all;        /* accepted, not yet closed, over every loop (under mu) */
+  /* Every loop: functions posted from other threads (td_server_post). */
+  uv_async_t post_async;
+  uv_mutex_t post_mu;
+  td_post_t *post_head, *post_tail;
+  int post_open;            /* post_async accepts posts (under post_mu) */
+  uv_thread_t thread;       /* shards */
+  size_t live;              /* shard: its connections (main reads it under mu to balance) */
+  size_t remote_pending;    /* shard: reload requests at the main loop, not yet back */
+  /* main: out of descriptors, a worker loop is asked to close a connection
+   * and the main loop waits for it (server.c, shed_sync) */
+  uv_mutex_t shed_mu;
+  uv_cond_t shed_cond;
+  int shed_state;           /* TD_SHED_* */
+  char *discard;            /* reads of a connection that is ending land here */
   td_listener_t *listeners;
   size_t nlisteners;
   td_conn_t *conns;
@@ -218,6 +267,15 @@ int td_server_set_admin_token(td_server_t *s, const char *token);
 void td_server_reload_finished(td_server_t *s);
 /* nats.c tells the server its consumer went idle during the stop. */
 void td_server_nats_finished(td_server_t *s);
+
+/* Runs fn(to, arg, 0) on to's loop thread, soon. Callable from any thread.
+ * Returns 0, or -1 if that loop has stopped (fn was not queued). */
+int td_server_post(td_server_t *to, td_post_fn fn, void *arg);
+/* The shared state's lock (s->main->mu). */
+void td_server_lock(td_server_t *s);
+void td_server_unlock(td_server_t *s);
+/* td_req_done on r's own loop: at once if that is s's, else posted there. */
+void td_req_done_from(td_server_t *s, td_req_t *r);
 
 /* Requests: create, queue on the connection, hand to a worker or answer. */
 td_req_t *td_req_new(td_conn_t *c, int kind, td_proto_t proto);

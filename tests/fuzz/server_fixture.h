@@ -95,6 +95,9 @@ static inline void fx_init(void) {
   g_cfg.listen = calloc(1, sizeof *g_cfg.listen);
   g_cfg.listen[0] = strdup(listen);
   g_cfg.nlisten = 1;
+  /* One loop, driven here: the framing and request code the fuzzers reach
+   * is the same on a worker loop (tests/integration/test_loops.py). */
+  g_cfg.worker_loops = 0;
   td_err_t err = {0};
   if (td_config_validate(&g_cfg, 0, &err)) fx_die("config", err.msg);
   td_model_t *m = NULL;
