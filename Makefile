@@ -35,6 +35,10 @@ ifeq ($(SAN),1)
 OPT     = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDSAN   = -fsanitize=address,undefined
 endif
+ifeq ($(SAN),thread)
+OPT     = -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+LDSAN   = -fsanitize=thread
+endif
 CFLAGS_ALL = -std=c17 $(WARN) $(OPT) -D_GNU_SOURCE -fPIC -Iinclude -iquote daemon \
              -DTD_PLUGIN_DIR=\"$(PLUGINDIR)\" -DTD_MODEL_DIR=\"$(MODELDIR)\" \
              $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
@@ -65,7 +69,7 @@ UNIT_BINS    = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 BENCH_BINS   = $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 LIBENGINE    = $(BUILD)/libthemed-engine.a
 
-.PHONY: all deps run test unit unit-run integration systemd-test model install clean bench help soak valgrind-integration
+.PHONY: all deps run test unit unit-run integration integration-bins tsan-integration systemd-test model install clean bench help soak valgrind-integration
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/themed $(BUILD)/themectl $(PLUGINS)
@@ -116,18 +120,22 @@ unit: all $(EXAMPLES) $(TESTPLUGS) $(UNIT_BINS)
 unit-run: unit
 	@BUILD=$(BUILD) SHARED=$(SHARED) tests/run-unit.sh $(UNIT_BINS)
 
-integration: all $(EXAMPLES) $(TESTPLUGS)
+integration-bins: all $(EXAMPLES) $(TESTPLUGS)
+
+integration: integration-bins
 	@if ls tests/integration/test_*.py >/dev/null 2>&1; then \
 	  BUILD=$(BUILD) SHARED=$(SHARED) python3 tests/integration/run.py; \
 	else echo "integration: no suites yet"; fi
 
 # make test: the normal build, then the whole unit suite again under
-# ASan+UBSan, then the integration suites against the real daemon, the
-# systemd suite, and a short run of every fuzz target (fuzz-ci, below).
+# ASan+UBSan, then the integration suites against the real daemon, three of
+# them again against a ThreadSanitizer build, the systemd suite, and a short
+# run of every fuzz target (fuzz-ci, below).
 test: deps
 	@$(MAKE) --no-print-directory unit-run
 	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 unit-run
 	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory tsan-integration
 	@$(MAKE) --no-print-directory systemd-test
 	@$(MAKE) --no-print-directory fuzz-ci
 
@@ -141,9 +149,17 @@ soak: deps all
 	@BUILD=$(BUILD) python3 tests/soak/soak.py $(SOAKFLAGS)
 
 # The integration suites with the daemon under valgrind memcheck.
-valgrind-integration: all $(EXAMPLES) $(TESTPLUGS)
+valgrind-integration-bins: all $(EXAMPLES) $(TESTPLUGS)
+
+integration: integration-bins
 	@scripts/deps.sh valgrind
 	@BUILD=$(BUILD) SHARED=$(SHARED) THEMED_VALGRIND=1 python3 tests/integration/run.py
+
+# The integration suites against a ThreadSanitizer build: the worker loops,
+# the threadpool, NATS and the lock between them (part of make test).
+# TSAN_TESTS="test_x ..." picks suites (default in the script).
+tsan-integration: deps
+	@SHARED=$(SHARED) MAKE=$(MAKE) tests/run-tsan.sh
 
 run: deps all
 	@mkdir -p run

@@ -43,7 +43,7 @@ WRAPPER = shlex.split(os.environ.get("THEMED_TEST_WRAPPER", VALGRIND_CMD if VALG
 KEEP = os.environ.get("TD_TEST_KEEP") == "1"
 
 # Lines that mean the daemon misbehaved, whatever the test asserted.
-BAD_LOG = re.compile(r"AddressSanitizer|LeakSanitizer|runtime error:|ERROR SUMMARY: [1-9]|"
+BAD_LOG = re.compile(r"AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:|ERROR SUMMARY: [1-9]|"
                      r"Invalid (read|write|free)|uninitialised|definitely lost: [1-9]|"
                      r"are definitely lost in loss record")
 
