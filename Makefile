@@ -149,9 +149,7 @@ soak: deps all
 	@BUILD=$(BUILD) python3 tests/soak/soak.py $(SOAKFLAGS)
 
 # The integration suites with the daemon under valgrind memcheck.
-valgrind-integration-bins: all $(EXAMPLES) $(TESTPLUGS)
-
-integration: integration-bins
+valgrind-integration: integration-bins
 	@scripts/deps.sh valgrind
 	@BUILD=$(BUILD) SHARED=$(SHARED) THEMED_VALGRIND=1 python3 tests/integration/run.py
 

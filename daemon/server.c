@@ -64,7 +64,7 @@ static const char *const lt_name[LT_N] = {"queued->work start (pool wake)",
                                           "work (parse+classify+dump)",
                                           "work end->loop sees it", "loop sees it->written",
                                           "framed->written"};
-static struct {
+static _Thread_local struct { /* per loop thread; each reports its own at exit */
   uint64_t *v;
   size_t n, cap;
 } g_lt[LT_N];
@@ -486,6 +486,14 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     }
     if (!c->rejecting) uv_timer_again(&c->idle_timer);
     on_data(c);
+    /* A worker loop has answered this read's requests already (those it did
+     * not hand to the pool): they are written now, in one write, not after
+     * every other connection's requests of this iteration are classified
+     * too (bench/NOTES.md, "An event loop per worker"). */
+    if (c->srv->is_shard && c->flush_queued && c->state != TD_CONN_CLOSING) {
+      td_conn_flush(c);
+      td_conn_check(c);
+    }
   } else if (nread == UV_EOF) {
     c->eof = 1;
     uv_read_stop(st);
@@ -1235,6 +1243,9 @@ static void shard_run(void *arg) {
     if (!uv_is_closing(hs[i])) uv_close(hs[i], NULL);
   uv_run(sh->loop, UV_RUN_DEFAULT);
   td_request_thread_cleanup(); /* this thread's classification scratch */
+#ifdef TD_LATTRACE
+  lt_report();
+#endif
   if (td_server_post(sh->main, shard_done, NULL))
     td_log_error("worker loop %d: cannot tell the main loop it ended", sh->shard_index);
 }

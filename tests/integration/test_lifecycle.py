@@ -5,6 +5,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 from harness import THEMED, Daemon, check, error_code, model_dir, parse_http_responses, wait
 
@@ -54,12 +56,30 @@ def test_drain_timeout_bounds_the_stop():
         # ~31 KB per answer, ~1.9 MB in all: far more than the socket buffers take,
         # however the daemon batches its writes
         line = (json.dumps({"text": "发展集体经济\n" * 200, "include_text": True}, ensure_ascii=False) + "\n").encode()
-        c.sendall(line * 60)
-        d.call({"op": "health"})  # the loop is running and has read the above
+        # The daemon stops reading a client that does not read its answers
+        # (--max-output-bytes): the writer blocks until the daemon closes.
+        c.settimeout(None)
+
+        def send():
+            try:
+                c.sendall(line * 60)
+            except OSError:
+                pass  # closed by the drain timeout
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        for _ in range(100):  # the daemon has answered some, unsent
+            st = d.call({"op": "stats"})["stats"]
+            if st["requests_by_op"].get("classify", 0) >= 2:
+                break
+            time.sleep(0.05)
+        check(st["requests_by_op"].get("classify", 0) >= 2, st)
         d.kill(signal.SIGINT)
         rc = d.proc.wait(timeout=wait(10))
         check(rc == 0, rc)
         check("drain timeout" in d.log(), d.log())
+        sender.join(wait(10))
+        check(not sender.is_alive(), "the writer is still blocked after the daemon stopped")
         c.close()
 
 
