@@ -95,7 +95,11 @@ int main(int argc, char **argv) {
   uv_loop_t loop;
   td_server_t srv;
   uv_loop_init(&loop);
-  td_server_init(&srv, &loop, &cfg, workers, model, &err);
+  if (td_server_init(&srv, &loop, &cfg, workers, model, &err)) {
+    td_log_error("%s", err.msg);
+    uv_loop_close(&loop);
+    goto out;
+  }
   model = NULL; /* the server owns it now */
   td_server_set_admin_token(&srv, token);
   if (td_server_listen(&srv, nfds, &err) || (cfg.nats_url && td_nats_start(&srv, &err))) {

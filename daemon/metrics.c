@@ -40,6 +40,14 @@ void td_metrics_error(td_metrics_t *m, td_ecode_t ecode) {
   if (ecode > TD_EC_NONE && ecode < TD_EC_COUNT) m->errors[ecode]++;
 }
 
+int td_metrics_theme_at(td_metrics_t *m, size_t hint, const char *name, uint64_t passages) {
+  if (hint < m->nthemes && !strcmp(m->themes[hint].name, name)) {
+    m->themes[hint].passages += passages;
+    return 0;
+  }
+  return td_metrics_theme(m, name, passages);
+}
+
 int td_metrics_theme(td_metrics_t *m, const char *name, uint64_t passages) {
   for (size_t i = 0; i < m->nthemes; i++)
     if (!strcmp(m->themes[i].name, name)) {

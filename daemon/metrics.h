@@ -2,9 +2,10 @@
  * Counters, gauges and the request-duration histogram behind GET /metrics
  * (Prometheus text format 0.0.4) and the "stats" op.
  *
- * Threading: touched only on the event-loop thread. Workers report what they
- * did in their request record and the loop thread adds it up when the
- * completion arrives, so nothing here needs atomics.
+ * Threading: one td_metrics_t, in the main server, changed and read under
+ * td_server_lock when worker loops run (server.h); whoever classified writes
+ * what it did into its request, and the request's loop adds it up when it is
+ * answered.
  */
 #ifndef TD_METRICS_H
 #define TD_METRICS_H
@@ -57,6 +58,10 @@ void td_metrics_request(td_metrics_t *m, td_proto_t proto, td_op_t op, td_ecode_
 void td_metrics_error(td_metrics_t *m, td_ecode_t ecode);
 /* Adds passages tagged with theme `name` (`other`: no theme). */
 int td_metrics_theme(td_metrics_t *m, const char *name, uint64_t passages);
+/* The same, trying slot `hint` first (a model's theme k is usually slot k:
+ * td_metrics_model_loaded adds them in order), so the lock is held for one
+ * string comparison rather than a search. */
+int td_metrics_theme_at(td_metrics_t *m, size_t hint, const char *name, uint64_t passages);
 /* A model went live (startup or reload). */
 void td_metrics_model_loaded(td_metrics_t *m, const td_model_t *model);
 

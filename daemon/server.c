@@ -41,12 +41,20 @@
 #ifndef TD_SHARD_INLINE_MAX_BYTES
 #define TD_SHARD_INLINE_MAX_BYTES 16384
 #endif
+/* ... and at most this many request bytes of one connection per loop
+ * iteration (libuv reads a connection up to 32 times per wake-up): a client
+ * pipelining large documents gets the threadpool for the rest, rather than
+ * holding up the loop's other connections for hundreds of milliseconds. */
+#ifndef TD_SHARD_INLINE_CONN_BYTES
+#define TD_SHARD_INLINE_CONN_BYTES 65536
+#endif
 
 static void conn_close(td_conn_t *c);
 static void on_data(td_conn_t *c);
 static void maybe_finished(td_server_t *s);
 static void conn_flush_later(td_conn_t *c);
 static void drain_conns(td_server_t *s);
+static void post_node(td_server_t *to, td_post_t *p, int *rc);
 
 void td_server_lock(td_server_t *s) {
   if (s->main->nshards) uv_mutex_lock(&s->main->mu);
@@ -218,10 +226,17 @@ void td_server_dispatch(td_req_t *r) {
     td_server_unlock(s);
   }
   if (s->is_shard && r->kind != TD_REQ_HTTP_RELOAD && r->inlen <= TD_SHARD_INLINE_MAX_BYTES) {
-    /* A worker loop does its connections' work itself: no hand-off. */
-    td_request_work(&r->work);
-    after_work(&r->work, 0);
-    return;
+    if (c->inline_iter != s->iter) {
+      c->inline_iter = s->iter;
+      c->inline_bytes = 0;
+    }
+    if (c->inline_bytes + r->inlen <= TD_SHARD_INLINE_CONN_BYTES) {
+      /* A worker loop does its connections' work itself: no hand-off. */
+      c->inline_bytes += r->inlen;
+      td_request_work(&r->work);
+      after_work(&r->work, 0);
+      return;
+    }
   }
   if (r->kind != TD_REQ_HTTP_RELOAD && r->inlen && r->inlen <= TD_INLINE_MAX_BYTES &&
       !s->pool_inflight && !s->inline_used) {
@@ -258,9 +273,11 @@ void td_req_done(td_req_t *r) {
   if (r->passages) {
     m->passages += r->passages;
     if (r->theme_passages && r->model) {
-      for (size_t k = 0; k < r->model->ntheme; k++)
-        if (r->theme_passages[k]) td_metrics_theme(m, r->model->themes[k].name, r->theme_passages[k]);
-      td_metrics_theme(m, "other", r->theme_passages[r->model->ntheme]);
+      size_t nt = r->model->ntheme;
+      for (size_t k = 0; k < nt; k++)
+        if (r->theme_passages[k])
+          td_metrics_theme_at(m, k, r->model->themes[k].name, r->theme_passages[k]);
+      td_metrics_theme_at(m, nt, "other", r->theme_passages[nt]);
     }
   }
   td_server_unlock(s);
@@ -381,6 +398,7 @@ void td_conn_flush(td_conn_t *c) {
 static void on_flush_check(uv_check_t *h) {
   td_server_t *s = h->data;
   s->inline_used = 0; /* a new iteration begins after this */
+  s->iter++;
   while (s->flush_head) {
     td_conn_t *c = s->flush_head;
     s->flush_head = c->flush_next;
@@ -429,7 +447,7 @@ static void conn_close(td_conn_t *c) {
     if (s->is_shard) s->live--;
     td_server_unlock(s);
   }
-  td_log_debug("conn %llu: closed", (unsigned long long)c->id);
+  if (!c->handed) td_log_debug("conn %llu: closed", (unsigned long long)c->id);
   uv_close(&c->h.handle, on_close);
   uv_close((uv_handle_t *)&c->idle_timer, on_close);
   uv_close((uv_handle_t *)&c->header_timer, on_close);
@@ -676,16 +694,24 @@ static void shard_shed(td_server_t *sh, void *arg, int cancelled) {
  * loop, until accept() stops failing. Returns 1 if a descriptor was freed. */
 static int shed_sync(td_server_t *s) {
   uv_mutex_lock(&s->shed_mu);
+  /* Asked before and timed out: not waited for again (libuv calls back at
+   * once, and the main loop must not stall 100 ms per call). */
+  uint64_t wait_ns = s->shed_state == TD_SHED_ASKED ? 0 : 100 * 1000000ull; /* a big document */
   if (s->shed_state != TD_SHED_ASKED) {
     td_server_t *busiest = &s->shards[0];
     td_server_lock(s);
     for (int i = 1; i < s->nshards; i++)
       if (s->shards[i].live > busiest->live) busiest = &s->shards[i];
+    size_t live = busiest->live;
     td_server_unlock(s);
+    if (!live) { /* the worker loops hold no connection to close */
+      uv_mutex_unlock(&s->shed_mu);
+      return 0;
+    }
     s->shed_state = TD_SHED_ASKED;
     if (td_server_post(busiest, shard_shed, NULL)) s->shed_state = TD_SHED_NONE;
   }
-  uint64_t deadline = uv_hrtime() + 100 * 1000000ull; /* a worker mid-document */
+  uint64_t deadline = uv_hrtime() + wait_ns;
   for (uint64_t now; s->shed_state == TD_SHED_ASKED && (now = uv_hrtime()) < deadline;)
     uv_cond_timedwait(&s->shed_cond, &s->shed_mu, deadline - now);
   int freed = s->shed_state == TD_SHED_DONE;
@@ -854,10 +880,14 @@ static int handoff(td_server_t *s, td_conn_t *c, int is_unix) {
   if (td_server_post(sh, shard_adopt, a)) {
     close(fd2);
     adopt_uncount(sh);
+    td_server_lock(s);
+    s->metrics.connections_total--; /* counted again where it is served */
+    td_server_unlock(s);
     free(a);
     return -1;
   }
   c->rejecting = 1; /* closes uncounted: the worker loop counts it now */
+  c->handed = 1;
   s->nrejecting++;
   conn_close(c);
   return 0;
@@ -1040,6 +1070,12 @@ static void drain_conns(td_server_t *s) {
     if (s->nconns)
       td_log_info("worker loop %d: draining %zu connections, %zu requests in flight",
                   s->shard_index, s->nconns, pending);
+  } else if (s->nshards) {
+    td_server_lock(s);
+    size_t all = s->nconns_all;
+    td_server_unlock(s);
+    td_log_info("draining %zu connections (timeout %.3gs; each worker loop logs its requests in "
+                "flight)", all, (double)s->cfg->drain_timeout_ms / 1000);
   } else {
     td_log_info("draining %zu connections, %zu requests in flight (timeout %.3gs)", s->nconns,
                 pending, (double)s->cfg->drain_timeout_ms / 1000);
@@ -1060,8 +1096,15 @@ static void shard_stop(td_server_t *sh, void *arg, int cancelled) {
   maybe_finished(sh);
 }
 
-static void stop_shards(td_server_t *s) {
-  for (int i = 0; i < s->nshards; i++) td_server_post(&s->shards[i], shard_stop, NULL);
+/* The first call drains the worker loops, a second closes everything. */
+static void stop_shards(td_server_t *s, int second) {
+  for (int i = 0; i < s->nshards; i++) {
+    td_server_t *sh = &s->shards[i];
+    int rc;
+    sh->stop_post[second].fn = shard_stop;
+    sh->stop_post[second].arg = NULL;
+    post_node(sh, &sh->stop_post[second], &rc); /* fails only if it has ended */
+  }
 }
 
 void td_server_stop(td_server_t *s) {
@@ -1069,7 +1112,7 @@ void td_server_stop(td_server_t *s) {
     td_log_warn("second stop signal: closing every connection now");
     if (s->nats) td_nats_abort(s->nats);
     close_all(s);
-    stop_shards(s);
+    stop_shards(s, 1);
     return;
   }
   sd_notify(0, "STOPPING=1\nSTATUS=draining");
@@ -1078,21 +1121,26 @@ void td_server_stop(td_server_t *s) {
   drain_conns(s);
   td_reload_cancel_queued(s);
   if (s->nats) td_nats_stop(s->nats); /* no more fetching; in-flight articles finish */
-  stop_shards(s);
+  stop_shards(s, 0);
   maybe_finished(s);
 }
 
-int td_server_set_admin_token(td_server_t *s, const char *token) {
+/* Replaces the admin token and its stale flag together, under the lock. */
+static int set_admin_token(td_server_t *s, const char *token, int stale) {
   char *t = NULL;
   if (token && !(t = strdup(token))) return TD_ENOMEM;
   td_server_lock(s);
   char *old = s->admin_token;
   s->admin_token = t;
-  s->admin_token_stale = 0;
+  s->admin_token_stale = stale;
   td_server_unlock(s);
   if (old) explicit_bzero(old, strlen(old));
   free(old);
   return 0;
+}
+
+int td_server_set_admin_token(td_server_t *s, const char *token) {
+  return set_admin_token(s, token, 0);
 }
 
 /* SIGHUP rereads the token file, so a token can be rotated without a
@@ -1104,10 +1152,7 @@ static void reread_admin_token(td_server_t *s) {
   if (td_admin_token_read(s->cfg->admin_token_file, &tok, &err)) {
     td_log_error("%s; admin operations over TCP are refused until it is fixed (then SIGHUP)",
                  err.msg);
-    td_server_set_admin_token(s, NULL);
-    td_server_lock(s);
-    s->admin_token_stale = 1;
-    td_server_unlock(s);
+    set_admin_token(s, NULL, 1);
     return;
   }
   if (td_server_set_admin_token(s, tok)) td_log_error("admin token: out of memory");
@@ -1140,11 +1185,14 @@ void td_server_nats_finished(td_server_t *s) { maybe_finished(s); }
 /* Posting between loops                                                */
 
 static void post_node(td_server_t *to, td_post_t *p, int *rc) {
-  p->next = NULL;
   uv_mutex_lock(&to->post_mu);
   if (!to->post_open) {
     *rc = -1;
+  } else if (p->queued) {
+    *rc = 0; /* an embedded post already on its way: once is enough */
   } else {
+    p->next = NULL;
+    p->queued = 1;
     if (to->post_tail) to->post_tail->next = p;
     else to->post_head = p;
     to->post_tail = p;
@@ -1161,6 +1209,7 @@ int td_server_post(td_server_t *to, td_post_fn fn, void *arg) {
   p->fn = fn;
   p->arg = arg;
   p->heap = 1;
+  p->queued = 0;
   post_node(to, p, &rc);
   if (rc) free(p);
   return rc;
@@ -1172,6 +1221,7 @@ static void run_posts(td_server_t *s, int cancelled) {
   td_post_t *p = s->post_head;
   s->post_head = s->post_tail = NULL;
   if (cancelled) s->post_open = 0;
+  for (td_post_t *q = p; q; q = q->next) q->queued = 0;
   uv_mutex_unlock(&s->post_mu);
   while (p) {
     td_post_t *next = p->next;
@@ -1246,8 +1296,11 @@ static void shard_run(void *arg) {
 #ifdef TD_LATTRACE
   lt_report();
 #endif
-  if (td_server_post(sh->main, shard_done, NULL))
-    td_log_error("worker loop %d: cannot tell the main loop it ended", sh->shard_index);
+  int rc;
+  sh->done_post.fn = shard_done;
+  sh->done_post.arg = NULL;
+  post_node(sh->main, &sh->done_post, &rc); /* the main loop runs until every shard is done */
+  if (rc) td_log_error("worker loop %d: cannot tell the main loop it ended", sh->shard_index);
 }
 
 static void flush_init(td_server_t *s) {
@@ -1320,6 +1373,20 @@ static void shards_start(td_server_t *s, int n) {
   }
 }
 
+/* The main server's locks and post handle; on failure, none is left. */
+static int sync_init(td_server_t *s) {
+  if (uv_mutex_init(&s->mu)) return -1;
+  if (uv_mutex_init(&s->shed_mu)) goto mu;
+  if (uv_cond_init(&s->shed_cond)) goto shed_mu;
+  if (post_init(s) == 0) return 0;
+  uv_cond_destroy(&s->shed_cond);
+shed_mu:
+  uv_mutex_destroy(&s->shed_mu);
+mu:
+  uv_mutex_destroy(&s->mu);
+  return -1;
+}
+
 int td_server_init(td_server_t *s, uv_loop_t *loop, const td_config_t *cfg, int workers,
                    td_model_t *model, td_err_t *err) {
   memset(s, 0, sizeof *s);
@@ -1328,13 +1395,14 @@ int td_server_init(td_server_t *s, uv_loop_t *loop, const td_config_t *cfg, int 
   s->workers = workers;
   s->main = s;
   s->spare_fd = -1;
+  /* What can fail comes first, before any handle is on the loop: on failure
+   * the caller still owns the model and the loop is untouched. */
+  if (sync_init(s))
+    return td_err_set(err, TD_ENOMEM, "cannot create the server's locks and wake-up handle");
   spare_open(s); /* see refuse_pending */
   uv_timer_init(loop, &s->spare_timer);
   s->spare_timer.data = s;
   flush_init(s);
-  if (uv_mutex_init(&s->mu) || uv_mutex_init(&s->shed_mu) || uv_cond_init(&s->shed_cond) ||
-      post_init(s))
-    return td_err_set(err, TD_ENOMEM, "cannot create the server's lock");
   td_metrics_init(&s->metrics);
   td_server_set_model(s, model);
   uv_timer_init(loop, &s->watchdog);
@@ -1416,6 +1484,6 @@ void td_server_abort(td_server_t *s) {
   s->draining = 1;
   if (s->nats) td_nats_stop(s->nats);
   close_all(s);
-  stop_shards(s);
+  stop_shards(s, 0);
   maybe_finished(s);
 }

@@ -1,5 +1,6 @@
 /*
- * The service: one libuv loop for all I/O, classification on worker threads.
+ * The service: a main libuv loop that accepts, and a loop per worker that
+ * serves the connections handed to it (or one loop and a threadpool).
  *
  * Objects and who owns them:
  *   td_server_t    the daemon: config (borrowed), current model (one
@@ -70,6 +71,7 @@ typedef struct td_post {
   td_post_fn fn;
   void *arg;
   int heap;            /* allocated by td_server_post: freed after it ran */
+  int queued;          /* in a loop's list (under that loop's post_mu) */
 } td_post_t;
 
 enum td_conn_state {
@@ -103,6 +105,9 @@ struct td_conn {
   td_req_t *qhead, *qtail; /* requests whose responses are not yet written */
   size_t qlen;
   size_t out_bytes;        /* handed to uv_write, not yet completed */
+  uint64_t inline_iter;    /* worker loop: the iteration inline_bytes counts for */
+  size_t inline_bytes;     /* request bytes classified on the loop in that iteration */
+  int handed;              /* main loop: handed to a worker loop, closing here */
   int flush_queued;        /* on the server's flush list (holds a ref) */
   td_conn_t *flush_next;
   struct td_http *http;    /* HTTP parser state (proto_http.c) */
@@ -194,6 +199,10 @@ struct td_server {
   uv_thread_t thread;       /* shards */
   size_t live;              /* shard: its connections (main reads it under mu to balance) */
   size_t remote_pending;    /* shard: reload requests at the main loop, not yet back */
+  /* Posts that must not fail for want of memory: the stop (twice: a second
+   * stop closes everything) and, from a shard to the main loop, its end. */
+  td_post_t stop_post[2], done_post;
+  uint64_t iter;            /* loop iterations (the check phase counts them) */
   /* main: out of descriptors, a worker loop is asked to close a connection
    * and the main loop waits for it (server.c, shed_sync) */
   uv_mutex_t shed_mu;

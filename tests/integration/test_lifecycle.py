@@ -18,7 +18,12 @@ def test_sigterm_drains_in_flight_requests():
         for k, c in enumerate(conns):
             c.send(b"".join((json.dumps({"id": i, "text": text}, ensure_ascii=False) + "\n").encode()
                             for i in range(25)))
-        body = json.dumps({"id": "h", "text": text}).encode()
+        # Over 16 KiB, so a worker loop hands them to the threadpool: they are
+        # still being classified when the stop reaches the loop, and their
+        # answers (written during the drain) say Connection: close. (Small
+        # ones may be answered, keep-alive, before the loop sees the stop.)
+        big = "\n".join(["发展集体经济，壮大村级产业。", "抓队伍建设 选优配强乡村骨干力量"] * 150)
+        body = json.dumps({"id": "h", "text": big}).encode()
         hs = d.connect()
         hs.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body) * 5)
         d.kill(signal.SIGTERM)

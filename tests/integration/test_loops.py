@@ -87,6 +87,20 @@ def test_large_document_beside_small_ones_on_one_loop():
         c.close()
 
 
+def test_pipelined_documents_past_a_loops_share_go_to_the_pool_in_order():
+    # 30 documents of ~12 KiB written at once: a worker loop classifies 64 KiB
+    # of one connection's requests per iteration itself, the rest go to the
+    # threadpool; every answer comes back, in order, equal to the offline one.
+    doc = "\n".join([TEXT] * 60)
+    want = _offline(doc)
+    with Daemon("--workers", "1") as d, d.jsonl() as c:
+        c.send(b"".join((json.dumps({"id": i, "text": doc}, ensure_ascii=False) + "\n").encode()
+                        for i in range(30)))
+        got = [c.recv_line() for _ in range(30)]
+        check([g["id"] for g in got] == list(range(30)), [g.get("id") for g in got])
+        check(all(g["passages"] == want["passages"] for g in got), "a pooled answer differs")
+
+
 def test_single_loop_with_threadpool_still_serves_reloads_and_drains():
     with Daemon("--worker-loops=false", "--workers", "2", "--allow-any-model-path",
                 "--log-level", "debug") as d:
