@@ -550,6 +550,20 @@ class Bench:
         self.log(f"load {label}: {o['pps']:.0f} passages/s, p99 {o['p99_us']:.0f} us")
         return o
 
+    def rate_half(self, d, label, reqfile, rate):
+        """Single-passage requests at `rate` (half a saturation), open loop, 64
+        connections: three runs of 4 s (one of 3 s with --quick). The tail of one
+        short run on a shared machine is mostly whether it caught a stall of a
+        few milliseconds; the three are reported, and the run with the median
+        p99 stands for them."""
+        runs = [self.load(d, f"{label}-{k}", reqfile, "unix", "jsonl", 64, 0, rate,
+                          3 if self.quick else 4, None, RATE_PACE_US)
+                for k in range(1 if self.quick else 3)]
+        runs.sort(key=lambda o: o["p99_us"])
+        o = dict(runs[len(runs) // 2])
+        o["p99_runs_us"] = [x["p99_us"] for x in runs]
+        return o
+
     def open_loop_saturation(self, d, reqfile):
         """The highest rate of single-passage requests the daemon keeps up with
         in an open loop (64 connections): the offered rate rises by a quarter
@@ -628,9 +642,8 @@ class Bench:
             sweep = self.step("open-loop saturation", self.open_loop_saturation, d, single)
             if sweep:
                 S["open_sweep"] = sweep["steps"]
-                o = self.step("rate half (open-loop saturation)", self.load, d, "rate-half-open",
-                              single, "unix", "jsonl", 64, 0, round(sweep["saturation"] / 2),
-                              3 if self.quick else 6, None, RATE_PACE_US)
+                o = self.step("rate half (open-loop saturation)", self.rate_half, d, "rate-half-open",
+                              single, round(sweep["saturation"] / 2))
                 if o:
                     o["saturation_pps"] = sweep["saturation"]
                     S["rate_half_open"] = o
@@ -638,8 +651,7 @@ class Bench:
                    o["proto"] == "jsonl" and o["conns"] == 64]
             sat = sat[0] if sat else 0
             if sat:
-                o = self.step("rate half", self.load, d, "rate-half", single, "unix", "jsonl", 64,
-                              0, round(sat / 2), 3 if self.quick else 6, None, RATE_PACE_US)
+                o = self.step("rate half", self.rate_half, d, "rate-half", single, round(sat / 2))
                 if o:
                     o["saturation_pps"] = sat
                     S["rate_half"] = o
@@ -904,7 +916,10 @@ class Bench:
                     f"{fmt(rh.get('offered_rps', rh['rate']))} requests/s offered on 64 connections "
                     f"(paced by a timerfd, {fmt(rh.get('pace_us', 0))} µs resolution), "
                     f"{fmt(rh['rps'])} served, {fmt(rh.get('unanswered', 0))} unanswered; latency from "
-                    f"each request's intended send time: p50 {fmt(rh['p50_us'])} µs, p99 "
+                    f"each request's intended send time, the run with the median p99 of "
+                    f"{len(rh.get('p99_runs_us', [0]))} (p99s "
+                    f"{', '.join(fmt(x) + ' µs' for x in rh.get('p99_runs_us', [rh['p99_us']]))}): "
+                    f"p50 {fmt(rh['p50_us'])} µs, p99 "
                     f"{fmt(rh['p99_us'])} µs, p99.9 {fmt(rh['p999_us'])} µs (the load generator "
                     f"itself sent p99 {fmt(rh.get('send_lag_p99_us', 0))} µs late; "
                     f"{rh['loadgen_cpu_s']:.2f} CPU-s of it over the run).")
@@ -987,10 +1002,13 @@ class Bench:
             out.append(f"2 workers ≥ 1.6× one worker: {f:.2f}× — {verdict(f >= 1.6)}")
         rh, rc = S.get("rate_half_open"), S.get("rate_half")
         if rh:
+            def runs(o):
+                r = o.get("p99_runs_us")
+                return f" (median of {', '.join(f'{x / 1000:.2f}' for x in r)})" if r and len(r) > 1 else ""
             out.append(f"single-passage p99 ≤ 1 ms at half the saturating load: {rh['p99_us'] / 1000:.2f} ms "
-                       f"at half the open-loop saturation ({fmt0(rh['rate'])}/s) — "
+                       f"{runs(rh)} at half the open-loop saturation ({fmt0(rh['rate'])}/s) — "
                        f"{verdict(rh['p99_us'] <= 1000)}"
-                       + (f"; {rc['p99_us'] / 1000:.2f} ms at half the pipelined closed-loop "
+                       + (f"; {rc['p99_us'] / 1000:.2f} ms{runs(rc)} at half the pipelined closed-loop "
                           f"saturation ({fmt0(rc['rate'])}/s) — {verdict(rc['p99_us'] <= 1000)}"
                           if rc else ""))
         elif rc:
