@@ -1005,7 +1005,7 @@ class Bench:
             def runs(o):
                 r = o.get("p99_runs_us")
                 return f" (median of {', '.join(f'{x / 1000:.2f}' for x in r)})" if r and len(r) > 1 else ""
-            out.append(f"single-passage p99 ≤ 1 ms at half the saturating load: {rh['p99_us'] / 1000:.2f} ms "
+            out.append(f"single-passage p99 ≤ 1 ms at half the saturating load: {rh['p99_us'] / 1000:.2f} ms"
                        f"{runs(rh)} at half the open-loop saturation ({fmt0(rh['rate'])}/s) — "
                        f"{verdict(rh['p99_us'] <= 1000)}"
                        + (f"; {rc['p99_us'] / 1000:.2f} ms{runs(rc)} at half the pipelined closed-loop "
