@@ -533,7 +533,10 @@ void td_request_local(td_req_t *r) {
     }
     break;
   case TD_OP_READY:
-    if (s->draining) {
+    td_server_lock(s);
+    int stopping = m->stopping; /* set before the stop reaches the worker loops */
+    td_server_unlock(s);
+    if (s->draining || stopping) {
       td_req_set_error(r, TD_EC_SHUTTING_DOWN, "server is shutting down");
       td_req_done(r);
       return;
@@ -557,7 +560,12 @@ void td_request_local(td_req_t *r) {
   case TD_OP_STATS: {
     td_server_lock(s);
     json_t *st = td_metrics_stats_json(&m->metrics, m->model, m->workers);
+    json_t *loops = m->nshards && st ? json_array() : NULL;
+    for (int i = 0; loops && i < m->nshards; i++)
+      json_array_append_new(loops, json_integer((json_int_t)m->shards[i].live));
     td_server_unlock(s);
+    /* connections on each worker loop: how evenly they are spread */
+    if (loops) json_object_set_new(json_object_get(st, "stats"), "worker_loop_connections", loops);
     if ((o = with_id(r)) && st) json_object_update(o, st);
     json_decref(st);
     break;
@@ -566,6 +574,13 @@ void td_request_local(td_req_t *r) {
     r->ctype = "text/plain; version=0.0.4; charset=utf-8";
     td_server_lock(s);
     int rc = td_metrics_render(&m->metrics, m->model, &r->body);
+    if (!rc && m->nshards)
+      rc = td_buf_printf(&r->body,
+                          "# HELP themed_worker_loop_connections Open connections on each "
+                          "worker loop.\n# TYPE themed_worker_loop_connections gauge\n");
+    for (int i = 0; !rc && i < m->nshards; i++)
+      rc = td_buf_printf(&r->body, "themed_worker_loop_connections{loop=\"%d\"} %zu\n", i + 1,
+                          m->shards[i].live);
     td_server_unlock(s);
     if (rc) td_req_set_error(r, TD_EC_INTERNAL, "out of memory");
     td_req_done(r);

@@ -1116,6 +1116,9 @@ void td_server_stop(td_server_t *s) {
     return;
   }
   sd_notify(0, "STOPPING=1\nSTATUS=draining");
+  td_server_lock(s);
+  s->stopping = 1;
+  td_server_unlock(s);
   td_log_info("stopping: closing listeners");
   td_listeners_close(s);
   drain_conns(s);

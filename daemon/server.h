@@ -190,6 +190,7 @@ struct td_server {
   /* Main only: the worker loops and the connections over every loop. */
   td_server_t *shards;
   int nshards, shards_running;
+  int stopping;             /* the stop has begun (under mu: `ready` on every loop) */
   size_t nconns_all;        /* accepted, not yet closed, over every loop (under mu) */
   /* Every loop: functions posted from other threads (td_server_post). */
   uv_async_t post_async;

@@ -47,6 +47,10 @@ def test_connections_spread_over_worker_loops_and_stats_add_up():
         check(st["requests_by_op"]["classify"] == 60, st)
         check(st["passages"] == 180, st)
         check(st["connections"] == 6, st)
+        check(st["worker_loop_connections"] == [3, 3], st)
+        _, _, text = d.request("GET", "/metrics")  # a 7th connection, on the first loop
+        check('themed_worker_loop_connections{loop="1"} 4' in text and
+              'themed_worker_loop_connections{loop="2"} 3' in text, text[-600:])
         for c in conns:
             c.close()
 
