@@ -72,6 +72,21 @@ def asan_build():
     return _ASAN
 
 
+_TSAN = None
+
+
+def rss_is_shadowed():
+    """True for a sanitizer build whose shadow memory and allocator make VmRSS
+    say little about the daemon's own memory: AddressSanitizer (quarantine,
+    shadow) or ThreadSanitizer (BUILD=build/tsan: 4x shadow of every page
+    touched)."""
+    global _TSAN
+    if _TSAN is None:
+        r = subprocess.run(["ldd", THEMED], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        _TSAN = b"libtsan" in r.stdout
+    return asan_build() or _TSAN
+
+
 def model_dir():
     return os.environ["THEMED_TEST_MODEL"]
 

@@ -516,7 +516,7 @@ def test_clients_that_never_read_are_bounded():
         # Under a wrapper (valgrind keeps 20 MB of freed blocks in quarantine,
         # plus redzones and shadow memory) the bound is looser.
         bound = (96 if harness.WRAPPER else 16) * 1024
-        if not harness.asan_build():
+        if not harness.rss_is_shadowed():
             check(grown < bound, "daemon RSS grew by %d KiB with %d stuck clients (sent %r)"
                   % (grown, len(stuck), sent))
         # other clients are unaffected

@@ -233,7 +233,7 @@ def _reload_storm(copy):
         # and has its own malloc: looser there.)
         grown = rss[98] - rss[20]
         bound = (160 if harness.WRAPPER else 24) * 1024
-        if not harness.asan_build():
+        if not harness.rss_is_shadowed():
             check(grown < bound, "RSS grew %d KiB over 78 reloads" % grown)
 
 
