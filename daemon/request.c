@@ -532,24 +532,28 @@ void td_request_local(td_req_t *r) {
       td_server_unlock(s);
     }
     break;
-  case TD_OP_READY:
+  case TD_OP_READY: {
+    /* m->stopping, not this loop's draining: it is set before the stop
+     * reaches the worker loops */
     td_server_lock(s);
-    int stopping = m->stopping; /* set before the stop reaches the worker loops */
+    int stopping = m->stopping;
+    json_t *label = stopping ? NULL : json_string(m->model->label);
     td_server_unlock(s);
-    if (s->draining || stopping) {
+    if (stopping) {
       td_req_set_error(r, TD_EC_SHUTTING_DOWN, "server is shutting down");
       td_req_done(r);
       return;
     }
     if ((o = with_id(r))) {
       json_object_set_new(o, "status", json_string("ready"));
-      td_server_lock(s);
-      json_object_set_new(o, "model", json_string(m->model->label));
-      td_server_unlock(s);
+      json_object_set_new(o, "model", label);
       /* Socket service is ready either way; the body says how NATS is. */
       if (m->nats) json_object_set_new(o, "nats", json_string(td_nats_state(m->nats)));
+    } else {
+      json_decref(label);
     }
     break;
+  }
   case TD_OP_MODEL:
     if ((o = with_id(r))) {
       td_server_lock(s);

@@ -1484,6 +1484,9 @@ void td_server_free(td_server_t *s) {
 
 void td_server_abort(td_server_t *s) {
   td_listeners_close(s);
+  td_server_lock(s);
+  s->stopping = 1;
+  td_server_unlock(s);
   s->draining = 1;
   if (s->nats) td_nats_stop(s->nats);
   close_all(s);

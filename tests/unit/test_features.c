@@ -420,6 +420,22 @@ static void test_context_cache_consistent(void **st) {
 /* Norm l2: sorted, unique, non-zero, unit vectors, collisions or not
  * (l2-tokens vectors are checked by test_l2_tokens_by_hand and
  * test_block_dot). */
+/* One passage of ntok random words "w<n>" (n < vocab), a heading one time in
+ * heading_one_in, from the LCG state *seed (the same draws in the same order
+ * as each random test had written out). */
+static void random_passage(td_buf_t *text, td_span_t *sp, td_passage_t *ps, int ntok,
+                           unsigned vocab, unsigned heading_one_in, unsigned *seed) {
+  td_buf_reset(text);
+  for (int k = 0; k < ntok; k++) {
+    *seed = *seed * 1103515245u + 12345u;
+    assert_int_equal(td_buf_printf(text, "w%u ", (*seed >> 16) % vocab), 0);
+  }
+  sp->s = text->data ? text->data : "";
+  sp->len = text->len;
+  *seed = *seed * 1103515245u + 12345u;
+  ps->is_heading = (*seed >> 16) % heading_one_in == 0;
+}
+
 static void test_random_sorted_unique(void **st) {
   td_tokenizer_t *tok = *st;
   td_feat_config_t c = small_config();
@@ -441,18 +457,8 @@ static void test_random_sorted_unique(void **st) {
     /* a small space (many collisions) and the 1-, 2- and 3-pass radix sorts */
     static const uint32_t sizes[] = {1024, 1u << 12, 1u << 18, 1u << 24};
     c.buckets = sizes[round % 4];
-    for (int i = 0; i < 12; i++) {
-      td_buf_reset(&texts[i]);
-      int ntok = (round * 7 + i * 13) % 400;
-      for (int k = 0; k < ntok; k++) {
-        seed = seed * 1103515245u + 12345u;
-        assert_int_equal(td_buf_printf(&texts[i], "w%u ", (seed >> 16) % 5000), 0);
-      }
-      sp[i].s = texts[i].data ? texts[i].data : "";
-      sp[i].len = texts[i].len;
-      seed = seed * 1103515245u + 12345u;
-      ps[i].is_heading = (seed >> 16) % 4 == 0;
-    }
+    for (int i = 0; i < 12; i++)
+      random_passage(&texts[i], &sp[i], &ps[i], (round * 7 + i * 13) % 400, 5000, 4, &seed);
     td_text_link_headings(ps, 12);
     const double *w = c.buckets == 1024 && round % 8 == 4 ? idf : NULL;
     assert_int_equal(td_features_doc(&c, tok, w, sp, ps, 12, s, v, NULL), 0);
@@ -557,18 +563,8 @@ static void test_block_dot(void **st) {
       w[i] = ((double)(seed >> 8) / (1 << 24)) - 0.5;
     }
     size_t n = 1 + (size_t)round % ND;
-    for (size_t i = 0; i < n; i++) {
-      td_buf_reset(&texts[i]);
-      int ntok = (round * 11 + (int)i * 17) % 120;
-      for (int k = 0; k < ntok; k++) {
-        seed = seed * 1103515245u + 12345u;
-        assert_int_equal(td_buf_printf(&texts[i], "w%u ", (seed >> 16) % 900), 0);
-      }
-      sp[i].s = texts[i].data ? texts[i].data : "";
-      sp[i].len = texts[i].len;
-      seed = seed * 1103515245u + 12345u;
-      ps[i].is_heading = (seed >> 16) % 3 == 0;
-    }
+    for (size_t i = 0; i < n; i++)
+      random_passage(&texts[i], &sp[i], &ps[i], (round * 11 + (int)i * 17) % 120, 900, 3, &seed);
     td_text_link_headings(ps, n);
     const double *id = round % 2 ? idf : NULL;
     assert_int_equal(td_features_doc(&c, tok, id, sp, ps, n, s, v, NULL), 0);
