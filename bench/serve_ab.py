@@ -5,7 +5,10 @@
                     NAME=THEMED [NAME=THEMED ...] -- CASE [CASE ...]
 
   CASE: closed:CONNS          closed loop, CONNS connections, 8 deep
-        rate:RPS[:PACE_US]    open loop on 64 connections (build/bench/loadgen --rate)
+        rate:RPS[:PACE_US[:NICE]]
+                              open loop on 64 connections (build/bench/loadgen --rate);
+                              NICE runs the generator under `nice -n NICE` (10: it yields
+                              the CPUs to the daemon, as a client on CPUs of its own would)
 
 Each round starts every daemon in turn (--workers 2, unix socket) and runs every
 case against it with build/bench/loadgen; while a case's measured window runs,
@@ -43,7 +46,9 @@ def run_case(a, sock, dpid, case):
     if kind == "closed":
         cmd += ["--conns", p[0]]
     else:
-        cmd += ["--conns", "64", "--rate", p[0]] + (["--pace-us", p[1]] if len(p) > 1 else [])
+        cmd += ["--conns", "64", "--rate", p[0]] + (["--pace-us", p[1]] if len(p) > 1 and p[1] else [])
+        if len(p) > 2 and p[2]:
+            cmd = ["nice", "-n", p[2]] + cmd
     c0 = cpu_s(dpid)
     lg = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     counts = {}
