@@ -1,0 +1,122 @@
+#!/usr/bin/python3
+"""scikit-learn screen over a bundle's own vectors of the domain corpus (docs/model.md).
+
+The mirror of `themectl train`'s recipe on the vectors the bundle makes (heading and neighbour
+blocks included): per theme, hinge LinearSVC, C from {0.125 .. 4} and a threshold on the
+decision value that maximizes the out-of-fold F1, 5 folds grouped by article on train.jsonl;
+then a final fit on all of train.jsonl, scored on dev.jsonl and seeds.jsonl. Modes:
+
+  base    the vectors as they are
+  nbsq    NB-SVM-style scaling: each feature times sqrt|r|, r its log-count ratio between the
+          theme's positives and negatives (smoothing ALPHA), computed on the training folds only
+  nb      each feature times r (the classic NB-SVM scaling)
+  rbf     libsvm's C-SVC (scikit-learn's SVC) with the RBF kernel exp(-ALPHA |x - y|^2)
+  poly2   the same with the kernel (x.y + ALPHA)^2 (C grid 0.5 .. 8 for both kernels)
+
+  for f in train dev seeds; do
+    build/themectl vectorize --model models/rural-themes --data ../shared/corpus/$f.jsonl \\
+      --out VECDIR/$f.svm
+  done
+  /usr/bin/python3 tools/screen_domain.py VECDIR [MODE [ALPHA]] [--corpus ../shared/corpus]
+
+Needs Debian's python3-sklearn. Prints the chosen C per theme and micro / macro F1 (lowest
+theme) for CV, dev and seeds (~30 s per mode).
+"""
+import argparse
+import json
+import warnings
+
+import numpy as np
+from scipy import sparse
+from sklearn.datasets import load_svmlight_file
+from sklearn.model_selection import GroupKFold
+from sklearn.svm import SVC, LinearSVC
+
+warnings.filterwarnings("ignore")
+THEMES = ["organization", "talent", "industry", "governance", "culture", "ecology"]
+CS = [0.125, 0.25, 0.5, 1, 2, 4]
+NFEAT = 4 * 262144 + 16  # the passage's, heading's, previous and next passage's spaces
+
+
+def scores(P, Y):
+    tp, fp, fn = (P * Y).sum(0), (P * (1 - Y)).sum(0), ((1 - P) * Y).sum(0)
+    f = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+    return 2 * tp.sum() / (2 * tp.sum() + fp.sum() + fn.sum()), f.mean(), f.min()
+
+
+def best_threshold(s, y):
+    o = np.argsort(-s)
+    tp = np.cumsum(y[o])
+    i = int(np.argmax(2 * tp / (np.arange(1, len(s) + 1) + y.sum())))
+    return (s[o][i] + (s[o][i + 1] if i + 1 < len(s) else s[o][i] - 1)) / 2
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("vecdir")
+    ap.add_argument("mode", nargs="?", default="base", choices=["base", "nb", "nbsq", "rbf", "poly2"])
+    ap.add_argument("alpha", nargs="?", type=float, default=1.0)
+    ap.add_argument("--corpus", default="../shared/corpus")
+    a = ap.parse_args()
+    R, X, Y = {}, {}, {}
+    for s in ("train", "dev", "seeds"):
+        R[s] = [json.loads(line) for line in open(f"{a.corpus}/{s}.jsonl", encoding="utf-8")]
+        X[s] = sparse.csr_matrix(load_svmlight_file(f"{a.vecdir}/{s}.svm", n_features=NFEAT)[0])
+        Y[s] = np.array([[t in r["themes"] for t in THEMES] for r in R[s]], dtype=int)
+
+    kernel = a.mode in ("rbf", "poly2")
+    if kernel:  # Gram matrices against train.jsonl, from the linear ones
+        G = {s: (X[s] @ X["train"].T).toarray() for s in X}
+        sq = {s: np.asarray(X[s].multiply(X[s]).sum(1)).ravel() for s in X}
+        K = {s: np.exp(-a.alpha * (sq[s][:, None] + sq["train"][None, :] - 2 * G[s]))
+             if a.mode == "rbf" else (G[s] + a.alpha) ** 2 for s in X}
+
+    def ratio(x, y):
+        if a.mode not in ("nb", "nbsq"):
+            return None
+        p = np.asarray(x[y == 1].sum(0)).ravel() + a.alpha
+        q = np.asarray(x[y == 0].sum(0)).ravel() + a.alpha
+        r = np.log((p / p.sum()) / (q / q.sum()))
+        return r if a.mode == "nb" else np.sqrt(np.abs(r))
+
+    def scaled(x, r):
+        return x if r is None else x @ sparse.diags(r)
+
+    def fit(x, y, c):
+        return LinearSVC(C=c, loss="hinge", max_iter=20000, dual=True).fit(x, y)
+
+    def decision(rows, y, c, test, test_set):
+        """Fits on train.jsonl's `rows` with labels y; decision values of `test` rows of
+        `test_set` (a split name)."""
+        if kernel:
+            m = SVC(C=c, kernel="precomputed").fit(K["train"][np.ix_(rows, rows)], y)
+            return m.decision_function(K[test_set][np.ix_(test, rows)])
+        r = ratio(X["train"][rows], y)
+        return fit(scaled(X["train"][rows], r), y, c).decision_function(scaled(X[test_set][test], r))
+
+    folds = list(GroupKFold(n_splits=5).split(X["train"], groups=[r["doc"] for r in R["train"]]))
+    oof_tags, chosen = np.zeros(Y["train"].shape), []
+    for j in range(len(THEMES)):
+        y, best = Y["train"][:, j], None
+        for c in ([0.5, 1, 2, 4, 8] if kernel else CS):
+            oof = np.zeros(len(y))
+            for tr, te in folds:
+                oof[te] = decision(tr, y[tr], c, te, "train")
+            th = best_threshold(oof, y)
+            f = 2 * ((oof >= th) & (y == 1)).sum() / ((oof >= th).sum() + y.sum())
+            if best is None or f > best[0]:
+                best = (f, c, th, oof >= th)
+        chosen.append(best[1:3])
+        oof_tags[:, j] = best[3]
+    print(f"{a.mode} alpha {a.alpha}: C {[c for c, _ in chosen]}")
+    print("  CV    %.4f / %.4f (lowest %.3f)" % scores(oof_tags, Y["train"]))
+    for s in ("dev", "seeds"):
+        P = np.zeros(Y[s].shape)
+        every = np.arange(len(R["train"]))
+        for j, (c, th) in enumerate(chosen):
+            P[:, j] = decision(every, Y["train"][:, j], c, np.arange(len(R[s])), s) >= th
+        print(f"  {s:5} %.4f / %.4f (lowest %.3f)" % scores(P, Y[s]))
+
+
+if __name__ == "__main__":
+    main()
