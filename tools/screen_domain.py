@@ -10,6 +10,8 @@ then a final fit on all of train.jsonl, scored on dev.jsonl and seeds.jsonl. Mod
   nbsq    NB-SVM-style scaling: each feature times sqrt|r|, r its log-count ratio between the
           theme's positives and negatives (smoothing ALPHA), computed on the training folds only
   nb      each feature times r (the classic NB-SVM scaling)
+  clean   drop the training passages whose label an inner grouped 5-fold CV contradicts by a
+          margin over ALPHA (y * decision < -ALPHA), then fit on the rest (confident learning)
   rbf     libsvm's C-SVC (scikit-learn's SVC) with the RBF kernel exp(-ALPHA |x - y|^2)
   poly2   the same with the kernel (x.y + ALPHA)^2 (C grid 0.5 .. 8 for both kernels)
 
@@ -18,6 +20,10 @@ then a final fit on all of train.jsonl, scored on dev.jsonl and seeds.jsonl. Mod
       --out VECDIR/$f.svm
   done
   /usr/bin/python3 tools/screen_domain.py VECDIR [MODE [ALPHA]] [--corpus ../shared/corpus]
+                                           [--article-power P]
+
+--article-power P weights each training passage by n^-P, n its article's passage count (so long
+articles do not dominate), normalized to a mean weight of 1 (linear modes).
 
 Needs Debian's python3-sklearn. Prints the chosen C per theme and micro / macro F1 (lowest
 theme) for CV, dev and seeds (~30 s per mode).
@@ -54,9 +60,10 @@ def best_threshold(s, y):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("vecdir")
-    ap.add_argument("mode", nargs="?", default="base", choices=["base", "nb", "nbsq", "rbf", "poly2"])
+    ap.add_argument("mode", nargs="?", default="base", choices=["base", "nb", "nbsq", "clean", "rbf", "poly2"])
     ap.add_argument("alpha", nargs="?", type=float, default=1.0)
     ap.add_argument("--corpus", default="../shared/corpus")
+    ap.add_argument("--article-power", type=float, default=0.0)
     a = ap.parse_args()
     R, X, Y = {}, {}, {}
     for s in ("train", "dev", "seeds"):
@@ -82,17 +89,35 @@ def main():
     def scaled(x, r):
         return x if r is None else x @ sparse.diags(r)
 
-    def fit(x, y, c):
-        return LinearSVC(C=c, loss="hinge", max_iter=20000, dual=True).fit(x, y)
+    docs = [r["doc"] for r in R["train"]]
+    size = {d: docs.count(d) for d in set(docs)}
+    weight = np.array([size[d] ** -a.article_power for d in docs])
+    weight *= len(weight) / weight.sum()
 
-    def decision(rows, y, c, test, test_set):
-        """Fits on train.jsonl's `rows` with labels y; decision values of `test` rows of
+    def fit(x, y, c, w=None):
+        return LinearSVC(C=c, loss="hinge", max_iter=20000, dual=True).fit(x, y, sample_weight=w)
+
+    def kept(rows, y, c):
+        """The rows of train.jsonl a clean fit keeps (all unless mode clean)."""
+        if a.mode != "clean":
+            return rows
+        inner = np.zeros(len(rows))
+        for tr, te in GroupKFold(n_splits=5).split(rows, groups=[docs[i] for i in rows]):
+            inner[te] = fit(X["train"][rows[tr]], y[tr], c).decision_function(X["train"][rows[te]])
+        return rows[(2 * y - 1) * inner > -a.alpha]
+
+    def decision(rows, col, c, test, test_set):
+        """Fits theme `col` on train.jsonl's `rows`; decision values of `test` rows of
         `test_set` (a split name)."""
+        y = Y["train"][rows, col]
         if kernel:
             m = SVC(C=c, kernel="precomputed").fit(K["train"][np.ix_(rows, rows)], y)
             return m.decision_function(K[test_set][np.ix_(test, rows)])
-        r = ratio(X["train"][rows], y)
-        return fit(scaled(X["train"][rows], r), y, c).decision_function(scaled(X[test_set][test], r))
+        keep = kept(rows, y, c)
+        y = Y["train"][keep, col]
+        r = ratio(X["train"][keep], y)
+        return fit(scaled(X["train"][keep], r), y, c, weight[keep]).decision_function(
+            scaled(X[test_set][test], r))
 
     folds = list(GroupKFold(n_splits=5).split(X["train"], groups=[r["doc"] for r in R["train"]]))
     oof_tags, chosen = np.zeros(Y["train"].shape), []
@@ -101,20 +126,20 @@ def main():
         for c in ([0.5, 1, 2, 4, 8] if kernel else CS):
             oof = np.zeros(len(y))
             for tr, te in folds:
-                oof[te] = decision(tr, y[tr], c, te, "train")
+                oof[te] = decision(tr, j, c, te, "train")
             th = best_threshold(oof, y)
             f = 2 * ((oof >= th) & (y == 1)).sum() / ((oof >= th).sum() + y.sum())
             if best is None or f > best[0]:
                 best = (f, c, th, oof >= th)
         chosen.append(best[1:3])
         oof_tags[:, j] = best[3]
-    print(f"{a.mode} alpha {a.alpha}: C {[c for c, _ in chosen]}")
+    print(f"{a.mode} alpha {a.alpha} article-power {a.article_power}: C {[c for c, _ in chosen]}")
     print("  CV    %.4f / %.4f (lowest %.3f)" % scores(oof_tags, Y["train"]))
     for s in ("dev", "seeds"):
         P = np.zeros(Y[s].shape)
         every = np.arange(len(R["train"]))
         for j, (c, th) in enumerate(chosen):
-            P[:, j] = decision(every, Y["train"][:, j], c, np.arange(len(R[s])), s) >= th
+            P[:, j] = decision(every, j, c, np.arange(len(R[s])), s) >= th
         print(f"  {s:5} %.4f / %.4f (lowest %.3f)" % scores(P, Y[s]))
 
 
