@@ -207,7 +207,7 @@ clean:
 #   make fuzz     each target FUZZ_SECONDS (300), corpus kept in build/fuzz/corpus
 #   make fuzz-ci  replays tests/fuzz/regressions, then each target FUZZ_CI_SECONDS (11)
 # FUZZ_TARGETS="fuzz_http fuzz_jsonl" narrows either to some targets.
-FUZZ_TARGETS    ?= fuzz_jsonl fuzz_http fuzz_split fuzz_tok_icu fuzz_tok_bigram fuzz_bundle
+FUZZ_TARGETS    ?= fuzz_jsonl fuzz_http fuzz_loops fuzz_split fuzz_tok_icu fuzz_tok_bigram fuzz_bundle
 FUZZ_BUILD      ?= build/fuzz
 FUZZ_CC         ?= clang
 FUZZ_SECONDS    ?= 300

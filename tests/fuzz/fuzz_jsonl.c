@@ -34,21 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   td_buf_t out;
   fx_run(buf, n, data[0], data[1], &out);
 
-  FUZZ_CHECK(out.len == 0 || out.data[out.len - 1] == '\n', "answer does not end with LF");
-  size_t answers = 0;
-  for (size_t p = 0; p < out.len;) {
-    const char *nl = memchr(out.data + p, '\n', out.len - p);
-    size_t len = (size_t)(nl - (out.data + p));
-    json_error_t je;
-    json_t *o = json_loadb(out.data + p, len, 0, &je);
-    if (!o) fprintf(stderr, "bad answer line: %.*s\n", (int)(len > 300 ? 300 : len), out.data + p);
-    FUZZ_CHECK(o && json_is_object(o), "an answer line is not one JSON object");
-    fx_check_error_obj(o);
-    json_decref(o);
-    answers++;
-    p += len + 1;
-  }
-  FUZZ_CHECK(answers <= lines, "more answers than request lines");
+  fx_check_jsonl(out.data, out.len, lines);
   td_buf_free(&out);
   free(buf);
   return 0;

@@ -32,9 +32,27 @@ trap 'rm -rf "$tmp"' EXIT INT TERM
 max_len() {
   case "$1" in
   fuzz_bundle) echo 65536 ;;
-  fuzz_jsonl | fuzz_http) echo 16384 ;;
+  fuzz_jsonl | fuzz_http | fuzz_loops) echo 16384 ;;
   fuzz_split) echo 8192 ;;
   *) echo 4096 ;;
+  esac
+}
+
+# Seed directories and dictionaries: a target's own, but fuzz_loops (the
+# same connections, served by worker loops) takes fuzz_jsonl's and
+# fuzz_http's, both dictionaries joined into one.
+seeds_of() {
+  case "$1" in
+  fuzz_loops) echo "tests/fuzz/corpus/fuzz_jsonl tests/fuzz/corpus/fuzz_http" ;;
+  *) echo "tests/fuzz/corpus/$1" ;;
+  esac
+}
+dict_of() {
+  case "$1" in
+  fuzz_loops)
+    cat tests/fuzz/fuzz_jsonl.dict tests/fuzz/fuzz_http.dict >"$tmp/$1.dict" && echo "$tmp/$1.dict"
+    ;;
+  *) [ -f "tests/fuzz/$1.dict" ] && echo "tests/fuzz/$1.dict" ;;
   esac
 }
 
@@ -50,8 +68,8 @@ for t in "$@"; do
   log="$tmp/$t.log"
   findings="$FB/findings/$t"
   mkdir -p "$findings"
-  dict=""
-  [ -f "tests/fuzz/$t.dict" ] && dict="-dict=tests/fuzz/$t.dict"
+  dict=$(dict_of "$t")
+  [ -n "$dict" ] && dict="-dict=$dict"
   ok=1
   why=""
   regress=0
@@ -83,7 +101,7 @@ for t in "$@"; do
     # calloc that is mostly never touched; -rss_limit_mb bounds real use.
     "$bin" -max_total_time="$SECS" -max_len="$(max_len "$t")" -timeout=10 -rss_limit_mb=4096 \
       -malloc_limit_mb=10240 -print_final_stats=1 -artifact_prefix="$findings/" $dict \
-      "$corpus" "tests/fuzz/corpus/$t" $extra >"$log" 2>&1
+      "$corpus" $(seeds_of "$t") $extra >"$log" 2>&1
     rc=$?
     if [ "$rc" -ne 0 ]; then
       ok=0

@@ -11,38 +11,22 @@
  * and every request. Nothing in the daemon is stubbed or refactored: the
  * bytes go through exactly the code a socket's bytes go through.
  *
- * Input layout (both targets):
- *   byte 0  configuration for this connection (the limits are read per
- *           request, so they may change between connections):
- *             bits 0-1  max_pending 64, 1, 2, 4
- *             bits 2-3  max_request_bytes/max_line_bytes 4M/4M, 100/200, 64/64, 300/300
- *             bit 4     the connection counts as TCP (admin ops need the token)
- *             bit 5     an admin token ("s3cret") is configured
- *             bit 6     max_output_bytes 1 (reading pauses after every answer)
- *             bit 7     max_passages 3, max_documents 2
- *   byte 1  write chunk size: all at once, 1, 2, 3, 7, 16, 100, 1000 (bits 0-2)
- *   rest    the bytes the client sends
+ * Input layout (both targets): byte 0 the limits for this connection, byte
+ * 1 the write chunking (server_common.h), then the bytes the client sends.
+ * Bit 4 of byte 0 marks the connection as TCP (its is_tcp is set by hand).
  *
  * A hang (a connection the server never finishes) is a libFuzzer timeout.
  */
 #ifndef TD_FUZZ_SERVER_FIXTURE_H
 #define TD_FUZZ_SERVER_FIXTURE_H
 
-#include <jansson.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <uv.h>
 
-#include "bundle_split.h"
-#include "config.h"
-#include "fuzz_common.h"
-#include "log.h"
-#include "model.h"
 #include "reload.h"
 #include "server.h"
+#include "server_common.h"
 
 static uv_loop_t g_loop;
 static td_server_t g_srv;
@@ -57,46 +41,10 @@ typedef struct fx_client {
   int eof, closed;
 } fx_client_t;
 
-static inline void fx_die(const char *what, const char *why) {
-  fprintf(stderr, "fuzz fixture: %s: %s\n", what, why);
-  exit(1);
-}
-
 static inline void fx_init(void) {
-  /* Nothing of a surrounding systemd may leak in. */
-  unsetenv("NOTIFY_SOCKET");
-  unsetenv("LISTEN_FDS");
-  unsetenv("LISTEN_PID");
-  unsetenv("WATCHDOG_USEC");
-  setenv("UV_THREADPOOL_SIZE", "2", 1);
-  td_log_init(TD_LOG_ERROR, 0);
-  json_object_seed(1);
-
-  char tmpl[] = "/tmp/themed-fuzz-srv-XXXXXX", path[PATH_MAX], listen[160];
-  if (!mkdtemp(tmpl)) fx_die("mkdtemp", strerror(errno));
-  fuzz_remove_at_exit(tmpl);
-  const char *seed = fuzz_path("THEMED_FUZZ_BUNDLE", "tests/fuzz/corpus/fuzz_bundle/tiny.bundle");
-  size_t n = 0;
-  uint8_t *b = bundle_read(seed, &n);
-  if (!b) fx_die(seed, "cannot read the seed bundle (run from the top of the tree)");
-  snprintf(path, sizeof path, "%s/models", tmpl);
-  mkdir(path, 0755);
-  snprintf(path, sizeof path, "%s/models/tiny", tmpl);
-  if (bundle_write(path, b, n)) fx_die(path, "cannot unpack the bundle");
-  free(b);
-  const char *plugins = fuzz_path("THEMED_PLUGIN_DIR", "build/fuzz/plugins");
-  bundle_pin_plugins(plugins);
-
-  td_config_init(&g_cfg);
-  g_cfg.model = strdup(path);
-  g_cfg.plugins = strdup(plugins);
-  snprintf(g_sock, sizeof g_sock, "%s/s.sock", tmpl);
-  snprintf(listen, sizeof listen, "unix:%s", g_sock);
-  g_cfg.listen = calloc(1, sizeof *g_cfg.listen);
-  g_cfg.listen[0] = strdup(listen);
-  g_cfg.nlisten = 1;
-  /* One loop, driven here: the framing and request code the fuzzers reach
-   * is the same on a worker loop (tests/integration/test_loops.py). */
+  fx_setup(&g_cfg, g_sock, sizeof g_sock);
+  /* One loop, driven here. The worker-loop mode (the default), with its
+   * hand-off to a loop on another thread, is fuzz_loops' (loops_fixture.h). */
   g_cfg.worker_loops = 0;
   td_err_t err = {0};
   if (td_config_validate(&g_cfg, 0, &err)) fx_die("config", err.msg);
@@ -108,15 +56,8 @@ static inline void fx_init(void) {
 }
 
 static inline void fx_configure(unsigned sel) {
-  static const size_t pending[] = {64, 1, 2, 4};
-  static const size_t req[] = {4u << 20, 100, 64, 300}, line[] = {4u << 20, 200, 64, 300};
-  g_cfg.max_pending = pending[sel & 3];
-  g_cfg.max_request_bytes = req[(sel >> 2) & 3];
-  g_cfg.max_line_bytes = line[(sel >> 2) & 3];
-  g_cfg.max_output_bytes = sel & 64 ? 1 : TD_DEFAULT_MAX_OUTPUT_BYTES;
-  g_cfg.max_passages = sel & 128 ? 3 : TD_DEFAULT_MAX_PASSAGES;
-  g_cfg.max_documents = sel & 128 ? 2 : TD_DEFAULT_MAX_DOCUMENTS;
-  td_server_set_admin_token(&g_srv, sel & 32 ? "s3cret" : NULL);
+  fx_limits(&g_cfg, sel);
+  td_server_set_admin_token(&g_srv, sel & FX_SEL_TOKEN ? FX_TOKEN : NULL);
 }
 
 static void fx_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -144,7 +85,6 @@ static void fx_closed(uv_handle_t *h) { ((fx_client_t *)h->data)->closed = 1; }
 /* Runs one connection; the server's answers end up in out (caller frees). */
 static inline void fx_run(const uint8_t *stream, size_t n, unsigned sel, unsigned chunksel,
                           td_buf_t *out) {
-  static const size_t chunks[] = {0, 1, 2, 3, 7, 16, 100, 1000};
   fx_configure(sel);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -159,10 +99,10 @@ static inline void fx_run(const uint8_t *stream, size_t n, unsigned sel, unsigne
   uint64_t before = g_srv.next_conn_id;
   while (g_srv.next_conn_id == before) uv_run(&g_loop, UV_RUN_ONCE);
   FUZZ_CHECK(g_srv.conns && g_srv.conns->id == g_srv.next_conn_id, "accepted connection not found");
-  g_srv.conns->is_tcp = (sel & 16) != 0;
+  g_srv.conns->is_tcp = (sel & FX_SEL_TCP) != 0;
   uv_read_start((uv_stream_t *)&c->pipe, fx_alloc, fx_read);
 
-  size_t chunk = chunks[chunksel & 7], nw = chunk ? (n + chunk - 1) / chunk : 1;
+  size_t chunk = fx_chunks[chunksel & 7], nw = chunk ? (n + chunk - 1) / chunk : 1;
   c->wreqs = calloc(nw ? nw : 1, sizeof *c->wreqs);
   for (size_t i = 0, off = 0; i < nw && off < n; i++) {
     size_t len = chunk && n - off > chunk ? chunk : n - off;
@@ -182,21 +122,6 @@ static inline void fx_run(const uint8_t *stream, size_t n, unsigned sel, unsigne
   *out = c->out;
   free(c->wreqs);
   free(c);
-}
-
-/* Every JSON error object the daemon writes: {"error":{"code":..,"message":..}}. */
-static inline void fx_check_error_obj(const json_t *o) {
-  const json_t *e = json_object_get(o, "error");
-  if (!e) return;
-  FUZZ_CHECK(json_is_object(e) && json_is_string(json_object_get(e, "code")) &&
-                 json_is_string(json_object_get(e, "message")),
-             "malformed error object");
-  const char *code = json_string_value(json_object_get(e, "code"));
-  int known = 0;
-  for (int k = 1; k < TD_EC_COUNT; k++)
-    if (!strcmp(code, td_ecode_name((td_ecode_t)k))) known = 1;
-  FUZZ_CHECK(known, "unknown error code");
-  FUZZ_CHECK(strcmp(code, "internal") != 0, "internal error (a bug or out of memory)");
 }
 
 #endif

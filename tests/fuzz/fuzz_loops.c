@@ -1,0 +1,44 @@
+/*
+ * libFuzzer target: a connection to the real server in its production mode,
+ * with worker loops (loops_fixture.h): the main loop accepts and hands the
+ * descriptor to a worker loop on another thread, which sniffs the protocol,
+ * frames (JSON Lines or HTTP/1.1), classifies inline or on the threadpool,
+ * answers the loop-side ops (reload goes to the main loop and its answer
+ * comes back), applies backpressure, and closes; the fuzz thread is an
+ * ordinary client over a unix socket or TCP.
+ *
+ * Input: byte 0 the limits (and unix or TCP), byte 1 the write chunking
+ * (server_common.h), then the stream. Checked, by the stream's first byte
+ * as the daemon sniffs it: JSON Lines answers are one JSON object a line,
+ * no more than the lines sent; HTTP answers are complete responses with
+ * nothing after Connection: close; anything else gets one error line.
+ * Error objects are well formed, with a known code, never "internal". Every
+ * loop lets go of the connection and its requests (else a FUZZ_CHECK after
+ * a few seconds), and the connection count returns to 0.
+ */
+#include "loops_fixture.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  lx_init();
+  return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (size < 3) return 0;
+  const uint8_t *s = data + 2;
+  size_t n = size - 2;
+  td_buf_t out;
+  lx_run(s, n, data[0], data[1], &out);
+  const char *d = out.data ? out.data : "";
+  if (isalpha(s[0])) {
+    fx_check_http(d, out.len);
+  } else if (memchr("{[ \t\r\n", s[0], 6)) {
+    size_t lines = 1;
+    for (size_t i = 0; i < n; i++) lines += s[i] == '\n';
+    fx_check_jsonl(d, out.len, lines);
+  } else {
+    fx_check_not_a_protocol(d, out.len);
+  }
+  td_buf_free(&out);
+  return 0;
+}
