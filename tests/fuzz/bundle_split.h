@@ -7,7 +7,8 @@
  * (at most BUNDLE_MAX_SVM model files; missing parts are missing files).
  * tests/fuzz/make-seeds.py writes a real bundle this way, its manifest
  * pointing at svm/<k>.model. fuzz_bundle loads the unpacked directory;
- * fuzz_jsonl and fuzz_http unpack the seed once to have a model to serve.
+ * the server targets (fuzz_jsonl, fuzz_http, fuzz_loops) unpack the seed once
+ * to have a model to serve.
  */
 #ifndef TD_FUZZ_BUNDLE_SPLIT_H
 #define TD_FUZZ_BUNDLE_SPLIT_H

@@ -11,11 +11,13 @@ script or ../shared:
   small slice of tests/fixtures/labelled-train.jsonl (four passages per
   label, two themes, 1024 buckets), packed as fuzz_bundle expects (tests/fuzz/bundle_split.h): the
   manifest, idf.tsv and svm/<k>.model joined by "\\n%%\\n", the manifest's
-  svm paths renamed to svm/<k>.model. fuzz_jsonl and fuzz_http serve it too.
+  svm paths renamed to svm/<k>.model. fuzz_jsonl, fuzz_http and fuzz_loops
+  serve it too.
 - the other corpora: small hand-made inputs (valid requests, edge cases).
 
-Server-target seeds (fuzz_jsonl, fuzz_http) start with two bytes: the
-connection's configuration and the write chunking (server_fixture.h).
+Server-target seeds (fuzz_jsonl, fuzz_http; fuzz_loops runs both) start with
+two bytes: the connection's configuration and the write chunking
+(server_common.h).
 """
 import json
 import os
