@@ -8,7 +8,11 @@
  * ordinary client over a unix socket or TCP.
  *
  * Input: byte 0 the limits (and unix or TCP), byte 1 the write chunking
- * (server_common.h), then the stream. Checked, by the stream's first byte
+ * (server_common.h), then the stream. Byte 1, bits 3-4: the stream is sent
+ * 1, 2, 4 or 16 times over, so that within libFuzzer's 16 KiB a line can
+ * outgrow what a worker loop classifies itself (16 KiB) and a connection
+ * what it classifies in one iteration (64 KiB): those go to the threadpool
+ * and come back to the worker loop. Checked, by the stream's first byte
  * as the daemon sniffs it: JSON Lines answers are one JSON object a line,
  * no more than the lines sent; HTTP answers are complete responses with
  * nothing after Connection: close; anything else gets one error line.
@@ -25,8 +29,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 3) return 0;
-  const uint8_t *s = data + 2;
-  size_t n = size - 2;
+  static const size_t times[] = {1, 2, 4, 16};
+  size_t k = times[(data[1] >> 3) & 3], n = (size - 2) * k;
+  uint8_t *s = malloc(n);
+  if (!s) return 0;
+  for (size_t i = 0; i < k; i++) memcpy(s + i * (size - 2), data + 2, size - 2);
   td_buf_t out;
   lx_run(s, n, data[0], data[1], &out);
   const char *d = out.data ? out.data : "";
@@ -40,5 +47,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fx_check_not_a_protocol(d, out.len);
   }
   td_buf_free(&out);
+  free(s);
   return 0;
 }
