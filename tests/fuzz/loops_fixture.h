@@ -232,13 +232,14 @@ static inline int lx_connect(int tcp) {
   }
 }
 
-/* Runs one connection; the server's answers end up in out (caller frees). */
-static inline void lx_run(const uint8_t *stream, size_t n, unsigned sel, unsigned chunksel,
+/* Runs one connection, writing chunk bytes at a time (0: all at once); the
+ * server's answers end up in out (caller frees). */
+static inline void lx_run(const uint8_t *stream, size_t n, unsigned sel, size_t chunk,
                           td_buf_t *out) {
   lx_ask_t conf = {.base = g_base[0], .configure = 1, .sel = sel};
   FUZZ_CHECK(lx_ask(0, &conf), "the main loop is busy before the connection");
   int fd = lx_connect((sel & FX_SEL_TCP) != 0);
-  size_t chunk = fx_chunks[chunksel & 7], off = 0;
+  size_t off = 0;
   int wdone = 0;
   td_buf_init(out);
   uint64_t until = lx_now_ms() + LX_IO_TIMEOUT_MS;
