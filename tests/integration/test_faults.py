@@ -350,6 +350,20 @@ def _until_serves(d, timeout):
         time.sleep(0.05)
 
 
+def _until_connections(conn, n, timeout):
+    """Until the daemon holds at most n connections. One answered connection
+    says one descriptor is free, not that every close has reached its worker
+    loop: until they have, a new connection (an fd, and one more to hand it
+    over) may still meet EMFILE and be refused."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = conn.call({"op": "stats"})["stats"]["connections"]
+        if held <= n:
+            return
+        check(time.monotonic() < deadline, "the daemon still holds %d connections" % held)
+        time.sleep(0.05)
+
+
 def test_emfile_no_spin_and_recovery():
     limit = 64
     with Daemon(pre_cmd=_nofile(limit), model=model_b_dir()) as d:
@@ -380,6 +394,7 @@ def test_emfile_no_spin_and_recovery():
         for c in held:
             c.close()
         _until_serves(d, wait(10))
+        _until_connections(admin, 1, wait(10))
         more = [d.jsonl() for _ in range(10)]
         for i, c in enumerate(more):
             check(c.call({"op": "health", "id": i})["id"] == i)
