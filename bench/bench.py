@@ -697,6 +697,16 @@ class Bench:
             d = self.start_daemon(n, f"w{n}x")
             try:
                 W[n] = self.load(d, f"workers{n}", f"{w}/req_doc10.jsonl", "unix", "jsonl", 64)
+                if n == 1:
+                    # One worker loop: on 2 CPUs the daemon and the generator each have one,
+                    # so this reading shows the daemon's tail without the contention.
+                    sw1 = self.step("open-loop saturation, 1 worker", self.open_loop_saturation,
+                                    d, f"{w}/req_single.jsonl")
+                    rs = sw1 and self.step("rate-half-w1", self.rate_half, d, "rate-half-w1",
+                                           f"{w}/req_single.jsonl", round(sw1["saturation"] / 2))
+                    if rs:
+                        rs[0]["saturation_pps"] = sw1["saturation"]
+                        S["rate_half_open_w1"] = rs[0]
             finally:
                 d["proc"].terminate()
                 d["proc"].wait()
@@ -922,6 +932,7 @@ class Bench:
                 add("")
             for key, what in (("rate_half_open", "open loop"),
                               ("rate_half_open_yield", "open loop"),
+                              ("rate_half_open_w1", "open loop, --workers 1"),
                               ("rate_half", "closed loop, 8 pipelined per connection"),
                               ("rate_half_yield", "closed loop, 8 pipelined per connection")):
                 rh = S.get(key)
@@ -1026,7 +1037,8 @@ class Bench:
                                        "the daemon as a client on CPUs of its own would")):
             parts = []
             for key, what in (("rate_half_open", "the open-loop saturation"),
-                              ("rate_half", "the pipelined closed-loop saturation")):
+                              ("rate_half", "the pipelined closed-loop saturation"),
+                              ("rate_half_open_w1", "the open-loop saturation of --workers 1")):
                 o = S.get(key + suffix)
                 if o:
                     parts.append(f"{o['p99_us'] / 1000:.2f} ms{runs(o)} at half {what} "
