@@ -173,14 +173,8 @@ static inline void lx_init(void) {
   g_cfg.listen = l;
   g_cfg.listen[g_cfg.nlisten++] = strdup("tcp:127.0.0.1:0");
   g_cfg.worker_loops = 1;
-  td_err_t err = {0};
-  if (td_config_validate(&g_cfg, 0, &err)) fx_die("config", err.msg);
-  td_model_t *m = NULL;
-  if (td_model_load(g_cfg.model, g_cfg.plugins, &m, &err)) fx_die("model", err.msg);
-  uv_loop_init(&g_loop);
-  if (td_server_init(&g_srv, &g_loop, &g_cfg, LX_WORKERS, m, &err)) fx_die("server", err.msg);
+  fx_start(&g_cfg, &g_loop, &g_srv, LX_WORKERS);
   if (g_srv.nshards != LX_WORKERS) fx_die("server", "the worker loops did not start");
-  if (td_server_listen(&g_srv, 0, &err)) fx_die("listen", err.msg);
   for (size_t i = 0; i < g_srv.nlisteners; i++) {
     const char *name = g_srv.listeners[i].name, *colon = strrchr(name, ':');
     if (!strncmp(name, "tcp:", 4) && colon) g_port = atoi(colon + 1);

@@ -25,6 +25,7 @@
 #include "fuzz_common.h"
 #include "log.h"
 #include "model.h"
+#include "server.h"
 
 /* Selector byte 0 and byte 1, the same in every server target:
  *   byte 0  configuration for this connection (the limits are read per
@@ -86,6 +87,18 @@ static inline void fx_setup(td_config_t *cfg, char *sock, size_t socksz) {
 }
 
 /* The limits of selector byte 0 (the admin token is the fixture's business). */
+/* Validates cfg, loads its model and starts a listening server with `workers`
+ * workers on loop (cfg->worker_loops decides whether they are worker loops). */
+static inline void fx_start(td_config_t *cfg, uv_loop_t *loop, td_server_t *srv, int workers) {
+  td_err_t err = {0};
+  if (td_config_validate(cfg, 0, &err)) fx_die("config", err.msg);
+  td_model_t *m = NULL;
+  if (td_model_load(cfg->model, cfg->plugins, &m, &err)) fx_die("model", err.msg);
+  uv_loop_init(loop);
+  if (td_server_init(srv, loop, cfg, workers, m, &err)) fx_die("server", err.msg);
+  if (td_server_listen(srv, 0, &err)) fx_die("listen", err.msg);
+}
+
 static inline void fx_limits(td_config_t *cfg, unsigned sel) {
   static const size_t pending[] = {64, 1, 2, 4};
   static const size_t req[] = {4u << 20, 100, 64, 300}, line[] = {4u << 20, 200, 64, 300};

@@ -46,13 +46,7 @@ static inline void fx_init(void) {
   /* One loop, driven here. The worker-loop mode (the default), with its
    * hand-off to a loop on another thread, is fuzz_loops' (loops_fixture.h). */
   g_cfg.worker_loops = 0;
-  td_err_t err = {0};
-  if (td_config_validate(&g_cfg, 0, &err)) fx_die("config", err.msg);
-  td_model_t *m = NULL;
-  if (td_model_load(g_cfg.model, g_cfg.plugins, &m, &err)) fx_die("model", err.msg);
-  uv_loop_init(&g_loop);
-  td_server_init(&g_srv, &g_loop, &g_cfg, 2, m, &err);
-  if (td_server_listen(&g_srv, 0, &err)) fx_die("listen", err.msg);
+  fx_start(&g_cfg, &g_loop, &g_srv, 2);
 }
 
 static inline void fx_configure(unsigned sel) {
