@@ -20,7 +20,11 @@ then a final fit on all of train.jsonl, scored on dev.jsonl and seeds.jsonl. Mod
       --out VECDIR/$f.svm
   done
   /usr/bin/python3 tools/screen_domain.py VECDIR [MODE [ALPHA]] [--corpus ../shared/corpus]
-                                           [--article-power P]
+                                           [--article-power P] [--with VECDIR2 [--weight W]]
+
+--with VECDIR2 [--weight W] averages this model with a second bundle's (its vectors of the same
+three files, fitted the same way), each model's decision values divided by their out-of-fold
+standard deviation, W the second's share; the thresholds are tuned on the average.
 
 --article-power P weights each training passage by n^-P, n its article's passage count (so long
 articles do not dominate), normalized to a mean weight of 1 (linear modes).
@@ -57,19 +61,11 @@ def best_threshold(s, y):
     return (s[o][i] + (s[o][i + 1] if i + 1 < len(s) else s[o][i] - 1)) / 2
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("vecdir")
-    ap.add_argument("mode", nargs="?", default="base", choices=["base", "nb", "nbsq", "clean", "rbf", "poly2"])
-    ap.add_argument("alpha", nargs="?", type=float, default=1.0)
-    ap.add_argument("--corpus", default="../shared/corpus")
-    ap.add_argument("--article-power", type=float, default=0.0)
-    a = ap.parse_args()
-    R, X, Y = {}, {}, {}
-    for s in ("train", "dev", "seeds"):
-        R[s] = [json.loads(line) for line in open(f"{a.corpus}/{s}.jsonl", encoding="utf-8")]
-        X[s] = sparse.csr_matrix(load_svmlight_file(f"{a.vecdir}/{s}.svm", n_features=NFEAT)[0])
-        Y[s] = np.array([[t in r["themes"] for t in THEMES] for r in R[s]], dtype=int)
+def theme_scores(a, R, Y, vecdir):
+    """Per theme, the C of the best out-of-fold F1; returns the chosen Cs, the out-of-fold
+    decision values at them (passages x themes) and a final fit's on dev and seeds."""
+    X = {s: sparse.csr_matrix(load_svmlight_file(f"{vecdir}/{s}.svm", n_features=NFEAT)[0])
+         for s in R}
 
     kernel = a.mode in ("rbf", "poly2")
     if kernel:  # Gram matrices against train.jsonl, from the linear ones
@@ -120,7 +116,8 @@ def main():
             scaled(X[test_set][test], r))
 
     folds = list(GroupKFold(n_splits=5).split(X["train"], groups=[r["doc"] for r in R["train"]]))
-    oof_tags, chosen = np.zeros(Y["train"].shape), []
+    oofs, tests, chosen = [], {"dev": [], "seeds": []}, []
+    every = np.arange(len(R["train"]))
     for j in range(len(THEMES)):
         y, best = Y["train"][:, j], None
         for c in ([0.5, 1, 2, 4, 8] if kernel else CS):
@@ -130,17 +127,41 @@ def main():
             th = best_threshold(oof, y)
             f = 2 * ((oof >= th) & (y == 1)).sum() / ((oof >= th).sum() + y.sum())
             if best is None or f > best[0]:
-                best = (f, c, th, oof >= th)
-        chosen.append(best[1:3])
-        oof_tags[:, j] = best[3]
-    print(f"{a.mode} alpha {a.alpha} article-power {a.article_power}: C {[c for c, _ in chosen]}")
-    print("  CV    %.4f / %.4f (lowest %.3f)" % scores(oof_tags, Y["train"]))
+                best = (f, c, oof)
+        chosen.append(best[1])
+        oofs.append(best[2])
+        for s in tests:
+            tests[s].append(decision(every, j, best[1], np.arange(len(R[s])), s))
+    return chosen, np.array(oofs).T, {s: np.array(v).T for s, v in tests.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("vecdir")
+    ap.add_argument("mode", nargs="?", default="base", choices=["base", "nb", "nbsq", "clean", "rbf", "poly2"])
+    ap.add_argument("alpha", nargs="?", type=float, default=1.0)
+    ap.add_argument("--corpus", default="../shared/corpus")
+    ap.add_argument("--article-power", type=float, default=0.0)
+    ap.add_argument("--with", dest="other", metavar="VECDIR2",
+                    help="ensemble: a second bundle's vectors of the same files, fitted the same way")
+    ap.add_argument("--weight", type=float, default=0.5, help="VECDIR2's share of the ensemble")
+    a = ap.parse_args()
+    R, Y = {}, {}
+    for s in ("train", "dev", "seeds"):
+        R[s] = [json.loads(line) for line in open(f"{a.corpus}/{s}.jsonl", encoding="utf-8")]
+        Y[s] = np.array([[t in r["themes"] for t in THEMES] for r in R[s]], dtype=int)
+    runs = [(1.0, theme_scores(a, R, Y, a.vecdir))]
+    if a.other:  # each model's decision values in units of their out-of-fold spread
+        runs = [(1 - a.weight, runs[0][1]), (a.weight, theme_scores(a, R, Y, a.other))]
+    oof = sum(w * o / o.std(0) for w, (_, o, _) in runs)
+    ths = [best_threshold(oof[:, j], Y["train"][:, j]) for j in range(len(THEMES))]
+    print(f"{a.mode} alpha {a.alpha} article-power {a.article_power}"
+          + (f" with {a.other} weight {a.weight}" if a.other else "")
+          + ": C " + "; ".join(str(c) for _, (c, _, _) in runs))
+    print("  CV    %.4f / %.4f (lowest %.3f)" % scores((oof >= ths).astype(int), Y["train"]))
     for s in ("dev", "seeds"):
-        P = np.zeros(Y[s].shape)
-        every = np.arange(len(R["train"]))
-        for j, (c, th) in enumerate(chosen):
-            P[:, j] = decision(every, j, c, np.arange(len(R[s])), s) >= th
-        print(f"  {s:5} %.4f / %.4f (lowest %.3f)" % scores(P, Y[s]))
+        t = sum(w * d[s] / o.std(0) for w, (_, o, d) in runs)
+        print(f"  {s:5} %.4f / %.4f (lowest %.3f)" % scores((t >= ths).astype(int), Y[s]))
 
 
 if __name__ == "__main__":
