@@ -10,6 +10,7 @@
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,7 @@ static const opt_def_t g_opts[] = {
     {"listen", T_LIST, OFF(listen), "ADDR", "unix:PATH, tcp:HOST:PORT or tcp:[V6]:PORT (repeatable)"},
     {"workers", T_INT, OFF(workers), "N", "classification threads (default: online CPUs)"},
     {"worker_loops", T_BOOL, OFF(worker_loops), NULL, "each worker serves its own connections on its own event loop (default true; false: one loop hands requests to a threadpool)"},
+    {"cpu_affinity", T_STR, OFF(cpu_affinity), "CPUS", "pin worker loop i to the i-th of CPUS: auto (the CPUs the daemon may use), a list like 0,2-3, or none (default)"},
     {"log_level", T_LEVEL, OFF(log_level), "LEVEL", "error, warn, info (default) or debug"},
     {"log_journal", T_BOOL, OFF(log_journal), NULL, "sd-daemon <N> prefixes instead of timestamps"},
     {"admin_token_file", T_STR, OFF(admin_token_file), "FILE", "file holding the token admin ops over TCP need (mode o-rwx)"},
@@ -106,6 +108,9 @@ void td_config_free(td_config_t *c) {
   TD_FREE(c->nats_durable);
   TD_FREE(c->nats_results);
   TD_FREE(c->nats_dead_letter);
+  TD_FREE(c->cpu_affinity);
+  TD_FREE(c->cpus);
+  c->ncpus = 0;
   list_clear(c);
 }
 
@@ -602,6 +607,50 @@ static int resolve_models_dir(td_config_t *c, td_err_t *err) {
   return 0;
 }
 
+/* cpu_affinity -> cpus: every CPU named must be one the daemon may run on
+ * (sched_getaffinity: a cgroup cpuset or a unit's CPUAffinity= narrow it). */
+static int resolve_cpus(td_config_t *c, td_err_t *err) {
+  TD_FREE(c->cpus);
+  c->ncpus = 0;
+  const char *spec = c->cpu_affinity;
+  if (!spec || !*spec || !strcmp(spec, "none")) return 0;
+  if (!c->worker_loops)
+    return td_err_set(err, TD_EINVAL, "cpu_affinity pins worker loops: it needs worker_loops");
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof allowed, &allowed))
+    return td_err_set(err, TD_EINVAL, "cpu_affinity: cannot read the CPUs allowed: %s", strerror(errno));
+  if (!(c->cpus = calloc(CPU_SETSIZE, sizeof *c->cpus))) return td_err_set(err, TD_ENOMEM, "out of memory");
+  if (!strcmp(spec, "auto")) {
+    for (int k = 0; k < CPU_SETSIZE; k++)
+      if (CPU_ISSET(k, &allowed)) c->cpus[c->ncpus++] = k;
+    return 0;
+  }
+  for (const char *p = spec;;) {
+    char *end;
+    errno = 0;
+    long lo = strtol(p, &end, 10), hi = lo;
+    if (end == p || errno || lo < 0) goto bad;
+    if (*end == '-') {
+      p = end + 1;
+      hi = strtol(p, &end, 10);
+      if (end == p || errno || hi < lo) goto bad;
+    }
+    for (long k = lo; k <= hi; k++) {
+      if (k >= CPU_SETSIZE || !CPU_ISSET((int)k, &allowed))
+        return td_err_set(err, TD_EINVAL, "cpu_affinity: CPU %ld is not one this process may run on", k);
+      if (c->ncpus == CPU_SETSIZE) goto bad;
+      c->cpus[c->ncpus++] = (int)k;
+    }
+    if (!*end) return 0;
+    if (*end != ',') goto bad;
+    p = end + 1;
+  }
+bad:
+  return td_err_set(err, TD_EINVAL,
+                    "cpu_affinity: expected auto, none or a CPU list such as 0,2-3, got \"%s\"", spec);
+}
+
 int td_config_validate(td_config_t *c, int inherited_fds, td_err_t *err) {
   if (!c->model || !*c->model)
     return td_err_set(err, TD_EINVAL, "no model: give --model DIR (or \"model\" in the config file)");
@@ -629,6 +678,7 @@ int td_config_validate(td_config_t *c, int inherited_fds, td_err_t *err) {
   if (c->admin_token && c->admin_token_file)
     return td_err_set(err, TD_EINVAL, "give admin_token_file or admin_token, not both");
   if (resolve_models_dir(c, err)) return err->code;
+  if (resolve_cpus(c, err)) return err->code;
   return validate_nats(c, err);
 }
 

@@ -39,6 +39,10 @@ typedef struct td_config {
   int workers;         /* classification threads; 0 = online CPUs */
   int worker_loops;    /* 1 (default): each worker runs its own event loop;
                           0: one loop, classification on libuv's threadpool */
+  char *cpu_affinity;  /* NULL or "none" (default), "auto", or a CPU list "0,2-3" */
+  int *cpus;           /* after td_config_validate: worker loop i runs on
+                          cpus[i % ncpus]; NULL (ncpus 0): not pinned */
+  size_t ncpus;
   char *config_file;   /* --config, NULL if none */
   int log_level;       /* TD_LOG_* */
   int log_journal;     /* -1 auto, 0 off, 1 on */

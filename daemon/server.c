@@ -6,6 +6,9 @@
  */
 #include "server.h"
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1352,6 +1355,28 @@ static void shard_discard(td_server_t *sh) {
   sh->loop = NULL;
 }
 
+/*
+ * Names worker loop i's thread (top -H, /proc/PID/task/TID/comm) and pins it
+ * to its CPU when cpu_affinity asks: each loop then keeps a CPU of its own
+ * instead of being stacked by the scheduler beside another loop or a client
+ * on the same CPU, which shows as milliseconds of tail latency on a busy
+ * machine (bench/NOTES.md). A refused pin (EPERM under a seccomp filter,
+ * EINVAL for a CPU gone offline) leaves the loop unpinned, and says so.
+ */
+static void shard_place(td_server_t *s, td_server_t *sh, int i) {
+  char name[16]; /* the kernel's limit, NUL included; loops past 999 share a name */
+  snprintf(name, sizeof name, "themed-loop-%d", (i + 1) % 1000);
+  (void)pthread_setname_np(sh->thread, name);
+  if (!s->cfg->ncpus) return;
+  int cpu = s->cfg->cpus[(size_t)i % s->cfg->ncpus];
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  int rc = pthread_setaffinity_np(sh->thread, sizeof set, &set);
+  if (rc) td_log_warn("worker loop %d: cannot pin it to CPU %d: %s", i + 1, cpu, strerror(rc));
+  else td_log_info("worker loop %d: on CPU %d", i + 1, cpu);
+}
+
 /* Starts `n` worker loops; fewer if threads cannot be had (logged). */
 static void shards_start(td_server_t *s, int n) {
   if (n <= 0 || !(s->shards = calloc((size_t)n, sizeof *s->shards))) return;
@@ -1364,6 +1389,7 @@ static void shards_start(td_server_t *s, int n) {
       shard_discard(sh);
       continue;
     }
+    shard_place(s, sh, started);
     started++;
   }
   /* Set before any post reaches a worker loop (posts synchronize on post_mu),

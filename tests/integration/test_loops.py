@@ -12,7 +12,8 @@ import signal
 import subprocess
 import threading
 
-from harness import THEMECTL, Daemon, check, error_code, model_b_dir, model_dir, plugin_dir, wait
+from harness import (THEMECTL, THEMED, Daemon, check, error_code, model_b_dir, model_dir, plugin_dir,
+                     wait)
 
 TEXT = "发展集体经济，壮大村级产业。\n抓队伍建设 选优配强乡村骨干力量\n开展人居环境整治，建设美丽乡村。"
 
@@ -167,3 +168,47 @@ def test_worker_loops_under_concurrent_clients_and_reloads():
         _, _, text = d.request("GET", "/metrics")
         total = sum(int(x) for x in re.findall(r'themed_requests_total\{[^}]*op="classify"[^}]*\} (\d+)', text))
         check(total == 800, text[:2000])
+
+
+def _loop_threads(pid):
+    """{thread name: CPUs it may run on} for the daemon's worker loop threads."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            name = f.read().strip()
+        if name.startswith("themed-loop-"):
+            out[name] = os.sched_getaffinity(int(tid))
+    return out
+
+
+def test_cpu_affinity_pins_each_worker_loop_and_bad_lists_are_refused():
+    allowed = sorted(os.sched_getaffinity(0))
+    # auto: loop i on the i-th allowed CPU, round robin; the other threads stay free
+    with Daemon("--workers", "3", "--cpu-affinity", "auto") as d:
+        loops = _loop_threads(d.proc.pid)
+        check(sorted(loops) == ["themed-loop-1", "themed-loop-2", "themed-loop-3"], loops)
+        for i in range(3):
+            check(loops[f"themed-loop-{i + 1}"] == {allowed[i % len(allowed)]}, (loops, allowed))
+        check(os.sched_getaffinity(d.proc.pid) == set(allowed), "the main thread was pinned")
+        check(d.jsonl().call({"id": 1, "text": TEXT})["summary"]["passages"] == 3)
+        check("worker loop 1: on CPU %d" % allowed[0] in d.log(), d.log())
+    # an explicit list: both loops on the one CPU named
+    with Daemon("--workers", "2", "--cpu-affinity", str(allowed[-1])) as d:
+        check(set(map(frozenset, _loop_threads(d.proc.pid).values())) == {frozenset([allowed[-1]])})
+    # by default nothing is pinned, and the threads are still named
+    with Daemon("--workers", "2") as d:
+        loops = _loop_threads(d.proc.pid)
+        check(len(loops) == 2 and all(v == set(allowed) for v in loops.values()), loops)
+    env = dict(os.environ, THEMED_PLUGIN_DIR=plugin_dir())
+    for spec, says in ((str(max(allowed) + 1), b"is not one this process may run on"),
+                       ("1-0", b"expected auto, none or a CPU list"),
+                       ("0,", b"expected auto, none or a CPU list"),
+                       ("any", b"expected auto, none or a CPU list")):
+        r = subprocess.run([THEMED, "--model", model_dir(), "--listen", "unix:x.sock", "--cpu-affinity", spec,
+                            "--check-config"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                           timeout=wait(30))
+        check(r.returncode != 0 and says in r.stdout, (spec, r.stdout))
+    r = subprocess.run([THEMED, "--model", model_dir(), "--listen", "unix:x.sock", "--cpu-affinity", "auto",
+                        "--worker-loops=false", "--check-config"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, env=env, timeout=wait(30))
+    check(r.returncode != 0 and b"needs worker_loops" in r.stdout, r.stdout)
