@@ -464,7 +464,7 @@ class Bench:
 
     # ---------------------------------------------------------------- serving
 
-    def start_daemon(self, workers, tag):
+    def start_daemon(self, workers, tag, extra=()):
         sock = f"{self.work}/themed-{tag}.sock"
         if os.path.exists(sock):
             os.unlink(sock)
@@ -476,7 +476,7 @@ class Bench:
         p = subprocess.Popen([self.themed, "--model", os.path.join(ROOT, "models/rural-themes"),
                               "--plugins", self.plugins, "--listen", f"unix:{sock}", "--listen",
                               f"tcp:127.0.0.1:{port}", "--workers", str(workers),
-                              "--log-level", "warn"],
+                              "--log-level", "warn", *extra],
                              stdout=subprocess.DEVNULL, stderr=open(f"{self.work}/themed-{tag}.log", "w"))
         while True:
             if p.poll() is not None:
@@ -556,22 +556,22 @@ class Bench:
         self.log(f"load {label}: {o['pps']:.0f} passages/s, p99 {o['p99_us']:.0f} us")
         return o
 
-    def rate_half(self, d, label, reqfile, rate, nices=(0,)):
+    def rate_half(self, label, reqfile, rate, variants):
         """Single-passage requests at `rate` (half a saturation), open loop, 64
-        connections: three runs of 4 s (one of 3 s with --quick) for each of the
-        generator's niceness values, interleaved so that each sees the machine
-        in the same moods. The tail of one short run on a shared machine is
-        mostly whether it caught a stall of a few milliseconds; the three are
-        reported, and the run with the median p99 stands for them. Returns one
-        result per niceness."""
-        runs = {n: [] for n in nices}
+        connections: three runs of 4 s (one of 3 s with --quick) for each
+        variant, a (daemon, the generator's niceness) pair, interleaved so that
+        each sees the machine in the same moods. The tail of one short run on a
+        shared machine is mostly whether it caught a stall of a few
+        milliseconds; the three are reported, and the run with the median p99
+        stands for them. Returns one result per variant."""
+        runs = [[] for _ in variants]
         for k in range(1 if self.quick else 3):
-            for n in nices:
-                runs[n].append(self.load(d, f"{label}-n{n}-{k}", reqfile, "unix", "jsonl", 64, 0,
+            for v, (d, n) in enumerate(variants):
+                runs[v].append(self.load(d, f"{label}-v{v}-{k}", reqfile, "unix", "jsonl", 64, 0,
                                          rate, 3 if self.quick else 4, None, RATE_PACE_US, n))
         out = []
-        for n in nices:
-            rs = sorted(runs[n], key=lambda o: o["p99_us"])
+        for (d, n), rs in zip(variants, runs):
+            rs = sorted(rs, key=lambda o: o["p99_us"])
             o = dict(rs[len(rs) // 2])
             o["p99_runs_us"] = [x["p99_us"] for x in rs]
             o["nice"] = n
@@ -662,13 +662,26 @@ class Bench:
             if sweep:
                 S["open_sweep"] = sweep["steps"]
                 halves.insert(0, ("rate_half_open", "rate-half-open", sweep["saturation"]))
-            for key, label, s in halves:
-                if not s:
-                    continue
-                rs = self.step(label, self.rate_half, d, label, single, round(s / 2), (0, YIELD_NICE))
-                for suffix, o in zip(("", "_yield"), rs or []):
-                    o["saturation_pps"] = s
-                    S[key + suffix] = o
+            # and, at half the open-loop saturation, a daemon with its worker loops
+            # pinned (--cpu-affinity auto), started beside it and idle between its runs
+            dp = self.step("start pinned daemon", self.start_daemon, 2, "w2pin",
+                           ("--cpu-affinity", "auto"))
+            try:
+                for key, label, s in halves:
+                    if not s:
+                        continue
+                    variants = [("", d, 0), ("_yield", d, YIELD_NICE)]
+                    if dp and key == "rate_half_open":
+                        variants.append(("_pinned", dp, 0))
+                    rs = self.step(label, self.rate_half, label, single, round(s / 2),
+                                   [(dd, n) for _, dd, n in variants])
+                    for (suffix, _, _), o in zip(variants, rs or []):
+                        o["saturation_pps"] = s
+                        S[key + suffix] = o
+            finally:
+                if dp:
+                    dp["proc"].terminate()
+                    dp["proc"].wait()
             S["rss_hwm_kb"] = self.proc_status(d["proc"].pid, "VmHWM")
             S["rss_serving_max_kb"] = max([o["daemon_rss_kb"] for o in matrix + sizes] or [0])
             # without the 1,000-passage documents, whose in-flight requests (64
@@ -702,8 +715,9 @@ class Bench:
                     # so this reading shows the daemon's tail without the contention.
                     sw1 = self.step("open-loop saturation, 1 worker", self.open_loop_saturation,
                                     d, f"{w}/req_single.jsonl")
-                    rs = sw1 and self.step("rate-half-w1", self.rate_half, d, "rate-half-w1",
-                                           f"{w}/req_single.jsonl", round(sw1["saturation"] / 2))
+                    rs = sw1 and self.step("rate-half-w1", self.rate_half, "rate-half-w1",
+                                           f"{w}/req_single.jsonl", round(sw1["saturation"] / 2),
+                                           [(d, 0)])
                     if rs:
                         rs[0]["saturation_pps"] = sw1["saturation"]
                         S["rate_half_open_w1"] = rs[0]
@@ -932,6 +946,7 @@ class Bench:
                 add("")
             for key, what in (("rate_half_open", "open loop"),
                               ("rate_half_open_yield", "open loop"),
+                              ("rate_half_open_pinned", "open loop; this daemon with --cpu-affinity auto"),
                               ("rate_half_open_w1", "open loop, --workers 1"),
                               ("rate_half", "closed loop, 8 pipelined per connection"),
                               ("rate_half_yield", "closed loop, 8 pipelined per connection")):
@@ -1033,6 +1048,7 @@ class Bench:
             r = o.get("p99_runs_us")
             return f" (median of {', '.join(f'{x / 1000:.2f}' for x in r)})" if r and len(r) > 1 else ""
         for suffix, who in (("", "the generator at the daemon's priority, both on the same 2 CPUs"),
+                            ("_pinned", "the same, the worker loops pinned to a CPU each (--cpu-affinity auto)"),
                             ("_yield", f"the generator at nice {YIELD_NICE}, yielding the CPUs to "
                                        "the daemon as a client on CPUs of its own would")):
             parts = []
