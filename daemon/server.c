@@ -1365,7 +1365,7 @@ static void shard_discard(td_server_t *sh) {
  */
 static void shard_place(td_server_t *s, td_server_t *sh, int i) {
   char name[16]; /* the kernel's limit, NUL included; loops past 999 share a name */
-  snprintf(name, sizeof name, "themed-loop-%d", (i + 1) % 1000);
+  snprintf(name, sizeof name, "themed-loop-%u", (unsigned)(i + 1) % 1000u);
   (void)pthread_setname_np(sh->thread, name);
   if (!s->cfg->ncpus) return;
   int cpu = s->cfg->cpus[(size_t)i % s->cfg->ncpus];
