@@ -662,8 +662,8 @@ class Bench:
             if sweep:
                 S["open_sweep"] = sweep["steps"]
                 halves.insert(0, ("rate_half_open", "rate-half-open", sweep["saturation"]))
-            # and, at half the open-loop saturation, a daemon with its worker loops
-            # pinned (--cpu-affinity auto), started beside it and idle between its runs
+            # and a daemon with its worker loops pinned (--cpu-affinity auto), started
+            # beside it and idle between its runs
             dp = self.step("start pinned daemon", self.start_daemon, 2, "w2pin",
                            ("--cpu-affinity", "auto"))
             try:
@@ -671,7 +671,7 @@ class Bench:
                     if not s:
                         continue
                     variants = [("", d, 0), ("_yield", d, YIELD_NICE)]
-                    if dp and key == "rate_half_open":
+                    if dp:
                         variants.append(("_pinned", dp, 0))
                     rs = self.step(label, self.rate_half, label, single, round(s / 2),
                                    [(dd, n) for _, dd, n in variants])
@@ -949,7 +949,9 @@ class Bench:
                               ("rate_half_open_pinned", "open loop; this daemon with --cpu-affinity auto"),
                               ("rate_half_open_w1", "open loop, --workers 1"),
                               ("rate_half", "closed loop, 8 pipelined per connection"),
-                              ("rate_half_yield", "closed loop, 8 pipelined per connection")):
+                              ("rate_half_yield", "closed loop, 8 pipelined per connection"),
+                              ("rate_half_pinned", "closed loop, 8 pipelined per connection; "
+                                                   "this daemon with --cpu-affinity auto")):
                 rh = S.get(key)
                 if not rh:
                     continue
