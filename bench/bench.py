@@ -653,8 +653,9 @@ class Bench:
             # same traffic: single requests arriving independently, found by
             # raising the offered rate until the daemon falls behind), and the
             # closed loop's (64 connections x 8 pipelined, which batches).
-            # Each rate is measured twice: the generator at the daemon's priority,
-            # competing with it for the 2 CPUs, and yielding them (YIELD_NICE).
+            # Each rate is measured three ways, interleaved: the generator at the
+            # daemon's priority, competing with it for the 2 CPUs; the generator
+            # yielding them (YIELD_NICE); and the worker loops pinned (below).
             sweep = self.step("open-loop saturation", self.open_loop_saturation, d, single)
             sat = [o["pps"] for o in matrix if o["transport"] == "unix" and
                    o["proto"] == "jsonl" and o["conns"] == 64]

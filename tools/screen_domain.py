@@ -34,6 +34,7 @@ theme) for CV, dev and seeds (~30 s per mode).
 """
 import argparse
 import json
+from collections import Counter
 import warnings
 
 import numpy as np
@@ -86,7 +87,7 @@ def theme_scores(a, R, Y, vecdir):
         return x if r is None else x @ sparse.diags(r)
 
     docs = [r["doc"] for r in R["train"]]
-    size = {d: docs.count(d) for d in set(docs)}
+    size = Counter(docs)
     weight = np.array([size[d] ** -a.article_power for d in docs])
     weight *= len(weight) / weight.sum()
 
@@ -115,7 +116,7 @@ def theme_scores(a, R, Y, vecdir):
         return fit(scaled(X["train"][keep], r), y, c, weight[keep]).decision_function(
             scaled(X[test_set][test], r))
 
-    folds = list(GroupKFold(n_splits=5).split(X["train"], groups=[r["doc"] for r in R["train"]]))
+    folds = list(GroupKFold(n_splits=5).split(X["train"], groups=docs))
     oofs, tests, chosen = [], {"dev": [], "seeds": []}, []
     every = np.arange(len(R["train"]))
     for j in range(len(THEMES)):
