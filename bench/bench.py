@@ -464,6 +464,16 @@ class Bench:
 
     # ---------------------------------------------------------------- serving
 
+    @staticmethod
+    def loops_pinned(pid):
+        """Whether every worker loop thread of daemon pid runs on one CPU only."""
+        cpus = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().startswith("themed-loop-"):
+                    cpus.append(os.sched_getaffinity(int(tid)))
+        return bool(cpus) and all(len(c) == 1 for c in cpus)
+
     def start_daemon(self, workers, tag, extra=()):
         sock = f"{self.work}/themed-{tag}.sock"
         if os.path.exists(sock):
@@ -653,9 +663,11 @@ class Bench:
             # same traffic: single requests arriving independently, found by
             # raising the offered rate until the daemon falls behind), and the
             # closed loop's (64 connections x 8 pipelined, which batches).
-            # Each rate is measured three ways, interleaved: the generator at the
-            # daemon's priority, competing with it for the 2 CPUs; the generator
-            # yielding them (YIELD_NICE); and the worker loops pinned (below).
+            # Each rate is measured three ways, interleaved: the default daemon
+            # (with --workers 2 on 2 CPUs, cpu_affinity "match" pins its worker
+            # loops one per CPU) with the generator at its priority, competing
+            # for the 2 CPUs; the same with the generator yielding them
+            # (YIELD_NICE); and a daemon whose loops are not pinned (below).
             sweep = self.step("open-loop saturation", self.open_loop_saturation, d, single)
             sat = [o["pps"] for o in matrix if o["transport"] == "unix" and
                    o["proto"] == "jsonl" and o["conns"] == 64]
@@ -663,17 +675,18 @@ class Bench:
             if sweep:
                 S["open_sweep"] = sweep["steps"]
                 halves.insert(0, ("rate_half_open", "rate-half-open", sweep["saturation"]))
-            # and a daemon with its worker loops pinned (--cpu-affinity auto), started
+            S["pinned"] = self.loops_pinned(d["proc"].pid)
+            # and a daemon with its worker loops free (--cpu-affinity none), started
             # beside it and idle between its runs
-            dp = self.step("start pinned daemon", self.start_daemon, 2, "w2pin",
-                           ("--cpu-affinity", "auto"))
+            dp = self.step("start unpinned daemon", self.start_daemon, 2, "w2free",
+                           ("--cpu-affinity", "none"))
             try:
                 for key, label, s in halves:
                     if not s:
                         continue
                     variants = [("", d, 0), ("_yield", d, YIELD_NICE)]
                     if dp:
-                        variants.append(("_pinned", dp, 0))
+                        variants.append(("_unpinned", dp, 0))
                     rs = self.step(label, self.rate_half, label, single, round(s / 2),
                                    [(dd, n) for _, dd, n in variants])
                     for (suffix, _, _), o in zip(variants, rs or []):
@@ -947,12 +960,12 @@ class Bench:
                 add("")
             for key, what in (("rate_half_open", "open loop"),
                               ("rate_half_open_yield", "open loop"),
-                              ("rate_half_open_pinned", "open loop; this daemon with --cpu-affinity auto"),
+                              ("rate_half_open_unpinned", "open loop; this daemon with --cpu-affinity none"),
                               ("rate_half_open_w1", "open loop, --workers 1"),
                               ("rate_half", "closed loop, 8 pipelined per connection"),
                               ("rate_half_yield", "closed loop, 8 pipelined per connection"),
-                              ("rate_half_pinned", "closed loop, 8 pipelined per connection; "
-                                                   "this daemon with --cpu-affinity auto")):
+                              ("rate_half_unpinned", "closed loop, 8 pipelined per connection; "
+                                                     "this daemon with --cpu-affinity none")):
                 rh = S.get(key)
                 if not rh:
                     continue
@@ -1050,8 +1063,10 @@ class Bench:
         def runs(o):
             r = o.get("p99_runs_us")
             return f" (median of {', '.join(f'{x / 1000:.2f}' for x in r)})" if r and len(r) > 1 else ""
-        for suffix, who in (("", "the generator at the daemon's priority, both on the same 2 CPUs"),
-                            ("_pinned", "the same, the worker loops pinned to a CPU each (--cpu-affinity auto)"),
+        pin = {True: "worker loops pinned one per CPU", False: "worker loops not pinned"}
+        for suffix, who in (("", f"the default daemon ({pin.get(S.get('pinned'), 'pinning not read')}), "
+                                 "the generator at its priority, both on the same 2 CPUs"),
+                            ("_unpinned", "the same, the worker loops not pinned (--cpu-affinity none)"),
                             ("_yield", f"the generator at nice {YIELD_NICE}, yielding the CPUs to "
                                        "the daemon as a client on CPUs of its own would")):
             parts = []

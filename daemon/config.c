@@ -36,9 +36,9 @@ static const opt_def_t g_opts[] = {
     {"model", T_STR, OFF(model), "DIR", "model bundle directory (required)"},
     {"plugins", T_STR, OFF(plugins), "DIR", "tokenizer plugin directory"},
     {"listen", T_LIST, OFF(listen), "ADDR", "unix:PATH, tcp:HOST:PORT or tcp:[V6]:PORT (repeatable)"},
-    {"workers", T_INT, OFF(workers), "N", "classification threads (default: online CPUs)"},
+    {"workers", T_INT, OFF(workers), "N", "classification threads (default: one per CPU the daemon may run on)"},
     {"worker_loops", T_BOOL, OFF(worker_loops), NULL, "each worker serves its own connections on its own event loop (default true; false: one loop hands requests to a threadpool)"},
-    {"cpu_affinity", T_STR, OFF(cpu_affinity), "CPUS", "pin worker loop i to the i-th of CPUS: auto (the CPUs the daemon may use), a list like 0,2-3, or none (default)"},
+    {"cpu_affinity", T_STR, OFF(cpu_affinity), "CPUS", "pin worker loop i to the i-th of CPUS: auto (the CPUs the daemon may use), a list like 0,2-3, none, or match (default: auto when there are as many worker loops as CPUs, else none)"},
     {"log_level", T_LEVEL, OFF(log_level), "LEVEL", "error, warn, info (default) or debug"},
     {"log_journal", T_BOOL, OFF(log_journal), NULL, "sd-daemon <N> prefixes instead of timestamps"},
     {"admin_token_file", T_STR, OFF(admin_token_file), "FILE", "file holding the token admin ops over TCP need (mode o-rwx)"},
@@ -607,21 +607,50 @@ static int resolve_models_dir(td_config_t *c, td_err_t *err) {
   return 0;
 }
 
-/* cpu_affinity -> cpus: every CPU named must be one the daemon may run on
- * (sched_getaffinity: a cgroup cpuset or a unit's CPUAffinity= narrow it). */
+/* The CPUs this process may run on: a cgroup cpuset, taskset or a unit's
+ * CPUAffinity= narrow them below the CPUs online. */
+static int allowed_cpus(cpu_set_t *set) {
+  CPU_ZERO(set);
+  return sched_getaffinity(0, sizeof *set, set);
+}
+
+/* workers 0 -> one per CPU the daemon may use (in a container limited to 2
+ * of 64 CPUs, 2, not 64), at most TD_MAX_WORKERS. */
+static void default_workers(td_config_t *c) {
+  if (c->workers > 0) return;
+  cpu_set_t set;
+  long n = allowed_cpus(&set) ? sysconf(_SC_NPROCESSORS_ONLN) : CPU_COUNT(&set);
+  c->workers = n < 1 ? 1 : n > TD_MAX_WORKERS ? TD_MAX_WORKERS : (int)n;
+}
+
+/*
+ * cpu_affinity -> cpus. "match", the default, pins only when there is one
+ * worker loop per CPU the daemon may use: each CPU then has exactly one loop,
+ * and a second daemon on the same machine pins the same way, so nothing is
+ * crowded onto a few CPUs while others idle, which "auto" with fewer loops
+ * than CPUs would do to every instance alike. Every CPU named must be one
+ * the daemon may run on.
+ */
 static int resolve_cpus(td_config_t *c, td_err_t *err) {
   TD_FREE(c->cpus);
   c->ncpus = 0;
+  c->cpus_asked = 0;
   const char *spec = c->cpu_affinity;
-  if (!spec || !*spec || !strcmp(spec, "none")) return 0;
-  if (!c->worker_loops)
+  int match = !spec || !*spec || !strcmp(spec, "match");
+  if (spec && !strcmp(spec, "none")) return 0;
+  if (!c->worker_loops) {
+    if (match) return 0;
     return td_err_set(err, TD_EINVAL, "cpu_affinity pins worker loops: it needs worker_loops");
+  }
   cpu_set_t allowed;
-  CPU_ZERO(&allowed);
-  if (sched_getaffinity(0, sizeof allowed, &allowed))
+  if (allowed_cpus(&allowed)) {
+    if (match) return 0;
     return td_err_set(err, TD_EINVAL, "cpu_affinity: cannot read the CPUs allowed: %s", strerror(errno));
+  }
+  if (match && CPU_COUNT(&allowed) != c->workers) return 0;
   if (!(c->cpus = calloc(CPU_SETSIZE, sizeof *c->cpus))) return td_err_set(err, TD_ENOMEM, "out of memory");
-  if (!strcmp(spec, "auto")) {
+  c->cpus_asked = !match;
+  if (match || !strcmp(spec, "auto")) {
     for (int k = 0; k < CPU_SETSIZE; k++)
       if (CPU_ISSET(k, &allowed)) c->cpus[c->ncpus++] = k;
     return 0;
@@ -648,7 +677,7 @@ static int resolve_cpus(td_config_t *c, td_err_t *err) {
   }
 bad:
   return td_err_set(err, TD_EINVAL,
-                    "cpu_affinity: expected auto, none or a CPU list such as 0,2-3, got \"%s\"", spec);
+                    "cpu_affinity: expected match, auto, none or a CPU list such as 0,2-3, got \"%s\"", spec);
 }
 
 int td_config_validate(td_config_t *c, int inherited_fds, td_err_t *err) {
@@ -678,6 +707,7 @@ int td_config_validate(td_config_t *c, int inherited_fds, td_err_t *err) {
   if (c->admin_token && c->admin_token_file)
     return td_err_set(err, TD_EINVAL, "give admin_token_file or admin_token, not both");
   if (resolve_models_dir(c, err)) return err->code;
+  default_workers(c);
   if (resolve_cpus(c, err)) return err->code;
   return validate_nats(c, err);
 }

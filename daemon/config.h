@@ -36,13 +36,17 @@ typedef struct td_config {
   char *plugins;       /* plugin directory, NULL: td_plugin_default_dir() */
   char **listen;       /* "unix:PATH" | "tcp:HOST:PORT" | "tcp:[V6]:PORT" */
   size_t nlisten;
-  int workers;         /* classification threads; 0 = online CPUs */
+  int workers;         /* classification threads; 0 = one per CPU the daemon
+                          may run on (td_config_validate fills it in) */
   int worker_loops;    /* 1 (default): each worker runs its own event loop;
                           0: one loop, classification on libuv's threadpool */
-  char *cpu_affinity;  /* NULL or "none" (default), "auto", or a CPU list "0,2-3" */
+  char *cpu_affinity;  /* NULL or "match" (default), "none", "auto", or a
+                          CPU list "0,2-3" */
   int *cpus;           /* after td_config_validate: worker loop i runs on
                           cpus[i % ncpus]; NULL (ncpus 0): not pinned */
   size_t ncpus;
+  int cpus_asked;      /* cpus named by "auto" or a list, not by "match":
+                          a pin refused is then worth a warning */
   char *config_file;   /* --config, NULL if none */
   int log_level;       /* TD_LOG_* */
   int log_journal;     /* -1 auto, 0 off, 1 on */

@@ -23,11 +23,6 @@
 #include "plugin.h"
 #include "server.h"
 
-static int online_cpus(void) {
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n < 1 ? 1 : n > TD_MAX_WORKERS ? TD_MAX_WORKERS : (int)n;
-}
-
 int main(int argc, char **argv) {
   td_config_t cfg;
   td_err_t err = {0};
@@ -71,7 +66,7 @@ int main(int argc, char **argv) {
                 "every local user can read it with ps; use --admin-token-file instead");
     if (!(token = strdup(cfg.admin_token))) goto out;
   }
-  int workers = cfg.workers > 0 ? cfg.workers : online_cpus();
+  int workers = cfg.workers; /* td_config_validate set the default */
   char nbuf[16];
   snprintf(nbuf, sizeof nbuf, "%d", workers);
   setenv("UV_THREADPOOL_SIZE", nbuf, 1);
@@ -89,8 +84,11 @@ int main(int argc, char **argv) {
     rc = 0;
     goto out;
   }
-  td_log_info("themed %s starting: model %s (%s, loaded in %.3fs), %d workers", TD_VERSION,
-              model->label, cfg.model, (double)model->load_ns / 1e9, workers);
+  td_log_info("themed %s starting: model %s (%s, loaded in %.3fs), %d workers%s", TD_VERSION,
+              model->label, cfg.model, (double)model->load_ns / 1e9, workers,
+              !cfg.worker_loops ? " on the threadpool"
+              : cfg.ncpus       ? ", worker loops pinned"
+                                : ", worker loops not pinned");
 
   uv_loop_t loop;
   td_server_t srv;

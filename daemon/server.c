@@ -1357,7 +1357,8 @@ static void shard_discard(td_server_t *sh) {
 
 /*
  * Names worker loop i's thread (top -H, /proc/PID/task/TID/comm) and pins it
- * to its CPU when cpu_affinity asks: each loop then keeps a CPU of its own
+ * to its CPU when cpu_affinity says (by default when there is one loop per
+ * CPU, config.c): each loop then keeps a CPU of its own
  * instead of being stacked by the scheduler beside another loop or a client
  * on the same CPU, which shows as milliseconds of tail latency on a busy
  * machine (bench/NOTES.md). A refused pin (EPERM under a seccomp filter,
@@ -1373,7 +1374,10 @@ static void shard_place(td_server_t *s, td_server_t *sh, int i) {
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
   int rc = pthread_setaffinity_np(sh->thread, sizeof set, &set);
-  if (rc) td_log_warn("worker loop %d: cannot pin it to CPU %d: %s", i + 1, cpu, strerror(rc));
+  if (rc && s->cfg->cpus_asked)
+    td_log_warn("worker loop %d: cannot pin it to CPU %d: %s", i + 1, cpu, strerror(rc));
+  else if (rc) /* by default pinning is only a better placement: not worth a warning */
+    td_log_info("worker loop %d: not pinned to CPU %d: %s", i + 1, cpu, strerror(rc));
   else td_log_info("worker loop %d: on CPU %d", i + 1, cpu);
 }
 

@@ -195,15 +195,16 @@ def test_cpu_affinity_pins_each_worker_loop_and_bad_lists_are_refused():
     # an explicit list: both loops on the one CPU named
     with Daemon("--workers", "2", "--cpu-affinity", str(allowed[-1])) as d:
         check(set(map(frozenset, _loop_threads(d.proc.pid).values())) == {frozenset([allowed[-1]])})
-    # by default nothing is pinned, and the threads are still named
-    with Daemon("--workers", "2") as d:
+    # none: nothing is pinned, and the threads are still named
+    with Daemon("--workers", str(len(allowed)), "--cpu-affinity", "none") as d:
         loops = _loop_threads(d.proc.pid)
-        check(len(loops) == 2 and all(v == set(allowed) for v in loops.values()), loops)
+        check(len(loops) == len(allowed) and all(v == set(allowed) for v in loops.values()), loops)
+        check("worker loops not pinned" in d.log(), d.log())
     env = dict(os.environ, THEMED_PLUGIN_DIR=plugin_dir())
     for spec, says in ((str(max(allowed) + 1), b"is not one this process may run on"),
-                       ("1-0", b"expected auto, none or a CPU list"),
-                       ("0,", b"expected auto, none or a CPU list"),
-                       ("any", b"expected auto, none or a CPU list")):
+                       ("1-0", b"expected match, auto, none or a CPU list"),
+                       ("0,", b"expected match, auto, none or a CPU list"),
+                       ("any", b"expected match, auto, none or a CPU list")):
         r = subprocess.run([THEMED, "--model", model_dir(), "--listen", "unix:x.sock", "--cpu-affinity", spec,
                             "--check-config"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                            timeout=wait(30))
@@ -212,3 +213,30 @@ def test_cpu_affinity_pins_each_worker_loop_and_bad_lists_are_refused():
                         "--worker-loops=false", "--check-config"], stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, env=env, timeout=wait(30))
     check(r.returncode != 0 and b"needs worker_loops" in r.stdout, r.stdout)
+
+
+def test_by_default_one_worker_per_allowed_cpu_and_loops_pinned_only_one_per_cpu():
+    allowed = sorted(os.sched_getaffinity(0))
+    # the default (match): as many loops as CPUs, so each loop gets one
+    with Daemon() as d:
+        check(d.call({"op": "stats"})["stats"]["workers"] == len(allowed))
+        loops = _loop_threads(d.proc.pid)
+        check(sorted(loops.values(), key=min) == [{c} for c in allowed], (loops, allowed))
+        check(os.sched_getaffinity(d.proc.pid) == set(allowed), "the main thread was pinned")
+        check("worker loops pinned" in d.log(), d.log())
+    # one loop more than CPUs: pinning would stack two on one CPU, so none is
+    with Daemon("--workers", str(len(allowed) + 1)) as d:
+        loops = _loop_threads(d.proc.pid)
+        check(len(loops) == len(allowed) + 1 and all(v == set(allowed) for v in loops.values()), loops)
+        check("worker loops not pinned" in d.log(), d.log())
+        check(d.jsonl().call({"id": 1, "text": TEXT})["summary"]["passages"] == 3)
+    # the default worker count follows the CPUs the daemon may use, not those online
+    env = dict(os.environ, THEMED_PLUGIN_DIR=plugin_dir())
+    r = subprocess.run(["taskset", "-c", str(allowed[0]), THEMED, "--model", model_dir(), "--listen",
+                        "unix:x.sock", "--check-config"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       env=env, timeout=wait(30))
+    check(r.returncode == 0 and b" 1 workers," in r.stdout, r.stdout)
+    # and the single-loop mode ignores the default instead of refusing it
+    with Daemon("--worker-loops=false") as d:
+        check(not _loop_threads(d.proc.pid), "worker loops with --worker-loops=false")
+        check(d.jsonl().call({"id": 1, "text": TEXT})["summary"]["passages"] == 3)
