@@ -50,6 +50,7 @@ class Bench:
         self.themed = os.path.join(self.build, "themed")
         self.plugins = os.path.join(self.build, "plugins")
         self.loadgen = os.path.join(self.build, "bench", "loadgen")
+        self.floord = os.path.join(self.build, "bench", "floord")
         self.hotpath = os.path.join(self.build, "bench", "hotpath")
         self.reps = 1 if self.quick else 3
         self.failures = []
@@ -502,6 +503,31 @@ class Bench:
         return {"proc": p, "sock": sock, "tcp": f"127.0.0.1:{port}",
                 "ready_s": time.perf_counter() - t0}
 
+    def start_floor(self, loops):
+        """bench/floord: themed's serving shape answering every line with a
+        canned answer, no parsing or classification: the latency floor the
+        machine and the generator give any server at a rate."""
+        sock = f"{self.work}/floord.sock"
+        if os.path.exists(sock):
+            os.unlink(sock)
+        p = subprocess.Popen([self.floord, "--unix", sock, "--loops", str(loops)],
+                             stdout=subprocess.DEVNULL, stderr=open(f"{self.work}/floord.log", "w"))
+        t0 = time.perf_counter()
+        while True:
+            if p.poll() is not None:
+                raise RuntimeError(f"floord exited {p.returncode} (see {self.work}/floord.log)")
+            try:
+                c = socket.socket(socket.AF_UNIX)
+                c.connect(sock)
+                c.close()
+                break
+            except OSError:
+                pass
+            if time.perf_counter() - t0 > 10:
+                raise RuntimeError("floord did not listen in 10 s")
+            time.sleep(0.005)
+        return {"proc": p, "sock": sock}
+
     @staticmethod
     def ask(sock, obj, timeout=30):
         c = socket.socket(socket.AF_UNIX)
@@ -680,6 +706,7 @@ class Bench:
             # beside it and idle between its runs
             dp = self.step("start unpinned daemon", self.start_daemon, 2, "w2free",
                            ("--cpu-affinity", "none"))
+            df = self.step("start floord", self.start_floor, 2)
             try:
                 for key, label, s in halves:
                     if not s:
@@ -687,15 +714,18 @@ class Bench:
                     variants = [("", d, 0), ("_yield", d, YIELD_NICE)]
                     if dp:
                         variants.append(("_unpinned", dp, 0))
+                    if df:
+                        variants.append(("_floor", df, 0))
                     rs = self.step(label, self.rate_half, label, single, round(s / 2),
                                    [(dd, n) for _, dd, n in variants])
                     for (suffix, _, _), o in zip(variants, rs or []):
                         o["saturation_pps"] = s
                         S[key + suffix] = o
             finally:
-                if dp:
-                    dp["proc"].terminate()
-                    dp["proc"].wait()
+                for x in (dp, df):
+                    if x:
+                        x["proc"].terminate()
+                        x["proc"].wait()
             S["rss_hwm_kb"] = self.proc_status(d["proc"].pid, "VmHWM")
             S["rss_serving_max_kb"] = max([o["daemon_rss_kb"] for o in matrix + sizes] or [0])
             # without the 1,000-passage documents, whose in-flight requests (64
@@ -965,7 +995,12 @@ class Bench:
                               ("rate_half", "closed loop, 8 pipelined per connection"),
                               ("rate_half_yield", "closed loop, 8 pipelined per connection"),
                               ("rate_half_unpinned", "closed loop, 8 pipelined per connection; "
-                                                     "this daemon with --cpu-affinity none")):
+                                                     "this daemon with --cpu-affinity none"),
+                              ("rate_half_open_floor", "open loop; the rate given to bench/floord, "
+                                                       "canned answers, no classification"),
+                              ("rate_half_floor", "closed loop, 8 pipelined per connection; the rate "
+                                                  "given to bench/floord, canned answers, no "
+                                                  "classification")):
                 rh = S.get(key)
                 if not rh:
                     continue
@@ -1080,6 +1115,16 @@ class Bench:
             if parts:
                 out.append(f"single-passage p99 ≤ 1 ms at half the saturating load, {who}: "
                            + "; ".join(parts))
+        floor = [(S.get(k + "_floor"), S.get(k), what) for k, what in
+                 (("rate_half_open", "the open-loop saturation"),
+                  ("rate_half", "the pipelined closed-loop saturation"))]
+        floor = [f"{f['p99_us'] / 1000:.2f} ms{runs(f)} at half {what} ({fmt0(f['rate'])}/s; the "
+                 f"default daemon's p99 {t['p99_us'] / f['p99_us']:.1f}× that)"
+                 for f, t, what in floor if f and t and f["p99_us"] > 0]
+        if floor:
+            out.append("for scale, not a target: p99 of bench/floord (the daemon's serving shape, "
+                       "canned answers, no parsing or classification) at the same rates, interleaved: "
+                       + "; ".join(floor))
         if S.get("rss_serving_max_kb"):
             mib = S["rss_serving_max_kb"] / 1024
             small = S.get("rss_serving_max_small_kb", 0) / 1024
@@ -1107,7 +1152,7 @@ class Bench:
 
     def main(self):
         self.r["machine"] = self.machine()
-        for path in (self.themectl, self.themed, self.loadgen, self.hotpath):
+        for path in (self.themectl, self.themed, self.loadgen, self.hotpath, self.floord):
             if not os.access(path, os.X_OK):
                 raise SystemExit(f"bench: {path} missing (make bench builds it)")
         self.step("prepare", self.prepare)
