@@ -84,11 +84,8 @@ int main(int argc, char **argv) {
     rc = 0;
     goto out;
   }
-  td_log_info("themed %s starting: model %s (%s, loaded in %.3fs), %d workers%s", TD_VERSION,
-              model->label, cfg.model, (double)model->load_ns / 1e9, workers,
-              !cfg.worker_loops ? " on the threadpool"
-              : cfg.ncpus       ? ", worker loops pinned"
-                                : ", worker loops not pinned");
+  td_log_info("themed %s starting: model %s (%s, loaded in %.3fs), %d workers", TD_VERSION,
+              model->label, cfg.model, (double)model->load_ns / 1e9, workers);
 
   uv_loop_t loop;
   td_server_t srv;

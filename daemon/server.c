@@ -1363,12 +1363,13 @@ static void shard_discard(td_server_t *sh) {
  * on the same CPU, which shows as milliseconds of tail latency on a busy
  * machine (bench/NOTES.md). A refused pin (EPERM under a seccomp filter,
  * EINVAL for a CPU gone offline) leaves the loop unpinned, and says so.
+ * Returns 1 if the loop was pinned.
  */
-static void shard_place(td_server_t *s, td_server_t *sh, int i) {
+static int shard_place(td_server_t *s, td_server_t *sh, int i) {
   char name[16]; /* the kernel's limit, NUL included; loops past 999 share a name */
   snprintf(name, sizeof name, "themed-loop-%u", (unsigned)(i + 1) % 1000u);
   (void)pthread_setname_np(sh->thread, name);
-  if (!s->cfg->ncpus) return;
+  if (!s->cfg->ncpus) return 0;
   int cpu = s->cfg->cpus[(size_t)i % s->cfg->ncpus];
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -1379,12 +1380,13 @@ static void shard_place(td_server_t *s, td_server_t *sh, int i) {
   else if (rc) /* by default pinning is only a better placement: not worth a warning */
     td_log_info("worker loop %d: not pinned to CPU %d: %s", i + 1, cpu, strerror(rc));
   else td_log_info("worker loop %d: on CPU %d", i + 1, cpu);
+  return !rc;
 }
 
 /* Starts `n` worker loops; fewer if threads cannot be had (logged). */
 static void shards_start(td_server_t *s, int n) {
   if (n <= 0 || !(s->shards = calloc((size_t)n, sizeof *s->shards))) return;
-  int started = 0;
+  int started = 0, pinned = 0;
   for (int i = 0; i < n; i++) {
     td_server_t *sh = &s->shards[started];
     int rc = shard_init(s, sh, started + 1) ? UV_ENOMEM : uv_thread_create(&sh->thread, shard_run, sh);
@@ -1393,9 +1395,12 @@ static void shards_start(td_server_t *s, int n) {
       shard_discard(sh);
       continue;
     }
-    shard_place(s, sh, started);
+    pinned += shard_place(s, sh, started);
     started++;
   }
+  if (started)
+    td_log_info("%d worker loops, %s", started,
+                pinned == started ? "each pinned to a CPU" : pinned ? "some pinned to a CPU" : "not pinned");
   /* Set before any post reaches a worker loop (posts synchronize on post_mu),
    * so every thread sees td_server_lock take the lock from the first. */
   s->nshards = s->shards_running = started;
