@@ -489,19 +489,26 @@ class Bench:
                               f"tcp:127.0.0.1:{port}", "--workers", str(workers),
                               "--log-level", "warn", *extra],
                              stdout=subprocess.DEVNULL, stderr=open(f"{self.work}/themed-{tag}.log", "w"))
-        while True:
-            if p.poll() is not None:
-                raise RuntimeError(f"themed exited {p.returncode} (see {self.work}/themed-{tag}.log)")
-            try:
-                if json.loads(self.ask(sock, {"op": "ready"})).get("status") == "ready":
-                    break
-            except OSError:
-                pass
-            if time.perf_counter() - t0 > 30:
-                raise RuntimeError("themed did not become ready in 30 s")
-            time.sleep(0.005)
+        self.wait_up(p, "themed", f"{self.work}/themed-{tag}.log", t0, 30,
+                     lambda: json.loads(self.ask(sock, {"op": "ready"})).get("status") == "ready")
         return {"proc": p, "sock": sock, "tcp": f"127.0.0.1:{port}",
                 "ready_s": time.perf_counter() - t0}
+
+    @staticmethod
+    def wait_up(p, name, log, t0, timeout, probe):
+        """Polls probe() (an OSError counts as not yet) until it is true; raises
+        if process p exits first or timeout seconds pass from t0."""
+        while True:
+            if p.poll() is not None:
+                raise RuntimeError(f"{name} exited {p.returncode} (see {log})")
+            try:
+                if probe():
+                    return
+            except OSError:
+                pass
+            if time.perf_counter() - t0 > timeout:
+                raise RuntimeError(f"{name} did not become ready in {timeout} s")
+            time.sleep(0.005)
 
     def start_floor(self, loops):
         """bench/floord: themed's serving shape answering every line with a
@@ -512,20 +519,13 @@ class Bench:
             os.unlink(sock)
         p = subprocess.Popen([self.floord, "--unix", sock, "--loops", str(loops)],
                              stdout=subprocess.DEVNULL, stderr=open(f"{self.work}/floord.log", "w"))
-        t0 = time.perf_counter()
-        while True:
-            if p.poll() is not None:
-                raise RuntimeError(f"floord exited {p.returncode} (see {self.work}/floord.log)")
-            try:
-                c = socket.socket(socket.AF_UNIX)
+
+        def listening():
+            with socket.socket(socket.AF_UNIX) as c:
                 c.connect(sock)
-                c.close()
-                break
-            except OSError:
-                pass
-            if time.perf_counter() - t0 > 10:
-                raise RuntimeError("floord did not listen in 10 s")
-            time.sleep(0.005)
+            return True
+
+        self.wait_up(p, "floord", f"{self.work}/floord.log", time.perf_counter(), 10, listening)
         return {"proc": p, "sock": sock}
 
     @staticmethod
