@@ -14,6 +14,8 @@ then a final fit on all of train.jsonl, scored on dev.jsonl and seeds.jsonl. Mod
           margin over ALPHA (y * decision < -ALPHA), then fit on the rest (confident learning)
   rbf     libsvm's C-SVC (scikit-learn's SVC) with the RBF kernel exp(-ALPHA |x - y|^2)
   poly2   the same with the kernel (x.y + ALPHA)^2 (C grid 0.5 .. 8 for both kernels)
+  pos     nine more features, times ALPHA: the passage is its article's first, second, last or
+          second to last, and which fifth of the article it is in
 
   for f in train dev seeds; do
     build/themectl vectorize --model models/rural-themes --data ../shared/corpus/$f.jsonl \\
@@ -62,11 +64,29 @@ def best_threshold(s, y):
     return (s[o][i] + (s[o][i + 1] if i + 1 < len(s) else s[o][i] - 1)) / 2
 
 
+def position_flags(rows):
+    """Per passage: first, second, last, second to last of its article, and which fifth of
+    the article it is in (rows of one article are consecutive and in order)."""
+    docs = [r["doc"] for r in rows]
+    n, k = Counter(docs), Counter()
+    F = np.zeros((len(rows), 9))
+    for i, d in enumerate(docs):
+        j = k[d]
+        k[d] += 1
+        F[i, 0], F[i, 1] = j == 0, j == 1
+        F[i, 2], F[i, 3] = j == n[d] - 1, j == n[d] - 2
+        F[i, 4 + min(4, 5 * j // n[d])] = 1
+    return sparse.csr_matrix(F)
+
+
 def theme_scores(a, R, Y, vecdir):
     """Per theme, the C of the best out-of-fold F1; returns the chosen Cs, the out-of-fold
     decision values at them (passages x themes) and a final fit's on dev and seeds."""
     X = {s: sparse.csr_matrix(load_svmlight_file(f"{vecdir}/{s}.svm", n_features=NFEAT)[0])
          for s in R}
+
+    if a.mode == "pos":  # where the passage sits in its article, as ALPHA-weighted flags
+        X = {s: sparse.hstack([X[s], a.alpha * position_flags(R[s])]).tocsr() for s in X}
 
     kernel = a.mode in ("rbf", "poly2")
     if kernel:  # Gram matrices against train.jsonl, from the linear ones
@@ -139,7 +159,7 @@ def theme_scores(a, R, Y, vecdir):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("vecdir")
-    ap.add_argument("mode", nargs="?", default="base", choices=["base", "nb", "nbsq", "clean", "rbf", "poly2"])
+    ap.add_argument("mode", nargs="?", default="base", choices=["base", "nb", "nbsq", "clean", "rbf", "poly2", "pos"])
     ap.add_argument("alpha", nargs="?", type=float, default=1.0)
     ap.add_argument("--corpus", default="../shared/corpus")
     ap.add_argument("--article-power", type=float, default=0.0)
