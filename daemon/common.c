@@ -1,10 +1,12 @@
 #include "common.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 int td_err_set(td_err_t *err, int code, const char *fmt, ...) {
   if (err) {
@@ -149,4 +151,11 @@ int td_secret_equal(const char *a, size_t alen, const char *b, size_t blen) {
     acc |= (unsigned char)(x ^ y);
   }
   return acc == 0;
+}
+
+int td_cpus_allowed(void) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  long n = sched_getaffinity(0, sizeof set, &set) ? sysconf(_SC_NPROCESSORS_ONLN) : CPU_COUNT(&set);
+  return n < 1 ? 1 : n > 65536 ? 65536 : (int)n;
 }

@@ -84,4 +84,9 @@ int td_secret_equal(const char *a, size_t alen, const char *b, size_t blen);
 /* Monotonic clock in nanoseconds. */
 uint64_t td_now_ns(void);
 
+/* How many CPUs this process may run on (sched_getaffinity: a cgroup cpuset,
+ * taskset or a unit's CPUAffinity= narrow them below the CPUs online); the
+ * CPUs online if that cannot be read; at least 1. */
+int td_cpus_allowed(void);
+
 #endif

@@ -618,9 +618,8 @@ static int allowed_cpus(cpu_set_t *set) {
  * of 64 CPUs, 2, not 64), at most TD_MAX_WORKERS. */
 static void default_workers(td_config_t *c) {
   if (c->workers > 0) return;
-  cpu_set_t set;
-  long n = allowed_cpus(&set) ? sysconf(_SC_NPROCESSORS_ONLN) : CPU_COUNT(&set);
-  c->workers = n < 1 ? 1 : n > TD_MAX_WORKERS ? TD_MAX_WORKERS : (int)n;
+  int n = td_cpus_allowed();
+  c->workers = n > TD_MAX_WORKERS ? TD_MAX_WORKERS : n;
 }
 
 /*

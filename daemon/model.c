@@ -998,7 +998,7 @@ done:
 }
 
 /*
- * The SVM files are parsed on up to two threads (or the online CPUs, if
+ * The SVM files are parsed on up to two threads (or the CPUs it may run on, if
  * fewer): they are independent, and parsing them is most of a load (a
  * reload, too, runs on one daemon worker while the others serve). Errors
  * are reported as a sequential load would report them: the first theme in
@@ -1094,9 +1094,8 @@ static int load_svms(td_model_t *m, vctx_t *v, int stream) {
     }
   }
   pthread_mutex_init(&j.mu, NULL);
-  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   pthread_t th;
-  int helper = ncpu > 1 && nt > 1 && pthread_create(&th, NULL, svm_worker, &j) == 0;
+  int helper = td_cpus_allowed() > 1 && nt > 1 && pthread_create(&th, NULL, svm_worker, &j) == 0;
   svm_worker(&j); /* this thread takes its share too */
   if (helper) pthread_join(th, NULL);
   pthread_mutex_destroy(&j.mu);

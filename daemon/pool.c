@@ -42,8 +42,7 @@ static void *worker(void *arg) {
 int td_pool_run(size_t nthreads, size_t njobs, td_pool_job_fn fn, void *ctx,
                 td_pool_progress_fn progress, void *progress_ud, td_err_t *err) {
   if (!njobs) return 0;
-  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  size_t nth = nthreads ? nthreads : (cpus > 0 ? (size_t)cpus : 1);
+  size_t nth = nthreads ? nthreads : (size_t)td_cpus_allowed();
   if (nth > njobs) nth = njobs;
   pool_t p = {.njobs = njobs, .fn = fn, .ctx = ctx};
   td_err_clear(&p.err);

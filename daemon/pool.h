@@ -18,7 +18,7 @@ typedef int (*td_pool_job_fn)(void *ctx, size_t job, td_err_t *err);
 /* Progress, on the calling thread only: done of total jobs finished. */
 typedef void (*td_pool_progress_fn)(void *ud, size_t done, size_t total);
 
-/* Runs jobs 0..njobs-1 on nthreads threads (0: the online CPUs; never more
+/* Runs jobs 0..njobs-1 on nthreads threads (0: the CPUs it may run on; never more
  * than njobs). Returns 0, or the first failing job's code and message. */
 int td_pool_run(size_t nthreads, size_t njobs, td_pool_job_fn fn, void *ctx,
                 td_pool_progress_fn progress, void *progress_ud, td_err_t *err);

@@ -61,7 +61,7 @@ static const char usage_train[] =
     "                        smo: libsvm's SMO. Every solver writes libsvm LINEAR model files\n"
     "  --multiclass          exactly one label per passage, `other` an ordinary class\n"
     "  --seed N              fold shuffle seed (default 1)\n"
-    "  --threads N           worker threads (default 0 = online CPUs)\n"
+    "  --threads N           worker threads (default 0 = the CPUs it may run on)\n"
     "  --context-weight X    weight of the heading-context block (0 = off)\n"
     "  --neighbor-weight X   weight of the previous/next-passage blocks (0 = off, the default)\n"
     "  --doc-weight X        weight of the whole-document block (0 = off, the default)\n"
