@@ -16,6 +16,8 @@ then a final fit on all of train.jsonl, scored on dev.jsonl and seeds.jsonl. Mod
   poly2   the same with the kernel (x.y + ALPHA)^2 (C grid 0.5 .. 8 for both kernels)
   pos     nine more features, times ALPHA: the passage is its article's first, second, last or
           second to last, and which fifth of the article it is in
+  lsa     a dense topic vector, times ALPHA: a truncated SVD (--lsa-dims, 100) of character
+          1-2-gram tf-idf fitted on train.jsonl (plus --lsa-text JSONL, unlabelled)
 
   for f in train dev seeds; do
     build/themectl vectorize --model models/rural-themes --data ../shared/corpus/$f.jsonl \\
@@ -23,6 +25,7 @@ then a final fit on all of train.jsonl, scored on dev.jsonl and seeds.jsonl. Mod
   done
   /usr/bin/python3 tools/screen_domain.py VECDIR [MODE [ALPHA]] [--corpus ../shared/corpus]
                                            [--article-power P] [--with VECDIR2 [--weight W]]
+                                           [--lsa-dims D] [--lsa-text JSONL]
 
 --with VECDIR2 [--weight W] averages this model with a second bundle's (its vectors of the same
 three files, fitted the same way), each model's decision values divided by their out-of-fold
@@ -79,6 +82,22 @@ def position_flags(rows):
     return sparse.csr_matrix(F)
 
 
+def lsa_vectors(R, dims, extra):
+    """Latent semantic analysis: a truncated SVD of character 1-2-gram tf-idf, fitted on
+    train.jsonl's text (plus the "text" of every line of the JSON Lines files in extra, as
+    unlabelled text; never dev or seeds), then each passage's L2-normalized projection."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.preprocessing import normalize
+    texts = [r["text"] for r in R["train"]]
+    for path in extra:
+        texts += [json.loads(line)["text"] for line in open(path, encoding="utf-8")]
+    tf = TfidfVectorizer(analyzer="char", ngram_range=(1, 2), sublinear_tf=True, min_df=2).fit(texts)
+    svd = TruncatedSVD(dims, random_state=1).fit(tf.transform(texts))
+    return {s: sparse.csr_matrix(normalize(svd.transform(tf.transform([r["text"] for r in R[s]]))))
+            for s in R}
+
+
 def theme_scores(a, R, Y, vecdir):
     """Per theme, the C of the best out-of-fold F1; returns the chosen Cs, the out-of-fold
     decision values at them (passages x themes) and a final fit's on dev and seeds."""
@@ -87,6 +106,9 @@ def theme_scores(a, R, Y, vecdir):
 
     if a.mode == "pos":  # where the passage sits in its article, as ALPHA-weighted flags
         X = {s: sparse.hstack([X[s], a.alpha * position_flags(R[s])]).tocsr() for s in X}
+    if a.mode == "lsa":  # a dense topic vector per passage, ALPHA-weighted
+        Z = lsa_vectors(R, a.lsa_dims, a.lsa_text)
+        X = {s: sparse.hstack([X[s], a.alpha * Z[s]]).tocsr() for s in X}
 
     kernel = a.mode in ("rbf", "poly2")
     if kernel:  # Gram matrices against train.jsonl, from the linear ones
@@ -159,13 +181,16 @@ def theme_scores(a, R, Y, vecdir):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("vecdir")
-    ap.add_argument("mode", nargs="?", default="base", choices=["base", "nb", "nbsq", "clean", "rbf", "poly2", "pos"])
+    ap.add_argument("mode", nargs="?", default="base", choices=["base", "nb", "nbsq", "clean", "rbf", "poly2", "pos", "lsa"])
     ap.add_argument("alpha", nargs="?", type=float, default=1.0)
     ap.add_argument("--corpus", default="../shared/corpus")
     ap.add_argument("--article-power", type=float, default=0.0)
     ap.add_argument("--with", dest="other", metavar="VECDIR2",
                     help="ensemble: a second bundle's vectors of the same files, fitted the same way")
     ap.add_argument("--weight", type=float, default=0.5, help="VECDIR2's share of the ensemble")
+    ap.add_argument("--lsa-dims", type=int, default=100, help="lsa: dimensions kept")
+    ap.add_argument("--lsa-text", action="append", default=[], metavar="JSONL",
+                    help="lsa: more unlabelled text to fit on (repeatable)")
     a = ap.parse_args()
     R, Y = {}, {}
     for s in ("train", "dev", "seeds"):
