@@ -48,7 +48,7 @@ LDFLAGS_ALL = $(LDSAN) $(LDFLAGS)
 # The engine: knows nothing of sockets; linked by themed, themectl and tests.
 ENGINE_SRC = daemon/common.c daemon/text.c daemon/plugin.c daemon/features.c \
              daemon/model.c daemon/classify.c daemon/corpus.c daemon/train.c \
-             daemon/sha256.c daemon/svm_dcd.c daemon/calib.c daemon/pool.c
+             daemon/sha256.c daemon/svm_dcd.c daemon/calib.c daemon/pool.c daemon/jalloc.c
 # The service: every other file in daemon/.
 SERVER_SRC = $(filter-out $(ENGINE_SRC),$(wildcard daemon/*.c))
 THEMECTL_SRC = $(wildcard tools/themectl*.c)

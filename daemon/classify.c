@@ -4,6 +4,7 @@
  * both print.
  */
 #include "classify.h"
+#include "jalloc.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -582,8 +583,14 @@ fail:
 int td_result_write(const td_model_t *m, const td_doc_t *doc, const td_classify_opts_t *o,
                     const td_result_t *r, td_scratch_t *s, td_result_id_t id_mode,
                     const json_t *id_json, td_buf_t *out) {
+  /* The tree lives only until it is dumped: its allocations come from this
+   * thread's arena (jalloc.h) and go back at once with json_decref below. */
+  int scope = td_jalloc_scope_begin();
   json_t *res = td_result_json(m, doc, o, r, s);
-  if (!res) return TD_ENOMEM;
+  if (!res) {
+    td_jalloc_scope_end(scope);
+    return TD_ENOMEM;
+  }
   if (id_mode == TD_RESULT_ID_JSON && id_json) json_object_set(res, "id", (json_t *)id_json);
   else if (id_mode != TD_RESULT_ID_DOC) json_object_del(res, "id");
   /* json_dumpb straight into the buffer's spare room: a dump callback is
@@ -606,5 +613,6 @@ int td_result_write(const td_model_t *m, const td_doc_t *doc, const td_classify_
   }
   if (out->data) out->data[out->len] = '\0';
   json_decref(res);
+  td_jalloc_scope_end(scope);
   return rc;
 }

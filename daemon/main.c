@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "jalloc.h"
 #include "model.h"
 #include "nats.h"
 #include "plugin.h"
@@ -30,6 +31,7 @@ int main(int argc, char **argv) {
   td_model_t *model = NULL;
   char *token = NULL; /* the admin token, until the server has its copy */
 
+  td_jalloc_install(); /* before any jansson value exists */
   signal(SIGPIPE, SIG_IGN); /* a client that hangs up is an EPIPE, not a death */
   td_config_init(&cfg);
   if ((rc = td_config_parse_args(&cfg, argc, argv, &action, &err))) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "classify.h"
+#include "jalloc.h"
 #include "log.h"
 #include "nats.h"
 #include "plugin.h"
@@ -26,6 +27,7 @@ static _Thread_local worker_tls_t *t_tls;
 
 static void tls_destroy(void *p) {
   worker_tls_t *t = p;
+  td_jalloc_thread_free(); /* runs on the thread itself: a key destructor, or cleanup */
   td_scratch_free(&t->scratch);
   td_result_free(&t->result);
   free(t);

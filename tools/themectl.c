@@ -14,6 +14,7 @@
 
 #include "classify.h"
 #include "common.h"
+#include "jalloc.h"
 #include "corpus.h"
 #include "model.h"
 #include "themectl.h"
@@ -929,6 +930,7 @@ static int has_flag(int argc, char **argv, const char *flag) {
 }
 
 int main(int argc, char **argv) {
+  td_jalloc_install(); /* before any jansson value exists */
   if (argc < 2) {
     fputs(usage_main, stderr);
     return THEMECTL_EXIT_USAGE;

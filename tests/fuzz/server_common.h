@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 
 #include "bundle_split.h"
+#include "jalloc.h"
 #include "config.h"
 #include "fuzz_common.h"
 #include "log.h"
@@ -52,6 +53,7 @@ static inline void fx_die(const char *what, const char *why) {
  * cfg (td_config_init'd here) to serve it on unix:<tmp>/s.sock, whose path
  * goes to sock. Not validated: the caller adds what it needs first. */
 static inline void fx_setup(td_config_t *cfg, char *sock, size_t socksz) {
+  td_jalloc_install(); /* as themed's main does: answers' trees in arenas */
   /* Nothing of a surrounding systemd may leak in. */
   unsetenv("NOTIFY_SOCKET");
   unsetenv("LISTEN_FDS");
