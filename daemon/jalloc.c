@@ -4,13 +4,19 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+/* Under ASan each arena value carries its size in a 16-byte header, so that
+ * its free can poison all of it: a use after a free inside the scope is
+ * then reported as it would be with malloc, and the scope's end poisons the
+ * whole arena for values that escaped it. */
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
 #define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
 #define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#define HDR 16u
 #else
 #define POISON(p, n) ((void)(p), (void)(n))
 #define UNPOISON(p, n) ((void)(p), (void)(n))
+#define HDR 0u
 #endif
 
 /* 64 KiB holds the tree of an answer of ~50 passages; a larger one spills
@@ -30,11 +36,16 @@ static _Thread_local arena_t t_arena;
 static void *ja_malloc(size_t n) {
   arena_t *a = &t_arena;
   if (a->open) {
-    size_t need = (n + 15) & ~(size_t)15;
-    if (need >= n && need <= ARENA_BYTES - a->top) {
-      void *p = a->base + a->top;
+    size_t need = ((n + 15) & ~(size_t)15) + HDR;
+    if (need > n && need <= ARENA_BYTES - a->top) {
+      char *p = a->base + a->top + HDR;
       a->top += need;
       a->count++;
+#if HDR
+      UNPOISON(p - HDR, sizeof n);
+      *(size_t *)(void *)(p - HDR) = n;
+      POISON(p - HDR, sizeof n);
+#endif
       UNPOISON(p, n);
       return p;
     }
@@ -48,7 +59,14 @@ static void ja_free(void *p) {
   arena_t *a = &t_arena;
   uintptr_t u = (uintptr_t)p, b = (uintptr_t)a->base;
   if (a->base && u >= b && u < b + ARENA_BYTES) {
-    POISON(p, 1); /* a use after this free is reported under ASan */
+#if HDR
+    char *q = p;
+    size_t n;
+    UNPOISON(q - HDR, sizeof n);
+    n = *(size_t *)(void *)(q - HDR);
+    POISON(q - HDR, sizeof n);
+    POISON(q, n);
+#endif
     return;
   }
   free(p);

@@ -3,8 +3,8 @@
  * past the arena's size, they are malloc's; values made outside a scope can
  * be freed inside one; each thread has its own arena; and an answer dumped
  * from an arena tree is the same text as from a malloc'd one. Under ASan
- * (make unit-run runs this under it too) a use of an arena value after its
- * scope would be reported. */
+ * (make test runs this under it too) freed and escaped arena values are
+ * poisoned, so their use is reported. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +17,10 @@
 
 #include "classify.h"
 #include "jalloc.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 
 /* A tree shaped like an answer: objects, arrays, strings, integers, reals. */
 static json_t *answer(int passages) {
@@ -123,6 +127,24 @@ static void test_a_scope_inside_a_scope_does_not_close_it(void **st) {
   td_jalloc_scope_end(outer);
 }
 
+/* Under ASan a freed arena value, and any left at the scope's end, are
+ * poisoned: a use of either is reported like a use after free. */
+static void test_freed_and_escaped_values_are_poisoned_under_asan(void **st) {
+  (void)st;
+#if defined(__SANITIZE_ADDRESS__)
+  int scope = td_jalloc_scope_begin();
+  json_t *freed = json_integer(5), *kept = json_string("escapes the scope");
+  assert_false(__asan_address_is_poisoned(freed));
+  json_decref(freed);
+  assert_true(__asan_address_is_poisoned(freed));
+  assert_false(__asan_address_is_poisoned(kept));
+  td_jalloc_scope_end(scope);
+  assert_true(__asan_address_is_poisoned(kept));
+#else
+  skip();
+#endif
+}
+
 static void *other_thread(void *arg) {
   char **out = arg;
   int scope = td_jalloc_scope_begin();
@@ -164,6 +186,7 @@ int main(void) {
       cmocka_unit_test(test_values_from_outside_live_through_a_scope),
       cmocka_unit_test(test_large_values_spill_to_malloc),
       cmocka_unit_test(test_a_scope_inside_a_scope_does_not_close_it),
+      cmocka_unit_test(test_freed_and_escaped_values_are_poisoned_under_asan),
       cmocka_unit_test(test_each_thread_has_its_own_arena),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
