@@ -8,7 +8,14 @@
  * its free can poison all of it: a use after a free inside the scope is
  * then reported as it would be with malloc, and the scope's end poisons the
  * whole arena for values that escaped it. */
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) /* gcc */
+#define TD_ASAN 1
+#elif defined(__has_feature) /* clang, which builds the fuzzers */
+#if __has_feature(address_sanitizer)
+#define TD_ASAN 1
+#endif
+#endif
+#ifdef TD_ASAN
 #include <sanitizer/asan_interface.h>
 #define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
 #define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))

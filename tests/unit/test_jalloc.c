@@ -19,6 +19,13 @@
 #include "jalloc.h"
 
 #if defined(__SANITIZE_ADDRESS__)
+#define TD_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TD_ASAN 1
+#endif
+#endif
+#ifdef TD_ASAN
 #include <sanitizer/asan_interface.h>
 #endif
 
@@ -131,7 +138,7 @@ static void test_a_scope_inside_a_scope_does_not_close_it(void **st) {
  * poisoned: a use of either is reported like a use after free. */
 static void test_freed_and_escaped_values_are_poisoned_under_asan(void **st) {
   (void)st;
-#if defined(__SANITIZE_ADDRESS__)
+#ifdef TD_ASAN
   int scope = td_jalloc_scope_begin();
   json_t *freed = json_integer(5), *kept = json_string("escapes the scope");
   assert_false(__asan_address_is_poisoned(freed));
