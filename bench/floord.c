@@ -29,6 +29,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "common.h"
+
 #define MAX_LOOPS 64
 
 static const char ANSWER[] =
@@ -177,8 +179,7 @@ static void on_signal(uv_signal_t *s, int sig) {
 int main(int argc, char **argv) {
   const char *path = NULL;
   cpu_set_t allowed;
-  CPU_ZERO(&allowed);
-  if (sched_getaffinity(0, sizeof allowed, &allowed)) die("sched_getaffinity", errno);
+  if (td_cpu_set_allowed(&allowed)) die("sched_getaffinity", errno);
   g_nloops = CPU_COUNT(&allowed);
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--unix") && i + 1 < argc) path = argv[++i];

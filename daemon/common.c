@@ -1,7 +1,6 @@
 #include "common.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -153,9 +152,13 @@ int td_secret_equal(const char *a, size_t alen, const char *b, size_t blen) {
   return acc == 0;
 }
 
+int td_cpu_set_allowed(cpu_set_t *set) {
+  CPU_ZERO(set);
+  return sched_getaffinity(0, sizeof *set, set);
+}
+
 int td_cpus_allowed(void) {
   cpu_set_t set;
-  CPU_ZERO(&set);
-  long n = sched_getaffinity(0, sizeof set, &set) ? sysconf(_SC_NPROCESSORS_ONLN) : CPU_COUNT(&set);
+  long n = td_cpu_set_allowed(&set) ? sysconf(_SC_NPROCESSORS_ONLN) : CPU_COUNT(&set);
   return n < 1 ? 1 : n > 65536 ? 65536 : (int)n;
 }

@@ -9,6 +9,7 @@
 #ifndef TD_COMMON_H
 #define TD_COMMON_H
 
+#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -84,9 +85,12 @@ int td_secret_equal(const char *a, size_t alen, const char *b, size_t blen);
 /* Monotonic clock in nanoseconds. */
 uint64_t td_now_ns(void);
 
-/* How many CPUs this process may run on (sched_getaffinity: a cgroup cpuset,
- * taskset or a unit's CPUAffinity= narrow them below the CPUs online); the
- * CPUs online if that cannot be read; at least 1. */
+/* The CPUs this process may run on (sched_getaffinity: a cgroup cpuset,
+ * taskset or a unit's CPUAffinity= narrow them below the CPUs online) into
+ * *set; 0, or -1 with errno set. */
+int td_cpu_set_allowed(cpu_set_t *set);
+/* How many: those of td_cpu_set_allowed, the CPUs online if that cannot be
+ * read; at least 1. */
 int td_cpus_allowed(void);
 
 #endif

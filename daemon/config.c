@@ -10,7 +10,6 @@
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -607,13 +606,6 @@ static int resolve_models_dir(td_config_t *c, td_err_t *err) {
   return 0;
 }
 
-/* The CPUs this process may run on: a cgroup cpuset, taskset or a unit's
- * CPUAffinity= narrow them below the CPUs online. */
-static int allowed_cpus(cpu_set_t *set) {
-  CPU_ZERO(set);
-  return sched_getaffinity(0, sizeof *set, set);
-}
-
 /* workers 0 -> one per CPU the daemon may use (in a container limited to 2
  * of 64 CPUs, 2, not 64), at most TD_MAX_WORKERS. */
 static void default_workers(td_config_t *c) {
@@ -642,7 +634,7 @@ static int resolve_cpus(td_config_t *c, td_err_t *err) {
     return td_err_set(err, TD_EINVAL, "cpu_affinity pins worker loops: it needs worker_loops");
   }
   cpu_set_t allowed;
-  if (allowed_cpus(&allowed)) {
+  if (td_cpu_set_allowed(&allowed)) {
     if (match) return 0;
     return td_err_set(err, TD_EINVAL, "cpu_affinity: cannot read the CPUs allowed: %s", strerror(errno));
   }

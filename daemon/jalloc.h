@@ -31,7 +31,7 @@ void td_jalloc_scope_end(int opened);
 /* Frees this thread's arena (at thread exit; no scope may be open). */
 void td_jalloc_thread_free(void);
 
-/* For tests: allocations this thread served from its arena, and bytes. */
+/* For tests: how many allocations this thread's arena has served. */
 size_t td_jalloc_thread_count(void);
 
 #endif

@@ -17,8 +17,8 @@
 #include <uv.h>
 
 #include "config.h"
-#include "log.h"
 #include "jalloc.h"
+#include "log.h"
 #include "model.h"
 #include "nats.h"
 #include "plugin.h"

@@ -6,12 +6,11 @@
  */
 #include "server.h"
 
-#include <pthread.h>
-#include <sched.h>
-
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>

@@ -14,8 +14,8 @@
 
 #include "classify.h"
 #include "common.h"
-#include "jalloc.h"
 #include "corpus.h"
+#include "jalloc.h"
 #include "model.h"
 #include "themectl.h"
 #include "train.h"
