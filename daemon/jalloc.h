@@ -1,7 +1,7 @@
 /*
  * Answers without a malloc per passage: jansson's allocations for the tree
  * of one answer come from a per-thread arena while it is built, dumped and
- * dropped (td_result_write), instead of ~60 malloc/free pairs per
+ * dropped (td_result_write), instead of 64 malloc/free pairs per
  * one-passage answer (bench/NOTES.md, "An arena for the answer's tree").
  *
  * td_jalloc_install() routes all of jansson's allocations through here,
