@@ -16,6 +16,8 @@ then a final fit on all of train.jsonl, scored on dev.jsonl and seeds.jsonl. Mod
   poly2   the same with the kernel (x.y + ALPHA)^2 (C grid 0.5 .. 8 for both kernels)
   pos     nine more features, times ALPHA: the passage is its article's first, second, last or
           second to last, and which fifth of the article it is in
+  center  each passage's vector minus ALPHA times its article's mean vector, L2-normalized
+          again (what sets a passage apart from the rest of its article)
   lsa     a dense topic vector, times ALPHA: a truncated SVD (--lsa-dims, 100) of character
           1-2-gram tf-idf fitted on train.jsonl (plus --lsa-text JSONL, unlabelled)
 
@@ -98,6 +100,17 @@ def lsa_vectors(R, dims, extra):
             for s in R}
 
 
+def centered(x, rows, alpha):
+    """Each passage's vector minus ALPHA times its article's mean vector, L2-normalized again:
+    a token every passage of the article has (党建 in an article about 党建) weighs less."""
+    from sklearn.preprocessing import normalize
+    docs = [r["doc"] for r in rows]
+    index = {d: k for k, d in enumerate(dict.fromkeys(docs))}
+    member = sparse.csr_matrix((np.ones(len(docs)), ([index[d] for d in docs], np.arange(len(docs)))))
+    mean = sparse.diags(1 / np.asarray(member.sum(1)).ravel()) @ member @ x
+    return normalize(sparse.csr_matrix(x - alpha * (member.T @ mean)))
+
+
 def theme_scores(a, R, Y, vecdir):
     """Per theme, the C of the best out-of-fold F1; returns the chosen Cs, the out-of-fold
     decision values at them (passages x themes) and a final fit's on dev and seeds."""
@@ -109,6 +122,9 @@ def theme_scores(a, R, Y, vecdir):
     if a.mode == "lsa":  # a dense topic vector per passage, ALPHA-weighted
         Z = lsa_vectors(R, a.lsa_dims, a.lsa_text)
         X = {s: sparse.hstack([X[s], a.alpha * Z[s]]).tocsr() for s in X}
+
+    if a.mode == "center":  # what sets the passage apart from its own article
+        X = {s: centered(X[s], R[s], a.alpha) for s in X}
 
     kernel = a.mode in ("rbf", "poly2")
     if kernel:  # Gram matrices against train.jsonl, from the linear ones
@@ -181,7 +197,7 @@ def theme_scores(a, R, Y, vecdir):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("vecdir")
-    ap.add_argument("mode", nargs="?", default="base", choices=["base", "nb", "nbsq", "clean", "rbf", "poly2", "pos", "lsa"])
+    ap.add_argument("mode", nargs="?", default="base", choices=["base", "nb", "nbsq", "clean", "rbf", "poly2", "pos", "lsa", "center"])
     ap.add_argument("alpha", nargs="?", type=float, default=1.0)
     ap.add_argument("--corpus", default="../shared/corpus")
     ap.add_argument("--article-power", type=float, default=0.0)
