@@ -18,6 +18,8 @@ then a final fit on all of train.jsonl, scored on dev.jsonl and seeds.jsonl. Mod
           second to last, and which fifth of the article it is in
   center  each passage's vector minus ALPHA times its article's mean vector, L2-normalized
           again (what sets a passage apart from the rest of its article)
+  neg     out-of-domain passages (--neg SVM, e.g. THUCNews headlines vectorized by the same
+          bundle) added to every training fit as negatives for every theme, weight ALPHA
   lsa     a dense topic vector, times ALPHA: a truncated SVD (--lsa-dims, 100) of character
           1-2-gram tf-idf fitted on train.jsonl (plus --lsa-text JSONL, unlabelled)
 
@@ -126,6 +128,10 @@ def theme_scores(a, R, Y, vecdir):
     if a.mode == "center":  # what sets the passage apart from its own article
         X = {s: centered(X[s], R[s], a.alpha) for s in X}
 
+    neg = None
+    if a.mode == "neg":
+        neg = sparse.csr_matrix(load_svmlight_file(a.neg, n_features=NFEAT)[0])
+
     kernel = a.mode in ("rbf", "poly2")
     if kernel:  # Gram matrices against train.jsonl, from the linear ones
         G = {s: (X[s] @ X["train"].T).toarray() for s in X}
@@ -171,8 +177,12 @@ def theme_scores(a, R, Y, vecdir):
         keep = kept(rows, y, c)
         y = Y["train"][keep, col]
         r = ratio(X["train"][keep], y)
-        return fit(scaled(X["train"][keep], r), y, c, weight[keep]).decision_function(
-            scaled(X[test_set][test], r))
+        x, w = X["train"][keep], weight[keep]
+        if a.mode == "neg":  # unlabelled out-of-domain text as negatives for every theme
+            x = sparse.vstack([x, neg]).tocsr()
+            y = np.concatenate([y, np.zeros(neg.shape[0], dtype=y.dtype)])
+            w = np.concatenate([w, np.full(neg.shape[0], a.alpha)])
+        return fit(scaled(x, r), y, c, w).decision_function(scaled(X[test_set][test], r))
 
     folds = list(GroupKFold(n_splits=5).split(X["train"], groups=docs))
     oofs, tests, chosen = [], {"dev": [], "seeds": []}, []
@@ -197,7 +207,7 @@ def theme_scores(a, R, Y, vecdir):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("vecdir")
-    ap.add_argument("mode", nargs="?", default="base", choices=["base", "nb", "nbsq", "clean", "rbf", "poly2", "pos", "lsa", "center"])
+    ap.add_argument("mode", nargs="?", default="base", choices=["base", "nb", "nbsq", "clean", "rbf", "poly2", "pos", "lsa", "center", "neg"])
     ap.add_argument("alpha", nargs="?", type=float, default=1.0)
     ap.add_argument("--corpus", default="../shared/corpus")
     ap.add_argument("--article-power", type=float, default=0.0)
@@ -207,6 +217,8 @@ def main():
     ap.add_argument("--lsa-dims", type=int, default=100, help="lsa: dimensions kept")
     ap.add_argument("--lsa-text", action="append", default=[], metavar="JSONL",
                     help="lsa: more unlabelled text to fit on (repeatable)")
+    ap.add_argument("--neg", metavar="SVM", help="neg: vectors of out-of-domain passages, each a "
+                    "negative for every theme with sample weight ALPHA (training folds only)")
     a = ap.parse_args()
     R, Y = {}, {}
     for s in ("train", "dev", "seeds"):
