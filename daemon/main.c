@@ -81,8 +81,11 @@ int main(int argc, char **argv) {
     goto out;
   }
   if (action == TD_ACTION_CHECK) {
-    printf("config ok: model %s from %s, plugins %s, %d workers, %zu listeners\n", model->label,
-           cfg.model, cfg.plugins ? cfg.plugins : td_plugin_default_dir(), workers, cfg.nlisten);
+    /* Without --listen the sockets can only come from systemd: checked
+     * outside the unit, that would be a daemon that exits at start. */
+    printf("config ok: model %s from %s, plugins %s, %d workers, %zu listeners%s\n", model->label,
+           cfg.model, cfg.plugins ? cfg.plugins : td_plugin_default_dir(), workers, cfg.nlisten,
+           cfg.nlisten ? "" : " (the sockets must come from systemd's socket activation)");
     rc = 0;
     goto out;
   }

@@ -154,7 +154,11 @@ def test_cli_help_version_check_config():
     env = dict(os.environ, THEMED_PLUGIN_DIR=plugin_dir())
     r = subprocess.run([THEMED, "--model", model_dir(), "--listen", "unix:/nonexistent/x.sock",
                         "--check-config"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    check(r.returncode == 0 and b"config ok" in r.stdout, r.stdout)
+    check(r.returncode == 0 and b"config ok" in r.stdout and b"1 listeners\n" in r.stdout, r.stdout)
+    # no --listen: fine under socket activation, and the check says that is what it assumes
+    r = subprocess.run([THEMED, "--model", model_dir(), "--check-config"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, env=env)
+    check(r.returncode == 0 and b"0 listeners (the sockets must come from systemd" in r.stdout, r.stdout)
     r = subprocess.run([THEMED, "--model", "/nonexistent-bundle", "--listen", "unix:x.sock",
                         "--check-config"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     check(r.returncode == 1 and b"config ok" not in r.stdout, r.stdout)
