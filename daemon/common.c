@@ -121,11 +121,13 @@ int td_read_file(const char *path, char **out, size_t *len, td_err_t *err) {
       return td_err_set(err, TD_ENOMEM, "%s: out of memory", path);
     }
   }
-  int bad = ferror(f);
+  /* fread sets errno on failure (EISDIR for a directory, which fopen
+   * accepts); fclose may change it, so it is kept first. */
+  int bad = ferror(f), e = errno;
   fclose(f);
   if (bad) {
     td_buf_free(&b);
-    return td_err_set(err, TD_EIO, "%s: read error", path);
+    return td_err_set(err, TD_EIO, "%s: %s", path, strerror(e));
   }
   if (!b.data && td_buf_reserve(&b, 0)) return td_err_set(err, TD_ENOMEM, "out of memory");
   b.data[b.len] = '\0';

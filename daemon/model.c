@@ -375,8 +375,9 @@ static int read_padded(const char *path, td_buf_t *fb, td_err_t *err) {
     ssize_t r = read(fd, fb->data + n, room);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
+      int e = errno; /* close may change it */
       close(fd);
-      return td_err_set(err, TD_EIO, "%s: read error", path);
+      return td_err_set(err, TD_EIO, "%s: %s", path, strerror(e));
     }
     if (r == 0) break;
     n += (size_t)r;

@@ -149,7 +149,8 @@ static const char *base_name(const char *p) {
   return s && s[1] ? s + 1 : p;
 }
 
-static int read_stream(FILE *f, char **out, size_t *len) {
+/* As td_read_file, for an open stream (stdin): name is what messages call it. */
+static int read_stream(FILE *f, const char *name, char **out, size_t *len, td_err_t *err) {
   td_buf_t b;
   td_buf_init(&b);
   char chunk[65536];
@@ -157,11 +158,15 @@ static int read_stream(FILE *f, char **out, size_t *len) {
   while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
     if (td_buf_append(&b, chunk, n)) {
       td_buf_free(&b);
-      return TD_ENOMEM;
+      return td_err_set(err, TD_ENOMEM, "%s: out of memory", name);
     }
-  if (ferror(f) || td_buf_reserve(&b, 0)) {
+  if (ferror(f)) {
     td_buf_free(&b);
-    return TD_EIO;
+    return td_err_set(err, TD_EIO, "%s: %s", name, strerror(errno));
+  }
+  if (td_buf_reserve(&b, 0)) {
+    td_buf_free(&b);
+    return td_err_set(err, TD_ENOMEM, "%s: out of memory", name);
   }
   b.data[b.len] = '\0';
   *out = b.data;
@@ -723,9 +728,9 @@ static int cmd_classify(int argc, char **argv) {
     const char *name = is_stdin ? "stdin" : path;
     char *data = NULL;
     size_t len = 0;
-    if (is_stdin ? read_stream(stdin, &data, &len) != 0 : td_read_file(path, &data, &len, &err) != 0) {
-      if (is_stdin) themectl_errorf("stdin: read error");
-      else themectl_errorf("%s", err.msg);
+    if (is_stdin ? read_stream(stdin, name, &data, &len, &err) != 0
+                 : td_read_file(path, &data, &len, &err) != 0) {
+      themectl_errorf("%s", err.msg);
       rc = THEMECTL_EXIT_FAIL;
       break;
     }

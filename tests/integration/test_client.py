@@ -488,3 +488,23 @@ def test_stream_reconnect_resends_unanswered_at_least_once():
               err)
     finally:
         fake.close()
+
+
+def test_classify_directory_says_why():
+    """A directory given as an article (or as stdin) fails with the system's
+    reason, not a bare "read error"."""
+    tmp = tempfile.mkdtemp(prefix="themed-it-dir-")
+    try:
+        offline = ["classify", "--model", model_dir(), "--plugins", plugin_dir()]
+        rc, out, err = ctl(*(offline + [tmp]))
+        check(rc == 1 and out == "" and one_error_line(err) == "themectl: %s: Is a directory" % tmp, (rc, err))
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            r = subprocess.run([THEMECTL] + offline, stdin=fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=dict(os.environ, THEMED_PLUGIN_DIR=plugin_dir()), timeout=wait(60))
+        finally:
+            os.close(fd)
+        err = r.stderr.decode()
+        check(r.returncode == 1 and one_error_line(err) == "themectl: stdin: Is a directory", (r.returncode, err))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

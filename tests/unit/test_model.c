@@ -918,6 +918,34 @@ static void test_err_svm_files(void **state) {
   free(dir);
 }
 
+/* A directory where a file should be: the reason is the system's
+ * ("Is a directory"), not a bare "read error". */
+static void test_err_read_directory(void **state) {
+  fixture_t *f = *state;
+  char *dir = fresh_bundle(f, "dirfile");
+  td_err_t err;
+  td_err_clear(&err);
+  char *data = NULL;
+  assert_int_equal(td_read_file(dir, &data, NULL, &err), TD_EIO);
+  assert_null(data);
+  assert_non_null(strstr(err.msg, "Is a directory"));
+  assert_null(strstr(err.msg, "read error"));
+
+  char *p = pjoin(dir, "svm/industry.model");
+  assert_int_equal(unlink(p), 0);
+  assert_int_equal(mkdir(p, 0700), 0);
+  expect_load_error(dir, TD_EIO, "dirfile/svm/industry.model: Is a directory", NULL);
+  assert_int_equal(rmdir(p), 0);
+
+  char *mp = pjoin(dir, "manifest.json");
+  assert_int_equal(unlink(mp), 0);
+  assert_int_equal(mkdir(mp, 0700), 0);
+  expect_load_error(dir, TD_EIO, "dirfile/manifest.json: Is a directory", NULL);
+  free(mp);
+  free(p);
+  free(dir);
+}
+
 static void test_err_class_count(void **state) {
   fixture_t *f = *state;
   char *dir = fresh_bundle(f, "classes");
@@ -1415,6 +1443,7 @@ int main(void) {
       cmocka_unit_test(test_unknown_keys_ignored),
       cmocka_unit_test(test_err_unknown_tokenizer),
       cmocka_unit_test(test_err_svm_files),
+      cmocka_unit_test(test_err_read_directory),
       cmocka_unit_test(test_err_class_count),
       cmocka_unit_test(test_err_feature_dims),
       cmocka_unit_test(test_err_idf),
