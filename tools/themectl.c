@@ -36,6 +36,7 @@ static const char usage_main[] =
     "  train      train a model bundle from labelled JSON Lines\n"
     "  classify   tag the passages of articles with a model bundle\n"
     "  eval       score a model bundle against labelled JSON Lines\n"
+    "  vectorize  write labelled JSON Lines as a bundle's feature vectors (libsvm format)\n"
     "talking to a running themed:\n"
     "  health, stats, model, reload, stream, classify --socket PATH\n"
     "NATS JetStream (themed --nats, docs/scaling.md):\n"
