@@ -108,11 +108,17 @@ int td_parse_count(const char *s, const char *what, long min, long max, long *ou
 }
 
 
-static const char conn_help[] =
-    "  -s, --socket PATH      the daemon's unix socket (default: $THEMED_SOCKET, else\n"
-    "                         ./run/themed.sock if it exists, else /run/themed/themed.sock)\n"
-    "  -c, --connect HOST:PORT  the daemon's TCP listener instead ([ADDR]:PORT for IPv6)\n"
-    "  -t, --timeout S        give up after S seconds without an answer (0 = never)\n";
+/* The shared connection options; the --timeout line carries the command's
+ * own default (DEFAULT_*_TIMEOUT_MS), so each caller passes it. */
+static void conn_usage(FILE *f, int default_ms) {
+  fputs("  -s, --socket PATH      the daemon's unix socket (default: $THEMED_SOCKET, else\n"
+        "                         ./run/themed.sock if it exists, else /run/themed/themed.sock)\n"
+        "  -c, --connect HOST:PORT  the daemon's TCP listener instead ([ADDR]:PORT for IPv6)\n",
+        f);
+  fprintf(f, "  -t, --timeout S        give up after S seconds without an answer (default %g,\n"
+             "                         0 = never)\n",
+          default_ms / 1000.0);
+}
 
 /* --------------------------------------------------- one-shot commands */
 
@@ -132,7 +138,7 @@ static const simple_cmd_t simple_cmds[] = {
 
 static void simple_usage(FILE *f, const simple_cmd_t *c) {
   fprintf(f, "Usage: themectl %s [options]\n  %s\n\nOptions:\n", c->name, c->summary);
-  fputs(conn_help, f);
+  conn_usage(f, c->admin ? DEFAULT_RELOAD_TIMEOUT_MS : DEFAULT_TIMEOUT_MS);
   if (!strcmp(c->name, "reload"))
     fputs("  -p, --path DIR         load this bundle instead of the current one's directory\n"
           "                         (a relative DIR is made absolute here when it exists)\n",
@@ -427,7 +433,7 @@ static void cls_usage(FILE *f) {
         "  offline `themectl classify`. Each FILE is one article (its id is the file name);\n"
         "  no FILE or '-': standard input.\n\nOptions:\n",
         f);
-  fputs(conn_help, f);
+  conn_usage(f, DEFAULT_CLASSIFY_TIMEOUT_MS);
   fputs("      --jsonl            each input line is {\"id\",\"text\"} (or {\"id\",\"passages\"})\n"
         "      --threshold X      one threshold in [0,1] for every theme (default: the tuned ones)\n"
         "      --top-k K          at most K themes per passage (0 = all over threshold)\n"

@@ -508,3 +508,22 @@ def test_classify_directory_says_why():
         check(r.returncode == 1 and one_error_line(err) == "themectl: stdin: Is a directory", (r.returncode, err))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_help_lists_every_command_and_timeout_defaults():
+    """`themectl --help` names every command themectl runs (each has its own
+    --help), and the one-shot client commands say their --timeout default."""
+    rc, main_help, _ = ctl("--help")
+    check(rc == 0, main_help)
+    words = set(re.findall(r"[a-z]+", main_help))
+    for cmd in ("train", "classify", "eval", "vectorize", "health", "stats", "model", "reload",
+                "stream", "publish", "collect"):
+        check(cmd in words, "themectl --help does not list %s:\n%s" % (cmd, main_help))
+        rc, out, err = ctl(cmd, "--help")
+        check(rc == 0 and out, (cmd, rc, err))
+    check(re.search(r"^  vectorize  \S.*libsvm", main_help, re.M), main_help)
+    for cmd, secs in (("health", 10), ("stats", 10), ("model", 10), ("reload", 120)):
+        out = ctl(cmd, "--help")[1]
+        check(re.search(r"--timeout S .*\(default %d,\s+0 = never\)" % secs, out, re.S), (cmd, out))
+    out = ctl("classify", "--socket", "/x.sock", "--help")[1]
+    check(re.search(r"--timeout S .*\(default 120,", out, re.S), out)
