@@ -6,7 +6,14 @@
  * reconnects once and sends every unanswered request again, so an article
  * the daemon had classified but whose answer was lost is classified twice
  * (the output still holds it once, because output is written per answer).
- * --resume makes a rerun skip every id already in the output file.
+ *
+ * --resume works by position, not by id: the output holds one line per
+ * non-blank input line, in input order, so its K complete lines answer the
+ * first K input lines and a rerun skips exactly those. Ids are not unique
+ * (or present) in every input, so they cannot be the key; the output lines
+ * stay the daemon's answers as they are (nothing is added to them). Where
+ * both an input line and its answer carry an id, they must agree, so an
+ * output that belongs to another input is refused instead of being extended.
  */
 #include "themectl.h"
 #include "themectl_net.h"
@@ -28,7 +35,11 @@ typedef struct stream_ctx {
   size_t nin;
   td_inputs_t inputs;   /* their lines */
   uint64_t total;       /* sum of input sizes; 0 = unknown (a pipe) */
-  json_t *skip;         /* --resume: ids already in the output (keys of an object) */
+  FILE *resume;         /* --resume: the kept output, read back line by line */
+  uint64_t resume_left; /* its lines not yet matched to an input line */
+  uint64_t resume_line; /* the last output line matched (1-based) */
+  char *rbuf;           /* getline's buffer for resume */
+  size_t rcap;
   FILE *out;            /* opened at the first request (see stream_next) */
   const char *out_name;
   int append;           /* --resume: append to out_name */
@@ -50,62 +61,104 @@ static int transient_error(json_t *o) {
 }
 
 /*
- * Reads the existing output: every id in it goes into s->skip. A last line
- * without '\n' (an interrupted run) is cut off, and lines holding transient
- * errors are removed, so the file can be appended to and ends up holding
- * each id once.
+ * Prepares a --resume run. The output's first line that is not a complete
+ * answer -- a last line without '\n' (an interrupted write) or a transient
+ * error (the article was not classified) -- and every line after it are cut
+ * off: the output is in input order, so only a prefix can be kept. The
+ * lines kept are then read back by resume_match, one per input line.
  */
 static int load_resume(stream_ctx_t *s, td_err_t *err) {
-  char *data = NULL;
-  size_t len = 0;
-  s->skip = json_object();
-  if (!s->skip) return td_err_set(err, TD_ENOMEM, "out of memory");
-  if (access(s->out_name, F_OK) != 0) return 0;  /* nothing to resume: a fresh start */
-  int rc = td_read_file(s->out_name, &data, &len, err);
-  if (rc) return rc;
-  td_buf_t keep;
-  td_buf_init(&keep);
-  size_t off = 0, dropped = 0, complete = 0;
-  while (off < len) {
-    char *nl = memchr(data + off, '\n', len - off);
-    if (!nl) break;  /* the partial line of an interrupted write */
-    size_t n = (size_t)(nl - (data + off));
-    complete = (size_t)(nl - data) + 1;
-    json_t *o = json_loadb(data + off, n, 0, NULL);
-    if (o && transient_error(o)) {
-      dropped++;
+  FILE *f = fopen(s->out_name, "r");
+  if (!f) {
+    if (errno == ENOENT) return 0;  /* nothing to resume: a fresh start */
+    return td_err_set(err, TD_EIO, "%s: %s", s->out_name, strerror(errno));
+  }
+  uint64_t kept = 0, cut_lines = 0;
+  off_t off = 0, cut = -1;
+  int partial = 0;
+  char code[64] = "";
+  ssize_t n;
+  errno = 0;
+  while ((n = getline(&s->rbuf, &s->rcap, f)) > 0) {
+    if (cut < 0) {
+      if (s->rbuf[n - 1] != '\n') {
+        partial = 1;
+        cut = off;
+      } else {
+        json_t *o = json_loadb(s->rbuf, (size_t)n - 1, 0, NULL);
+        if (o && transient_error(o)) {
+          snprintf(code, sizeof code, "%s",
+                   json_string_value(json_object_get(json_object_get(o, "error"), "code")));
+          cut = off;
+          cut_lines = 1;
+        } else {
+          kept++;
+        }
+        json_decref(o);
+      }
+    } else if (s->rbuf[n - 1] == '\n') {
+      cut_lines++;
     } else {
-      char *key = td_json_id_key(o);
-      if (key) json_object_set_new(s->skip, key, json_true());
-      free(key);
-      if (td_buf_append(&keep, data + off, n + 1)) rc = td_err_set(err, TD_ENOMEM, "out of memory");
+      partial = 1;
     }
-    json_decref(o);
-    if (rc) break;
-    off = complete;
+    off += n;
+    errno = 0;  /* so that ENOMEM below is getline's, not json_loadb's */
   }
-  if (!rc && (dropped || complete < len)) {
-    /* Rewrite through a temporary file so an interruption leaves the old one. */
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.resume-tmp", s->out_name);
-    FILE *f = fopen(tmp, "w");
-    if (!f || (keep.len && fwrite(keep.data, 1, keep.len, f) != keep.len) || fflush(f) ||
-        fsync(fileno(f))) {
-      rc = td_err_set(err, TD_EIO, "%s: %s", tmp, strerror(errno));
-      if (f) fclose(f);
-      unlink(tmp);
-    } else if (fclose(f) || rename(tmp, s->out_name)) {
-      rc = td_err_set(err, TD_EIO, "%s: %s", s->out_name, strerror(errno));
-      unlink(tmp);
-    }
-    if (!rc && complete < len)
-      fprintf(stderr, "stream: resume: dropped an incomplete last line of %s\n", s->out_name);
-    if (!rc && dropped)
-      fprintf(stderr, "stream: resume: %zu transient error line%s removed from %s; those articles go again\n",
-              dropped, dropped == 1 ? "" : "s", s->out_name);
+  int e = errno, bad = ferror(f) || (n < 0 && e == ENOMEM);
+  fclose(f);
+  if (bad) return td_err_set(err, TD_EIO, "%s: %s", s->out_name, strerror(e));
+  if (cut >= 0) {
+    if (truncate(s->out_name, cut)) return td_err_set(err, TD_EIO, "%s: %s", s->out_name, strerror(errno));
+    if (cut_lines)
+      fprintf(stderr,
+              "stream: resume: line %llu of %s is a transient error (%s): it and the %llu line%s after it "
+              "removed; those articles go again\n",
+              (unsigned long long)kept + 1, s->out_name, code, (unsigned long long)cut_lines - 1,
+              cut_lines == 2 ? "" : "s");
+    if (partial) fprintf(stderr, "stream: resume: dropped an incomplete last line of %s\n", s->out_name);
   }
-  td_buf_free(&keep);
-  free(data);
+  if (!kept) return 0;
+  if (!(s->resume = fopen(s->out_name, "r")))
+    return td_err_set(err, TD_EIO, "%s: %s", s->out_name, strerror(errno));
+  s->resume_left = kept;
+  return 0;
+}
+
+/* The id of a JSON Lines line as compact JSON, NULL when it has none (or is
+ * not an object). */
+static char *line_id_key(const char *line, size_t n) {
+  json_t *o = json_loadb(line, n, 0, NULL);
+  char *key = td_json_id_key(o);
+  json_decref(o);
+  return key;
+}
+
+/* --resume: the input line is answered by the next kept output line. 0 =
+ * skip it; an error when the two name different ids (the output is not this
+ * input's) or the output cannot be read back. */
+static int resume_match(stream_ctx_t *s, const char *line, size_t n, td_err_t *err) {
+  errno = 0;
+  ssize_t got = getline(&s->rbuf, &s->rcap, s->resume);
+  if (got <= 0 || s->rbuf[got - 1] != '\n')
+    return td_err_set(err, TD_EIO, "%s: %s while resuming (changed by another process?)", s->out_name,
+                      errno ? strerror(errno) : "shorter than it was");
+  s->resume_line++;
+  s->resume_left--;
+  char *in_key = line_id_key(line, n), *out_key = line_id_key(s->rbuf, (size_t)got - 1);
+  int same = in_key && out_key ? !strcmp(in_key, out_key) : in_key == out_key;
+  int rc = same ? 0
+                : td_err_set(err, TD_EINVAL,
+                             "resume: %s:%llu has id %s but line %llu of %s answers id %s: --out is "
+                             "not the output of this input (or the input changed)",
+                             s->inputs.name, (unsigned long long)s->inputs.lines.lineno,
+                             in_key ? in_key : "(none)", (unsigned long long)s->resume_line, s->out_name,
+                             out_key ? out_key : "(none)");
+  free(in_key);
+  free(out_key);
+  if (!rc && !s->resume_left) {
+    fclose(s->resume);
+    s->resume = NULL;
+  }
   return rc;
 }
 
@@ -127,10 +180,6 @@ static int make_request(stream_ctx_t *s, const char *line, size_t n, td_req_t *r
     return td_req_local_error(r, NULL, "invalid_json", msg) ? td_err_set(err, TD_ENOMEM, "out of memory") : 1;
   }
   r->key = td_json_id_key(o);
-  if (r->key && s->skip && json_object_get(s->skip, r->key)) {
-    json_decref(o);
-    return 0;  /* already in the output */
-  }
   if (td_cls_opts_any(&s->o)) {
     char *d = NULL;
     int bad = td_cls_opts_apply(&s->o, o) || !(d = json_dumps(o, JSON_COMPACT)) || td_req_take_line(r, d);
@@ -162,15 +211,19 @@ static int stream_next(void *ctx, td_req_t *r, int *wait_fd, td_err_t *err) {
     char *line;
     size_t n;
     int rc = td_inputs_next(&s->inputs, &line, &n, wait_fd, err);
+    if (rc < 0 && !err->code && s->resume_left)
+      return td_err_set(err, TD_EINVAL,
+                        "resume: %s has %llu more line%s than the input has lines: --out is not the "
+                        "output of this input (or the input changed)",
+                        s->out_name, (unsigned long long)s->resume_left, s->resume_left == 1 ? "" : "s");
     if (rc <= 0) return rc;
-    memset(r, 0, sizeof *r);
-    rc = make_request(s, line, n, r, err);
-    if (rc == 0) {
-      free(r->key);
-      memset(r, 0, sizeof *r);
-      s->skipped++;
+    if (s->resume_left) {
+      if ((rc = resume_match(s, line, n, err))) return rc;
+      s->skipped++;  /* already answered in the output */
       continue;
     }
+    memset(r, 0, sizeof *r);
+    rc = make_request(s, line, n, r, err);
     r->ibytes = n + 1;
     return rc;
   }
@@ -213,7 +266,8 @@ static int stream_done(void *ctx, const td_req_t *r, const char *line, size_t le
   if (e) {
     s->errors++;
     /* An error the daemon could not tie to an id (an oversized line) still
-     * names the article in the output, for the reader and for --resume. */
+     * names the article in the output, for the reader and for --resume's
+     * check that the output belongs to the input. */
     if (!json_object_get(resp, "id") && r->key) {
       json_t *id = json_loads(r->key, JSON_DECODE_ANY, NULL);
       json_t *o = json_object();
@@ -244,6 +298,12 @@ static int stream_done(void *ctx, const td_req_t *r, const char *line, size_t le
 /* ------------------------------------------------------------- main */
 
 
+static void stream_free(stream_ctx_t *s) {
+  if (s->resume) fclose(s->resume);
+  free(s->rbuf);
+  free(s->in);
+}
+
 static void stream_usage(FILE *f) {
   fputs("Usage: themectl stream [options] [--in FILE ...] [--out FILE]\n"
         "  Feed JSON Lines articles (each line a classify request; {\"id\",\"text\"} as is)\n"
@@ -258,8 +318,15 @@ static void stream_usage(FILE *f) {
         "                         operands are inputs too\n"
         "  -o, --out FILE         output (default stdout)\n"
         "  -n, --inflight N       requests in flight at most (default 64)\n"
-        "  -r, --resume           skip input ids already in --out, append the rest (an\n"
-        "                         incomplete last line and transient errors are removed first)\n"
+        "  -r, --resume           continue an interrupted run (same inputs, same order):\n"
+        "                         --out holds one line per non-blank input line, in input\n"
+        "                         order, so its K complete lines answer the first K input\n"
+        "                         lines; those are skipped and the rest appended. Removed\n"
+        "                         first: an incomplete last line, and the first transient\n"
+        "                         error (shutting_down, too_many_connections, internal) with\n"
+        "                         every line after it. Ids are not the key (they may repeat\n"
+        "                         or be missing) but are checked: a line's id and its\n"
+        "                         answer's must agree, else --out is refused\n"
         "      --threshold X, --top-k K, --explain, --text\n"
         "                         classification options added to every request\n"
         "  -q, --quiet            no progress line (drawn only when stderr is a terminal)\n"
@@ -377,8 +444,7 @@ int td_stream_main(int argc, char **argv) {
   if (rc) themectl_errorf("stream: %s", err.msg);
   /* Nothing happened (the daemon was unreachable): the one error line says it all. */
   if (rc && !s.articles && !ps.sent && !s.skipped) {
-    json_decref(s.skip);
-    free(s.in);
+    stream_free(&s);
     return TD_EXIT_FAIL;
   }
   if (s.skipped)
@@ -394,7 +460,6 @@ int td_stream_main(int argc, char **argv) {
           (unsigned long long)s.articles, (unsigned long long)s.passages, (unsigned long long)s.errors, t,
           t > 0 ? s.articles / t : 0.0);
   if (!rc) status = s.errors ? TD_EXIT_PARTIAL : TD_EXIT_OK;
-  json_decref(s.skip);
-  free(s.in);
+  stream_free(&s);
   return status;
 }

@@ -381,6 +381,117 @@ def test_stream_resume_after_truncation():
         check(rc == 2 and "--out" in err, err)
 
 
+def _resume_input(tmp):
+    """Lines --resume cannot key by id: no id, repeated ids (with different
+    texts), not JSON, not an object, a blank line between."""
+    pool = _passages()
+    lines = [json.dumps({"id": "a", "text": pool[0]}, ensure_ascii=False),
+             json.dumps({"text": pool[1]}, ensure_ascii=False),
+             "not json at all",
+             json.dumps({"id": "a", "text": pool[2]}, ensure_ascii=False),
+             "",
+             json.dumps({"text": pool[3]}, ensure_ascii=False),
+             "[1,2]",
+             json.dumps({"id": 7, "text": pool[4]}, ensure_ascii=False),
+             json.dumps({"id": "a", "text": pool[5]}, ensure_ascii=False),
+             json.dumps({"text": pool[6]}, ensure_ascii=False)]
+    inp = os.path.join(tmp, "in.jsonl")
+    with open(inp, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return inp, sum(1 for l in lines if l)
+
+
+def test_stream_resume_idempotent_without_unique_ids():
+    """--resume on a finished job appends nothing, whatever the ids (none,
+    repeated, or a line that is not JSON)."""
+    tmp = tempfile.mkdtemp(prefix="themed-it-stream-")
+    inp, n = _resume_input(tmp)
+    out = os.path.join(tmp, "out.jsonl")
+    with Daemon() as d:
+        rc, _, err = ctl("stream", "--socket", d.sock, "--in", inp, "--out", out, "--resume")
+        _stream_ok(rc, err, n, errors=2)
+        with open(out, "rb") as f:
+            full = f.read()
+        check(full.count(b"\n") == n, "one answer per input line: %r" % full)
+        rc, plain, _ = ctl("stream", "--socket", d.sock, "--in", inp)
+        check(plain.encode() == full, "--resume to a new file writes what a plain run writes")
+        for _ in range(3):
+            rc, _, err = ctl("stream", "--socket", d.sock, "--in", inp, "--out", out, "--resume")
+            _stream_ok(rc, err, 0)
+            check("skipped %d articles" % n in err, err)
+            with open(out, "rb") as f:
+                check(f.read() == full, "a rerun on a finished job appends nothing")
+
+
+def test_stream_resume_interrupted_answers_each_line_once():
+    """Cut after every possible line (and mid-line): the resumed output is
+    the uninterrupted one, each input line answered once, in order; a line
+    whose id repeats an earlier one is not taken as done."""
+    tmp = tempfile.mkdtemp(prefix="themed-it-stream-")
+    inp, n = _resume_input(tmp)
+    out = os.path.join(tmp, "out.jsonl")
+    with Daemon() as d:
+        rc, _, err = ctl("stream", "--socket", d.sock, "--in", inp, "--out", out)
+        _stream_ok(rc, err, n, errors=2)
+        with open(out, "rb") as f:
+            full = f.read()
+        ends = [i + 1 for i, b in enumerate(full) if b == 0x0a]
+        for k, end in enumerate([0] + ends[:-1]):
+            for cut in (end, end + 5):  # after k lines; and a partial line k+1
+                with open(out, "wb") as f:
+                    f.write(full[:cut])
+                rc, _, err = ctl("stream", "--socket", d.sock, "--in", inp, "--out", out, "--resume")
+                _stream_ok(rc, err, n - k, errors=sum(1 for l in full.splitlines()[k:] if b'"error"' in l))
+                with open(out, "rb") as f:
+                    check(f.read() == full, "cut at byte %d: resumed output differs" % cut)
+
+
+def test_stream_resume_transient_error_keeps_input_order():
+    """A transient error line is answered again in its place: it and the
+    lines after it are removed, so the output stays in input order."""
+    tmp = tempfile.mkdtemp(prefix="themed-it-stream-")
+    inp, n = _resume_input(tmp)
+    out = os.path.join(tmp, "out.jsonl")
+    with Daemon() as d:
+        rc, _, err = ctl("stream", "--socket", d.sock, "--in", inp, "--out", out)
+        with open(out, "rb") as f:
+            full = f.read()
+        lines = full.splitlines(keepends=True)
+        lines[3] = b'{"id":"a","error":{"code":"shutting_down","message":"the daemon is shutting down"}}\n'
+        with open(out, "wb") as f:
+            f.write(b"".join(lines))
+        rc, _, err = ctl("stream", "--socket", d.sock, "--in", inp, "--out", out, "--resume")
+        _stream_ok(rc, err, n - 3, errors=1)
+        check("line 4 of %s is a transient error (shutting_down): it and the %d lines after it removed"
+              % (out, n - 4) in err, err)
+        with open(out, "rb") as f:
+            check(f.read() == full, "resumed output equals the uninterrupted one, in order")
+
+
+def test_stream_resume_refuses_another_inputs_output():
+    """--out made from other input lines is not extended: one error line,
+    exit 1, the file as it was."""
+    tmp = tempfile.mkdtemp(prefix="themed-it-stream-")
+    inp, n = _resume_input(tmp)
+    out = os.path.join(tmp, "out.jsonl")
+    other = os.path.join(tmp, "other.jsonl")
+    write_jsonl(other, [{"id": "x%d" % i, "text": "发展集体经济"} for i in range(3)])
+    with Daemon() as d:
+        rc, _, err = ctl("stream", "--socket", d.sock, "--in", other, "--out", out)
+        _stream_ok(rc, err, 3)
+        with open(out, "rb") as f:
+            before = f.read()
+        rc, _, err = ctl("stream", "--socket", d.sock, "--in", inp, "--out", out, "--resume")
+        check(rc == 1 and 'has id "a" but line 1 of %s answers id "x0"' % out in one_error_line(err), (rc, err))
+        # an input shorter than the output
+        short = os.path.join(tmp, "short.jsonl")
+        write_jsonl(short, [{"id": "x0", "text": "发展集体经济"}])
+        rc, _, err = ctl("stream", "--socket", d.sock, "--in", short, "--out", out, "--resume")
+        check(rc == 1 and "2 more lines than the input has lines" in err, (rc, err))
+        with open(out, "rb") as f:
+            check(f.read() == before, "output untouched")
+
+
 def test_stream_error_lines_in_place():
     lines = ['{"id":"a","text":"发展集体经济，壮大村级产业。"}',
              'not json at all',
