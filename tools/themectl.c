@@ -18,6 +18,7 @@
 #include "jalloc.h"
 #include "model.h"
 #include "themectl.h"
+#include "themectl_doc.h"
 #include "train.h"
 
 void themectl_errorf(const char *fmt, ...) {
@@ -79,6 +80,8 @@ static const char usage_train[] =
 static const char usage_classify[] =
     "usage: themectl classify --model DIR [options] [FILE...]\n"
     "  Each FILE (or stdin) is one plain-text article; prints one JSON object per article.\n"
+    "  A document that fails is named on stderr with the reason, as with --socket, and\n"
+    "  the others are still classified; the exit status is then 1.\n"
     "  --model DIR           model bundle\n"
     "  --plugins DIR         plugin directory\n"
     "  --jsonl               input lines are {\"id\",\"text\"} or {\"id\",\"passages\":[...]}\n"
@@ -510,28 +513,46 @@ static int tsv_rows(const runner_t *rn, const td_doc_t *doc, td_buf_t *b) {
   return 0;
 }
 
-/* where: the input's name; lineno > 0 adds " line N" (formatted only for
- * a message: this runs once per input line). */
-static int classify_print(runner_t *rn, const td_doc_t *doc, const char *where, size_t lineno) {
-  td_err_t err;
-  td_err_clear(&err);
-  if (td_classify(rn->m, doc, &rn->co, rn->s, &rn->r, &err)) {
-    if (lineno) themectl_errorf("%s line %zu: %s", where, lineno, err.msg);
-    else themectl_errorf("%s: %s", where, err.msg);
-    return THEMECTL_EXIT_FAIL;
-  }
+/*
+ * Classifies one document and writes its output. id_mode/id as for
+ * td_result_write (a --jsonl line's own id; TD_RESULT_ID_DOC otherwise).
+ * 0, or the engine's code with the reason in err (nothing written).
+ */
+static int classify_print(runner_t *rn, const td_doc_t *doc, td_result_id_t id_mode, const json_t *id,
+                          td_err_t *err) {
+  int rc = td_classify(rn->m, doc, &rn->co, rn->s, &rn->r, err);
+  if (rc) return rc;
   /* The bytes of td_result_json, written directly (the hot path of a
    * --jsonl run; bench/NOTES.md); stdout is flushed once per input file. */
   td_buf_reset(&rn->out);
   if (rn->tsv ? tsv_rows(rn, doc, &rn->out)
-              : td_result_write(rn->m, doc, &rn->co, &rn->r, rn->s, TD_RESULT_ID_DOC, NULL,
-                                &rn->out) || td_buf_append(&rn->out, "\n", 1)) {
-    if (lineno) themectl_errorf("%s line %zu: out of memory", where, lineno);
-    else themectl_errorf("%s: out of memory", where);
-    return THEMECTL_EXIT_FAIL;
-  }
+              : td_result_write(rn->m, doc, &rn->co, &rn->r, rn->s, id_mode, id, &rn->out) ||
+                    td_buf_append(&rn->out, "\n", 1))
+    return td_err_set(err, TD_ENOMEM, "out of memory");
   fwrite(rn->out.data, 1, rn->out.len, stdout);
   return 0;
+}
+
+/* The error code and message the daemon answers an engine failure with
+ * (daemon/request.c, map_engine), so an offline failure reads the same. */
+static const char *engine_code(int rc, const td_err_t *err, char *msg, size_t cap) {
+  snprintf(msg, cap, "%s", err->msg);
+  switch (rc) {
+  case TD_EUTF8: return "invalid_utf8";
+  case TD_ELIMIT: return "too_many_passages";
+  case TD_EINVAL:
+  case TD_EFORMAT: return "invalid_request";
+  default: snprintf(msg, cap, "classification failed: %s", err->msg); return "internal";
+  }
+}
+
+/* A whole-file document (id: its name) that failed, reported as
+ * `classify --socket` reports it. */
+static void doc_failed(const char *id, int rc, const td_err_t *err) {
+  char msg[sizeof err->msg + 64];
+  json_t *jid = json_string(id);
+  themectl_doc_error(jid, engine_code(rc, err, msg, sizeof msg), msg);
+  json_decref(jid);
 }
 
 /* The line of data[0..len) that starts at pos: its length without the
@@ -567,72 +588,111 @@ static int next_line(const char *data, size_t len, size_t *pos, size_t *lineno, 
   return 0;
 }
 
-/* One JSON Lines input: {"id","text"} or {"id","passages":[...]} per line. */
+/*
+ * One JSON Lines input: {"id","text"} or {"id","passages":[...]} per line,
+ * each answered as `classify --socket` answers it: the result on stdout, or
+ * an error line on stderr and on to the next line. Lines are read by
+ * themectl_doc.c as the client reads them; the checks the daemon makes on
+ * what the client sends are made here with the daemon's words
+ * (daemon/request.c, classify_doc). Returns THEMECTL_EXIT_FAIL if any line
+ * failed.
+ */
 static int classify_jsonl(runner_t *rn, const char *name, const char *data, size_t len) {
   size_t lineno = 0, pos = 0, ll;
   const char *line;
-  int rc = 0;
-  while (!rc && next_line(data, len, &pos, &lineno, &line, &ll)) {
-    char where[512];
-    snprintf(where, sizeof where, "%s line %zu", name, lineno);
-    json_error_t je;
-    json_t *o = json_loadb(line, ll, 0, &je);
-    if (!json_is_object(o)) {
-      if (o) themectl_errorf("%s: not a JSON object", where);
-      else themectl_errorf("%s: not valid JSON: %s", where, je.text);
-      json_decref(o);
-      return THEMECTL_EXIT_FAIL;
-    }
+  int failed = 0;
+  td_span_t *spans = NULL;
+  size_t nspans = 0;
+  while (next_line(data, len, &pos, &lineno, &line, &ll)) {
+    if (line[ll - 1] == '\r') ll--;  /* as the client's line reader */
+    themectl_jdoc_t d;
+    const char *code = NULL;
+    char msg[sizeof d.msg + 64];
+    td_err_t err;
+    td_err_clear(&err);
     td_doc_t doc = {0};
-    td_span_t *spans = NULL;
-    const json_t *id = json_object_get(o, "id"), *text = json_object_get(o, "text"),
-                 *ps = json_object_get(o, "passages");
-    if (id && !json_is_string(id)) {
-      themectl_errorf("%s: \"id\" must be a string", where);
-      rc = THEMECTL_EXIT_FAIL;
-    } else if (json_is_string(text) && !ps) {
-      doc.text = json_string_value(text);
-      doc.len = json_string_length(text);
-    } else if (json_is_array(ps) && !text) {
-      size_t n = json_array_size(ps), i;
-      json_t *p;
-      spans = calloc(n ? n : 1, sizeof *spans);
-      json_array_foreach(ps, i, p) {
-        if (!json_is_string(p)) break;
-        spans[i].s = json_string_value(p);
-        spans[i].len = json_string_length(p);
+    char *idtext = NULL;
+    if (themectl_jdoc_parse(&d, name, lineno, line, ll)) {
+      code = d.code;
+      snprintf(msg, sizeof msg, "%s", d.msg);
+    } else if (d.id && !(json_is_string(d.id) || json_is_number(d.id) || json_is_boolean(d.id) ||
+                         json_is_null(d.id))) {
+      code = "invalid_request";
+      snprintf(msg, sizeof msg, "id: expected a JSON scalar");
+    } else if (d.text) {
+      doc.text = d.text;
+      doc.len = d.len;
+    } else {
+      size_t n = json_array_size(d.passages);
+      if (n > nspans) {
+        td_span_t *ns = realloc(spans, n * sizeof *spans);
+        if (!ns) {
+          themectl_jdoc_free(&d);
+          free(spans);
+          themectl_errorf("out of memory");
+          return THEMECTL_EXIT_FAIL;
+        }
+        spans = ns;
+        nspans = n;
       }
-      if (i < n) {
-        themectl_errorf("%s: \"passages\" must be an array of strings", where);
-        rc = THEMECTL_EXIT_FAIL;
+      for (size_t i = 0; !code && i < n; i++) {
+        const json_t *p = json_array_get(d.passages, i);
+        if (!json_is_string(p)) {
+          code = "invalid_request";
+          snprintf(msg, sizeof msg, "passages[%zu]: expected a string", i);
+        } else {
+          spans[i].s = json_string_value(p);
+          spans[i].len = json_string_length(p);
+        }
       }
       doc.passages = spans;
       doc.npassages = n;
-    } else {
-      themectl_errorf("%s: needs \"text\" (a string) or \"passages\" (an array of strings)", where);
-      rc = THEMECTL_EXIT_FAIL;
     }
-    doc.id = id ? json_string_value(id) : NULL;
-    if (!rc) rc = classify_print(rn, &doc, where, 0);
-    free(spans);
-    json_decref(o);
+    if (!code) {
+      /* The daemon echoes any scalar id as it came, and leaves "id" out when
+       * the line has none; --format tsv shows a non-string id as JSON. */
+      td_result_id_t mode = !d.id ? TD_RESULT_ID_OMIT : json_is_string(d.id) ? TD_RESULT_ID_DOC
+                                                                             : TD_RESULT_ID_JSON;
+      if (json_is_string(d.id)) doc.id = json_string_value(d.id);
+      else if (d.id) doc.id = idtext = json_dumps(d.id, JSON_ENCODE_ANY | JSON_COMPACT);
+      int rc = classify_print(rn, &doc, mode, d.id, &err);
+      if (rc) code = engine_code(rc, &err, msg, sizeof msg);
+    }
+    if (code) {
+      /* The daemon leaves out an id it rejects; the client then names the
+       * document by the id it sent, which is this one. */
+      themectl_doc_error(d.id, code, msg);
+      failed = 1;
+    }
+    free(idtext);
+    themectl_jdoc_free(&d);
   }
-  return rc;
+  free(spans);
+  return failed ? THEMECTL_EXIT_FAIL : 0;
+}
+
+/* --lines/--blocks: a document that failed is named by its input line, and
+ * the documents after it are still classified. 1 if rc is a failure. */
+static int line_failed(int rc, const char *name, size_t lineno, const td_err_t *err) {
+  if (!rc) return 0;
+  themectl_errorf("%s line %zu: %s", name, lineno, err->msg);
+  return 1;
 }
 
 /* --lines: every non-blank line is a document whose id is its line number. */
 static int classify_lines(runner_t *rn, const char *name, const char *data, size_t len) {
   size_t lineno = 0, pos = 0, ll;
   const char *line;
-  int rc = 0;
-  while (!rc && next_line(data, len, &pos, &lineno, &line, &ll)) {
+  td_err_t err;
+  int failed = 0;
+  while (next_line(data, len, &pos, &lineno, &line, &ll)) {
     if (line[ll - 1] == '\r') ll--;
     char id[24];
     snprintf(id, sizeof id, "%zu", lineno);
     td_doc_t doc = {.id = id, .text = line, .len = ll};
-    rc = classify_print(rn, &doc, name, lineno);
+    failed |= line_failed(classify_print(rn, &doc, TD_RESULT_ID_DOC, NULL, &err), name, lineno, &err);
   }
-  return rc;
+  return failed ? THEMECTL_EXIT_FAIL : 0;
 }
 
 /* --blocks: every run of non-blank lines is one article, given as its bytes
@@ -640,8 +700,9 @@ static int classify_lines(runner_t *rn, const char *name, const char *data, size
 static int classify_blocks(runner_t *rn, const char *name, const char *data, size_t len) {
   size_t lineno = 0, pos = 0, ll;
   const char *line;
-  int rc = 0;
-  while (!rc && next_line(data, len, &pos, &lineno, &line, &ll)) {
+  int failed = 0;
+  td_err_t err;
+  while (next_line(data, len, &pos, &lineno, &line, &ll)) {
     size_t first = lineno, next;
     /* extend over the following lines up to a blank one (or the end) */
     while (pos < len && !is_blank(data + pos, line_at(data, len, pos, &next))) {
@@ -653,9 +714,9 @@ static int classify_blocks(runner_t *rn, const char *name, const char *data, siz
     char id[24];
     snprintf(id, sizeof id, "%zu", first);
     td_doc_t doc = {.id = id, .text = line, .len = dl};
-    rc = classify_print(rn, &doc, name, first);
+    failed |= line_failed(classify_print(rn, &doc, TD_RESULT_ID_DOC, NULL, &err), name, first, &err);
   }
-  return rc;
+  return failed ? THEMECTL_EXIT_FAIL : 0;
 }
 
 static int cmd_classify(int argc, char **argv) {
@@ -722,7 +783,9 @@ static int cmd_classify(int argc, char **argv) {
       fwrite(rn.out.data, 1, rn.out.len, stdout);
     }
   }
-  int nfiles = argc - optind;
+  int nfiles = argc - optind, failed = 0;
+  /* A document that fails is reported and the others still classified, as
+   * `classify --socket` does; an input that cannot be read stops the run. */
   for (int f = 0; !rc && f < (nfiles ? nfiles : 1); f++) {
     const char *path = nfiles ? argv[optind + f] : "-";
     int is_stdin = strcmp(path, "-") == 0;
@@ -736,18 +799,23 @@ static int cmd_classify(int argc, char **argv) {
       break;
     }
     if (jsonl) {
-      rc = classify_jsonl(&rn, name, data, len);
+      failed |= classify_jsonl(&rn, name, data, len);
     } else if (lines) {
-      rc = classify_lines(&rn, name, data, len);
+      failed |= classify_lines(&rn, name, data, len);
     } else if (blocks) {
-      rc = classify_blocks(&rn, name, data, len);
+      failed |= classify_blocks(&rn, name, data, len);
     } else {
       td_doc_t doc = {.id = is_stdin ? "stdin" : base_name(path), .text = data, .len = len};
-      rc = classify_print(&rn, &doc, name, 0);
+      int crc = classify_print(&rn, &doc, TD_RESULT_ID_DOC, NULL, &err);
+      if (crc) {
+        doc_failed(doc.id, crc, &err);
+        failed = 1;
+      }
     }
     fflush(stdout);
     free(data);
   }
+  if (!rc && failed) rc = THEMECTL_EXIT_FAIL;
   td_buf_free(&rn.out);
   td_scratch_free(&rn.s);
   td_result_free(&rn.r);

@@ -7,6 +7,7 @@
  * error response for any document), 2 bad command line.
  */
 #include "themectl.h"
+#include "themectl_doc.h"
 #include "themectl_net.h"
 #include "text.h"
 
@@ -362,37 +363,21 @@ static int cls_next_doc(cls_ctx_t *c, td_req_t *r, td_err_t *err) {
   return rc;
 }
 
-/* --jsonl: one {"id","text"} (or {"id","passages"}) object per line. */
+/* --jsonl: one {"id","text"} (or {"id","passages"}) object per line, read
+ * as the offline command reads it (themectl_doc.c). */
 static int cls_next_line(cls_ctx_t *c, td_req_t *r, int *wait_fd, td_err_t *err) {
-  for (;;) {
-    char *line;
-    size_t n;
-    int rc = td_inputs_next(&c->in, &line, &n, wait_fd, err);
-    if (rc <= 0) return rc;
-    json_error_t je;
-    json_t *o = json_loadb(line, n, 0, &je);
-    char msg[400];
-    if (!o || !json_is_object(o)) {
-      snprintf(msg, sizeof msg, "%s:%llu: %s", c->in.name, (unsigned long long)c->in.lines.lineno,
-               o ? "not a JSON object" : je.text);
-      json_decref(o);
-      return td_req_local_error(r, NULL, "invalid_json", msg) ? td_err_set(err, TD_ENOMEM, "out of memory") : 1;
-    }
-    json_t *id = json_object_get(o, "id");
-    json_t *text = json_object_get(o, "text"), *passages = json_object_get(o, "passages");
-    if (json_is_string(text)) {
-      rc = make_classify(&c->o, id, json_string_value(text), json_string_length(text), NULL, r, err);
-    } else if (json_is_array(passages)) {
-      rc = make_classify(&c->o, id, NULL, 0, passages, r, err);
-    } else {
-      snprintf(msg, sizeof msg, "%s:%llu: expected a string \"text\" (or a \"passages\" array)", c->in.name,
-               (unsigned long long)c->in.lines.lineno);
-      rc = td_req_local_error(r, id, "invalid_request", msg) ? td_err_set(err, TD_ENOMEM, "out of memory") : 1;
-    }
-    json_decref(o);
-    r->ibytes = n + 1;
-    return rc;
-  }
+  char *line;
+  size_t n;
+  int rc = td_inputs_next(&c->in, &line, &n, wait_fd, err);
+  if (rc <= 0) return rc;
+  themectl_jdoc_t d;
+  if (themectl_jdoc_parse(&d, c->in.name, c->in.lines.lineno, line, n))
+    rc = td_req_local_error(r, d.id, d.code, d.msg) ? td_err_set(err, TD_ENOMEM, "out of memory") : 1;
+  else
+    rc = make_classify(&c->o, d.id, d.text, d.len, d.passages, r, err);
+  themectl_jdoc_free(&d);
+  r->ibytes = n + 1;
+  return rc;
 }
 
 static int cls_next(void *ctx, td_req_t *r, int *wait_fd, td_err_t *err) {
@@ -408,17 +393,11 @@ static int cls_done(void *ctx, const td_req_t *r, const char *line, size_t len, 
   json_t *e = json_object_get(resp, "error");
   if (e) {
     c->errors++;
-    const char *msg = json_string_value(json_object_get(e, "message"));
-    const char *code = json_string_value(json_object_get(e, "code"));
-    /* Name the document as the user named it: a file name, a string id unquoted. */
+    /* The daemon leaves out an id it rejects (not a scalar): the request's. */
     json_t *id = json_object_get(resp, "id");
     json_t *kid = !id && r->key ? json_loads(r->key, JSON_DECODE_ANY, NULL) : NULL;
-    if (!id) id = kid;
-    char *shown = json_is_string(id) ? strdup(json_string_value(id))
-                                     : id ? json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
-    themectl_errorf("classify: %s%s%s (%s)", shown ? shown : "", shown ? ": " : "", msg ? msg : "error",
-                    code ? code : "error");
-    free(shown);
+    themectl_doc_error(id ? id : kid, json_string_value(json_object_get(e, "code")),
+                       json_string_value(json_object_get(e, "message")));
     json_decref(kid);
     return 0;
   }

@@ -201,6 +201,73 @@ def test_classify_socket_matches_offline():
         check("bad.txt" in one_error_line(err) and "UTF-8" in err, err)
 
 
+MIXED_JSONL = [
+    '{"id":"a","text":"发展集体经济，壮大村级产业。"}',
+    '{"id":"b","text":"加强生态保护，整治人居环境"}',
+    '{"id":"c","text":"broken',                                  # not JSON
+    '{"id":"d"}',                                                 # no text
+    '{"id":{"x":1},"text":"抓队伍建设"}',                          # id not a scalar
+    '{"id":7,"text":"开展人居环境整治"}',                          # a number id
+    '',
+    '{"text":"推进移风易俗"}',                                     # no id
+    '{"id":"e","passages":["乡村振兴",3]}',                        # a passage not a string
+    '[1,2]',                                                      # not an object
+    '{"id":"f","passages":["乡村振兴","产业兴旺"],"threshold":7}',  # per-line options are not read
+    '{"id":true,"text":"培育新型职业农民","passages":5}',           # text wins over passages
+    '{"id":"g","text":"最后一行：壮大村集体经济"}',
+]
+
+
+def test_classify_jsonl_offline_matches_socket_with_bad_lines():
+    """Offline classify --jsonl answers every line as --socket does: the same
+    results on stdout, the same error lines on stderr (each failed line
+    named, the lines after it still classified), the same exit status."""
+    tmp = tempfile.mkdtemp(prefix="themed-it-ctl-")
+    try:
+        path = os.path.join(tmp, "mixed.jsonl")
+        data = "\n".join(MIXED_JSONL) + "\r\n"
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(data)
+        offline = ["classify", "--model", model_dir(), "--plugins", plugin_dir()]
+        good = ["a", "b", 7, None, "f", True, "g"]
+        with Daemon() as d:
+            for opts in ([], ["--text", "--top-k", "1"]):
+                for args, stdin in (([path], None), ([], data)):
+                    r_off = ctl(*(offline + opts + ["--jsonl"] + args), stdin=stdin)
+                    r_on = ctl(*(["classify", "--socket", d.sock] + opts + ["--jsonl"] + args), stdin=stdin)
+                    check(r_off == r_on, "offline and --socket differ (%s %s):\n%r\n%r" % (opts, args, r_off, r_on))
+                    rc, out, err = r_off
+                    check(rc == 1, (rc, err))
+                    res = [json.loads(l) for l in out.splitlines()]
+                    check([r.get("id") for r in res] == good and all("passages" in r for r in res), out[:300])
+                    check("id" not in res[3], "a line without id gets a result without one: %r" % res[3])
+                    name = path if args else "stdin"
+                    want = ["themectl: classify: %s:3: " % name,
+                            "themectl: classify: d: %s:4: expected a string \"text\"" % name,
+                            'themectl: classify: {"x":1}: id: expected a JSON scalar (invalid_request)',
+                            "themectl: classify: e: passages[1]: expected a string (invalid_request)",
+                            "themectl: classify: %s:10: not a JSON object (invalid_json)" % name]
+                    lines = err.splitlines()
+                    check(len(lines) == len(want) and all(l.startswith(w) for l, w in zip(lines, want)), err)
+            # whole files: one that fails does not stop the others
+            files = []
+            for i, t in enumerate((b"\xe5\x8f\x91\xe5\xb1\x95\n", b"\xff\xfe broken\n", "抓队伍建设".encode())):
+                files.append(os.path.join(tmp, "doc%d.txt" % i))
+                with open(files[-1], "wb") as f:
+                    f.write(t)
+            r_off = ctl(*(offline + files))
+            r_on = ctl(*(["classify", "--socket", d.sock] + files))
+            check(r_off == r_on and r_off[0] == 1 and len(r_off[1].splitlines()) == 2, (r_off, r_on))
+            check(one_error_line(r_off[2]).startswith("themectl: classify: doc1.txt: ") and
+                  "(invalid_utf8)" in r_off[2], r_off[2])
+        # --lines (offline only): the line that fails is named, the rest classified
+        rc, out, err = ctl(*(offline + ["--lines"]), stdin=b"ok\n\xff\nfine\n")
+        check(rc == 1 and [json.loads(l)["id"] for l in out.splitlines()] == ["1", "3"], (rc, out))
+        check("stdin line 2" in one_error_line(err), err)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def test_classify_lines_and_tsv_agree_with_json():
     """--lines: one document per line, its line number as id; --format tsv
     carries the same tags and rounded scores as the JSON output."""
