@@ -42,6 +42,36 @@ static int unix_stale(const char *path, td_err_t *err) {
   return 0;
 }
 
+/* uv_pipe_bind turns bind(2)'s ENOENT into EACCES (for likeness with
+ * Windows), so a socket path in a directory that does not exist reads
+ * "permission denied", even as root, and sends the operator chasing
+ * permissions. After a refused bind, look at the parent directory: if it is
+ * missing or not a directory, say so (returns 1 with err set); else 0, and
+ * the error stands as reported (a real EACCES stays "permission denied"). */
+static int unix_parent_missing(const char *path, td_err_t *err) {
+  char dir[sizeof ((td_listen_addr_t *)0)->path];
+  const char *slash = strrchr(path, '/');
+  if (!slash) snprintf(dir, sizeof dir, ".");
+  else if (slash == path) snprintf(dir, sizeof dir, "/");
+  else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+  struct stat st;
+  if (stat(dir, &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return 0;
+    td_err_set(err, TD_EIO, "listen unix:%s: %s is not a directory", path, dir);
+    return 1;
+  }
+  if (errno == ENOENT) {
+    td_err_set(err, TD_EIO, "listen unix:%s: directory %s does not exist", path, dir);
+    return 1;
+  }
+  if (errno == ENOTDIR) {
+    td_err_set(err, TD_EIO, "listen unix:%s: directory %s: a component of it is not a directory",
+               path, dir);
+    return 1;
+  }
+  return 0; /* e.g. EACCES on the way there: "permission denied" is right */
+}
+
 static void sockname(td_listener_t *l) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
@@ -85,8 +115,10 @@ static int listen_one(td_server_t *s, td_listener_t *l, const td_listen_addr_t *
     uv_pipe_init(s->loop, &l->h.pipe, 0);
     l->is_unix = 1;
     l->open = 1;
-    if ((rc = uv_pipe_bind(&l->h.pipe, a->path)))
+    if ((rc = uv_pipe_bind(&l->h.pipe, a->path))) {
+      if ((rc == UV_EACCES || rc == UV_ENOTDIR) && unix_parent_missing(a->path, err)) return err->code;
       return td_err_set(err, TD_EIO, "listen unix:%s: %s", a->path, uv_strerror(rc));
+    }
     l->unlink_path = strdup(a->path);
     if (chmod(a->path, 0660) != 0)
       return td_err_set(err, TD_EIO, "chmod %s: %s", a->path, strerror(errno));

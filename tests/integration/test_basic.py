@@ -1,6 +1,7 @@
 """Both protocols on one listener, the read-only operations, startup options."""
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -259,3 +260,42 @@ def test_curl_unix_socket():
         r = subprocess.run([curl, "-sS", "--unix-socket", d.sock, "http://x/v1/classify", "--data-binary", "@-"],
                            input=big.encode(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=wait(20))
         check(r.returncode == 0 and json.loads(r.stdout)["id"] == "big", r.stdout[:300])
+
+
+def _listen_fails(path, pre=(), env=None):
+    """Starts themed on unix:path, which must fail: (exit code, output)."""
+    env = dict(env or os.environ, THEMED_PLUGIN_DIR=plugin_dir())
+    r = subprocess.run(list(pre) + [THEMED, "--model", model_dir(), "--listen", "unix:" + path],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=wait(20))
+    return r.returncode, r.stdout.decode("utf-8", "replace")
+
+
+def test_unix_listen_in_missing_directory_says_so():
+    """uv_pipe_bind reports ENOENT as EACCES: a socket in a directory that does
+    not exist must not read "permission denied" (not even as root)."""
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix="themed-it-listen-")
+    try:
+        missing = os.path.join(tmp, "nodir")
+        rc, out = _listen_fails(os.path.join(missing, "x.sock"))
+        check(rc != 0 and ("directory %s does not exist" % missing) in out and "permission denied" not in out,
+              (rc, out))
+        # the parent is a file
+        f = os.path.join(tmp, "file")
+        open(f, "w").close()
+        rc, out = _listen_fails(os.path.join(f, "x.sock"))
+        check(rc != 0 and ("%s is not a directory" % f) in out and "permission denied" not in out, (rc, out))
+        # a directory we may not write to is still "permission denied"
+        ro = os.path.join(tmp, "ro")
+        os.mkdir(ro, 0o555)
+        pre = ()
+        if os.geteuid() == 0:  # root writes anywhere: run as nobody
+            if not shutil.which("setpriv"):
+                print("  skipped the permission case: root, and no setpriv")
+                return
+            os.chmod(tmp, 0o755)
+            pre = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups")
+        rc, out = _listen_fails(os.path.join(ro, "x.sock"), pre)
+        check(rc != 0 and "listen unix:%s: permission denied" % os.path.join(ro, "x.sock") in out, (rc, out))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
