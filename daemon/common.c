@@ -107,6 +107,16 @@ int td_buf_printf(td_buf_t *b, const char *fmt, ...) {
   return 0;
 }
 
+size_t td_utf8_prefix(const char *s, size_t max) {
+  size_t n = strnlen(s, max);
+  if (n < max) return n; /* the whole string fits */
+  /* s[max] exists (it is at worst the NUL); if it continues a character,
+   * the cut falls inside one: back up to that character's lead byte. */
+  size_t k = n;
+  while (k > 0 && n - k < 3 && ((unsigned char)s[k] & 0xC0) == 0x80) k--;
+  return ((unsigned char)s[k] & 0xC0) == 0x80 ? n : k;
+}
+
 int td_read_file(const char *path, char **out, size_t *len, td_err_t *err) {
   FILE *f = fopen(path, "rb");
   if (!f) return td_err_set(err, TD_EIO, "%s: %s", path, strerror(errno));

@@ -70,6 +70,15 @@ static inline uint64_t td_splitmix64(uint64_t *s) {
   return z ^ (z >> 31);
 }
 
+/*
+ * Byte length of the longest prefix of the NUL-terminated s that is at most
+ * max bytes and does not end inside a UTF-8 character: for "%.*s" where
+ * "%.Ns" would cut a multi-byte character in two, and the message -- no
+ * longer UTF-8 -- could not be sent as JSON at all. Bytes that are not UTF-8
+ * are not judged, only the cut: at most 3 continuation bytes are stepped back.
+ */
+size_t td_utf8_prefix(const char *s, size_t max);
+
 /* Reads a whole file into a malloc'd NUL-terminated buffer owned by the caller. */
 int td_read_file(const char *path, char **out, size_t *len, td_err_t *err);
 

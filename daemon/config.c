@@ -566,14 +566,17 @@ int td_config_model_path(const td_config_t *c, const char *path, char *resolved,
   if (!realpath(path, resolved)) {
     missing = errno ? errno : ENOENT;
     if (lexical_path(path, resolved, PATH_MAX))
-      return td_err_set(err, TD_EINVAL, "%.200s: path too long", path);
+      return td_err_set(err, TD_EINVAL, "%.*s: path too long", (int)td_utf8_prefix(path, 200),
+                        path);
   }
   if (!c->allow_any_model_path && (!c->models_dir || !path_inside(resolved, c->models_dir)))
     return td_err_set(err, TD_ESTATE,
-                      "%.300s is outside the models directory %s (--models-dir; "
+                      "%.*s is outside the models directory %s (--models-dir; "
                       "--allow-any-model-path lifts this)",
-                      path, c->models_dir ? c->models_dir : "(none)");
-  if (missing) return td_err_set(err, TD_EIO, "%.300s: %s", path, strerror(missing));
+                      (int)td_utf8_prefix(path, 300), path, c->models_dir ? c->models_dir : "(none)");
+  if (missing)
+    return td_err_set(err, TD_EIO, "%.*s: %s", (int)td_utf8_prefix(path, 300), path,
+                      strerror(missing));
   return 0;
 }
 

@@ -729,7 +729,7 @@ static int svm_parse(const char *path, uint32_t buckets, td_buf_t *fb, struct sv
         if (!ok) rc = td_err_set(err, TD_ENOMEM, "out of memory");
       }
     } else {
-      snprintf(msg, sizeof msg, "unknown header key \"%.40s\"", w);
+      snprintf(msg, sizeof msg, "unknown header key \"%.*s\"", (int)td_utf8_prefix(w, 40), w);
       rc = svm_line_err(path, line, err, msg);
     }
     p = next;

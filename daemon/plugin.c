@@ -143,9 +143,10 @@ static int check_api(const char *path, const char *expect_name,
                       missing);
   if (!api->name || !valid_name(api->name))
     return td_err_set(err, TD_EPLUGIN,
-                      "plugin %s: descriptor name %s%.64s%s is invalid, expected [a-z0-9_-]+",
-                      path, api->name ? "\"" : "", api->name ? api->name : "(null)",
-                      api->name ? "\"" : "");
+                      "plugin %s: descriptor name %s%.*s%s is invalid, expected [a-z0-9_-]+",
+                      path, api->name ? "\"" : "",
+                      (int)td_utf8_prefix(api->name ? api->name : "(null)", 64),
+                      api->name ? api->name : "(null)", api->name ? "\"" : "");
   if (expect_name && strcmp(api->name, expect_name) != 0)
     return td_err_set(err, TD_EPLUGIN,
                       "plugin %s: descriptor name \"%s\" does not match, expected \"%s\"",
@@ -160,7 +161,8 @@ static int open_file(const char *path, const char *expect_name, const json_t *op
     return td_err_set(err, TD_EINVAL, "plugin %s: options must be a JSON object", path);
 
   if (strlen(path) >= PATH_MAX - 2)
-    return td_err_set(err, TD_EINVAL, "plugin path too long: %.200s...", path);
+    return td_err_set(err, TD_EINVAL, "plugin path too long: %.*s...",
+                      (int)td_utf8_prefix(path, 200), path);
   /* dlopen() searches the library path for a name without a slash. */
   char local[PATH_MAX];
   if (!strchr(path, '/')) {
@@ -229,12 +231,13 @@ int td_tokenizer_open(const char *dir, const char *name, const json_t *options,
     return td_err_set(err, TD_EINVAL, "td_tokenizer_open: name and out are required");
   if (!valid_name(name))
     return td_err_set(err, TD_EINVAL,
-                      "invalid tokenizer name \"%.80s\": expected [a-z0-9_-]+, at most %d characters",
-                      name, TD_PLUGIN_NAME_MAX);
+                      "invalid tokenizer name \"%.*s\": expected [a-z0-9_-]+, at most %d characters",
+                      (int)td_utf8_prefix(name, 80), name, TD_PLUGIN_NAME_MAX);
   if (!dir) dir = td_plugin_default_dir();
   char path[PATH_MAX];
   if (snprintf(path, sizeof path, "%s/%s.so", dir, name) >= (int)sizeof path)
-    return td_err_set(err, TD_EINVAL, "plugin directory path too long: %.200s", dir);
+    return td_err_set(err, TD_EINVAL, "plugin directory path too long: %.*s",
+                      (int)td_utf8_prefix(dir, 200), dir);
   return open_file(path, name, options, out, err);
 }
 

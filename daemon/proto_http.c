@@ -134,7 +134,8 @@ static int on_message_complete(http_parser *p) {
   r->keepalive = keepalive;
   r->close_after = !keepalive;
   if (!rt) {
-    td_req_set_error(r, TD_EC_NOT_FOUND, "no such path: %.*s", (int)(plen > 200 ? 200 : plen), url);
+    td_req_set_error(r, TD_EC_NOT_FOUND, "no such path: %.*s",
+                     (int)td_utf8_prefix(url, plen > 200 ? 200 : plen), url);
   } else if ((int)p->method != rt->method) {
     r->op = rt->op;
     r->allow = rt->method == HTTP_GET ? "GET" : "POST";

@@ -346,8 +346,9 @@ static void request_work(td_req_t *r) {
       r->op = td_op_parse(json_string_value(op));
       if (r->op == TD_OP_UNKNOWN || r->op == TD_OP_METRICS) {
         r->op = TD_OP_UNKNOWN;
-        failf(&f, TD_EC_UNKNOWN_OP, "unknown op \"%.64s\" (classify, health, model, stats, reload)",
-              json_string_value(op));
+        const char *name = json_string_value(op);
+        failf(&f, TD_EC_UNKNOWN_OP, "unknown op \"%.*s\" (classify, health, model, stats, reload)",
+              (int)td_utf8_prefix(name, 64), name);
         goto fail;
       }
     }

@@ -368,12 +368,14 @@ static int pump_write(pipe_state_t *p, td_err_t *err) {
 static int on_line(pipe_state_t *p, const char *line, size_t n, td_err_t *err) {
   json_t *resp = json_loadb(line, n, 0, NULL);
   if (!resp)
-    return td_err_set(err, TD_EFORMAT, "%s sent a line that is not JSON: %.80s", p->cfg->ep->name, line);
+    return td_err_set(err, TD_EFORMAT, "%s sent a line that is not JSON: %.*s", p->cfg->ep->name,
+                      (int)td_utf8_prefix(line, 80), line);
   int rc = 0;
   const char *cl = conn_level_error(resp);
   if (cl || !outstanding(p)) {
     if (!cl && !json_object_get(resp, "error")) {
-      rc = td_err_set(err, TD_EFORMAT, "%s sent a response to no request: %.80s", p->cfg->ep->name, line);
+      rc = td_err_set(err, TD_EFORMAT, "%s sent a response to no request: %.*s",
+                      p->cfg->ep->name, (int)td_utf8_prefix(line, 80), line);
     } else {
       snprintf(p->conn_note, sizeof p->conn_note, "%s", error_message(resp));
       rc = 2;

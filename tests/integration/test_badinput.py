@@ -542,3 +542,31 @@ def test_clients_that_never_read_are_bounded():
         for s in stuck:
             s.close()
         _fresh_ok(d, "never-reading clients")
+
+
+# ---------------------------------------------------------------------------
+# Review findings: HTTP requests cut by a half-close, absolute-form targets,
+# the unknown_op list, non-scalar ids on every op, messages cut inside a
+# UTF-8 character.
+
+def test_messages_cut_on_a_character_boundary():
+    """A message that quotes a long non-ASCII value is cut between
+    characters, so it is still UTF-8 and reaches the client as written."""
+    with Daemon(*LIMITS) as d:
+        op = "中" * 40  # 120 bytes; the message quotes at most 64
+        with d.jsonl() as c:
+            c.send(json.dumps({"op": op, "id": 1}, ensure_ascii=False).encode() + b"\n")
+            raw = c.sock.recv(1 << 16)
+        line = raw.split(b"\n")[0]
+        r = json.loads(line.decode("utf-8"))  # strict: the line is UTF-8 JSON
+        msg = r["error"]["message"]
+        check(error_code(r) == "unknown_op" and ('"%s"' % ("中" * 21)) in msg, msg)
+        check("not valid UTF-8" not in msg, msg)
+        # a reload path refused with a quote of 300 bytes: "/x" then 3-byte characters
+        path = "/x" + "乡" * 150
+        r = d.call({"op": "reload", "path": path, "id": 2})
+        msg = r["error"]["message"]
+        check(error_code(r) == "forbidden" and msg.startswith("/x" + "乡" * 99 + " is outside"), msg)
+        # the same over HTTP
+        st, _, r = d.request("POST", "/v1/reload", {"path": path})
+        check(st == 403 and r["error"]["message"].startswith("/x" + "乡" * 99 + " is outside"), r)
