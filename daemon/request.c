@@ -343,12 +343,13 @@ static void request_work(td_req_t *r) {
         failf(&f, TD_EC_INVALID_REQUEST, "op: expected a string");
         goto fail;
       }
-      r->op = td_op_parse(json_string_value(op));
-      if (r->op == TD_OP_UNKNOWN || r->op == TD_OP_METRICS) {
-        r->op = TD_OP_UNKNOWN;
-        const char *name = json_string_value(op);
-        failf(&f, TD_EC_UNKNOWN_OP, "unknown op \"%.*s\" (classify, health, model, stats, reload)",
-              (int)td_utf8_prefix(name, 64), name);
+      const char *name = json_string_value(op);
+      r->op = td_op_parse(name);
+      if (r->op == TD_OP_UNKNOWN) {
+        char ops[128];
+        td_op_jsonl_names(ops, sizeof ops);
+        failf(&f, TD_EC_UNKNOWN_OP, "unknown op \"%.*s\" (%s)", (int)td_utf8_prefix(name, 64), name,
+              ops);
         goto fail;
       }
     }

@@ -1,5 +1,6 @@
 #include "wire.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const struct {
@@ -50,18 +51,40 @@ const char *td_http_reason(int status) {
   }
 }
 
-static const char *const g_ops[TD_OP_COUNT] = {
-    [TD_OP_UNKNOWN] = "unknown", [TD_OP_CLASSIFY] = "classify", [TD_OP_HEALTH] = "health",
-    [TD_OP_READY] = "ready",     [TD_OP_MODEL] = "model",       [TD_OP_STATS] = "stats",
-    [TD_OP_RELOAD] = "reload",   [TD_OP_METRICS] = "metrics",
+/* The one list of operations: their names, and which of them a JSON Lines
+ * "op" may name (metrics is HTTP only: GET /metrics). The dispatcher
+ * (td_op_parse) and the unknown_op message (td_op_jsonl_names) both read it,
+ * so the message cannot drift from what is accepted. */
+static const struct {
+  const char *name;
+  int jsonl;
+} g_ops[TD_OP_COUNT] = {
+    [TD_OP_UNKNOWN] = {"unknown", 0}, [TD_OP_CLASSIFY] = {"classify", 1},
+    [TD_OP_HEALTH] = {"health", 1},   [TD_OP_READY] = {"ready", 1},
+    [TD_OP_MODEL] = {"model", 1},     [TD_OP_STATS] = {"stats", 1},
+    [TD_OP_RELOAD] = {"reload", 1},   [TD_OP_METRICS] = {"metrics", 0},
 };
 
-const char *td_op_name(td_op_t op) { return op >= 0 && op < TD_OP_COUNT ? g_ops[op] : "unknown"; }
+const char *td_op_name(td_op_t op) {
+  return op >= 0 && op < TD_OP_COUNT ? g_ops[op].name : "unknown";
+}
 
 td_op_t td_op_parse(const char *s) {
   for (int i = TD_OP_CLASSIFY; i < TD_OP_COUNT; i++)
-    if (!strcmp(s, g_ops[i])) return (td_op_t)i;
+    if (g_ops[i].jsonl && !strcmp(s, g_ops[i].name)) return (td_op_t)i;
   return TD_OP_UNKNOWN;
+}
+
+size_t td_op_jsonl_names(char *buf, size_t n) {
+  size_t len = 0;
+  if (n) buf[0] = '\0';
+  for (int i = TD_OP_CLASSIFY; i < TD_OP_COUNT; i++) {
+    if (!g_ops[i].jsonl) continue;
+    int k = snprintf(len < n ? buf + len : NULL, len < n ? n - len : 0, "%s%s", len ? ", " : "",
+                     g_ops[i].name);
+    len += k > 0 ? (size_t)k : 0;
+  }
+  return len;
 }
 
 const char *td_proto_name(td_proto_t p) { return p == TD_PROTO_HTTP ? "http" : "jsonl"; }

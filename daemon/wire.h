@@ -49,7 +49,10 @@ const char *td_ecode_name(td_ecode_t c);  /* "invalid_json", ... */
 int td_ecode_status(td_ecode_t c);        /* 400, ... */
 const char *td_http_reason(int status);   /* "Bad Request", ... */
 const char *td_op_name(td_op_t op);       /* "classify", ..., "unknown" */
-td_op_t td_op_parse(const char *s);       /* JSONL op names; TD_OP_UNKNOWN if none */
+td_op_t td_op_parse(const char *s);       /* an op JSON Lines accepts; TD_OP_UNKNOWN if none */
+/* "classify, health, ..." -- every op td_op_parse accepts, in table order --
+ * into buf (snprintf-like: NUL-terminated, cut to n); returns the full length. */
+size_t td_op_jsonl_names(char *buf, size_t n);
 const char *td_proto_name(td_proto_t p);  /* "jsonl" | "http" */
 
 /* {"id":id (if id != NULL), "error":{"code":..,"message":..}}; new reference. */

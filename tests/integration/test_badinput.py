@@ -549,6 +549,37 @@ def test_clients_that_never_read_are_bounded():
 # the unknown_op list, non-scalar ids on every op, messages cut inside a
 # UTF-8 character.
 
+def _documented_jsonl_ops():
+    """The ops docs/protocol.md shows in its JSON Lines operations table."""
+    import os
+    import re
+    with open(os.path.join(harness.ROOT, "docs", "protocol.md"), encoding="utf-8") as f:
+        doc = f.read()
+    table = doc[doc.index("### Operations"):doc.index("## HTTP/1.1")]
+    return sorted(set(re.findall(r'\{"op":"([a-z]+)"', table)))
+
+
+def test_unknown_op_lists_every_documented_op():
+    ops = _documented_jsonl_ops()
+    check(set(ops) >= {"classify", "health", "ready", "model", "stats", "reload"}, ops)
+    with Daemon(*LIMITS) as d:
+        r = d.call({"op": "nope", "id": 3})
+        check(error_code(r) == "unknown_op" and r.get("id") == 3, r)
+        msg = r["error"]["message"]
+        listed = msg[msg.index("(") + 1:msg.rindex(")")].split(", ")
+        check(sorted(listed) == ops, "unknown_op lists %r, docs/protocol.md has %r" % (listed, ops))
+        check("metrics" not in listed, msg)  # HTTP only
+        # and every listed op is one the daemon accepts
+        for op in listed:
+            req = {"op": op, "id": op}
+            if op == "classify":
+                req["text"] = "发展集体经济"
+            if op == "reload":
+                continue  # accepted, but would reload the model
+            r = d.call(req)
+            check("error" not in r and r.get("id") == op, (op, r))
+
+
 def test_messages_cut_on_a_character_boundary():
     """A message that quotes a long non-ASCII value is cut between
     characters, so it is still UTF-8 and reaches the client as written."""
