@@ -332,8 +332,14 @@ static void request_work(td_req_t *r) {
     failf(&f, TD_EC_INVALID_REQUEST, "request must be a JSON object");
     goto fail;
   }
+  /* Every op, not only classify: an id the client cannot get back as sent
+   * is an error it should see, not an answer without its id. */
   json_t *id = json_object_get(j, "id");
-  if (id && is_scalar(id)) r->id = json_incref(id);
+  if (id && !is_scalar(id)) {
+    failf(&f, TD_EC_INVALID_REQUEST, "id: expected a JSON scalar");
+    goto fail;
+  }
+  if (id) r->id = json_incref(id);
 
   if (r->kind == TD_REQ_JSONL) {
     json_t *op = json_object_get(j, "op");
@@ -476,7 +482,12 @@ static int reload_body(td_req_t *r) {
     return 0;
   }
   json_t *id = json_object_get(j, "id");
-  if (id && is_scalar(id)) r->id = json_incref(id);
+  if (id && !is_scalar(id)) { /* as request_work answers every other op */
+    json_decref(j);
+    td_req_set_error(r, TD_EC_INVALID_REQUEST, "id: expected a JSON scalar");
+    return 0;
+  }
+  if (id) r->id = json_incref(id);
   r->json = j;
   return 1;
 }

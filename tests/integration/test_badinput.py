@@ -580,6 +580,38 @@ def test_unknown_op_lists_every_documented_op():
             check("error" not in r and r.get("id") == op, (op, r))
 
 
+def test_non_scalar_id_is_an_error_on_every_op():
+    """An id that cannot be echoed as sent is an error on every op, as it is
+    on classify, never silently dropped."""
+    failures = []
+    with Daemon(*LIMITS) as d:
+        for op in ("classify", "health", "ready", "model", "stats", "reload", "nope", None):
+            for bad in ([1], {"a": 1}):
+                req = {"id": bad, "text": "发展集体经济"}
+                if op:
+                    req["op"] = op
+                r = d.call(req)
+                if not (error_code(r) == "invalid_request" and "id" not in r and
+                        r["error"]["message"] == "id: expected a JSON scalar"):
+                    failures.append("%s with id %r: %r" % (op, bad, str(r)[:200]))
+        # HTTP: a batch and a reload body with a non-scalar top-level id
+        for path, body in (("/v1/classify", {"id": [1], "documents": [{"text": "发展集体经济"}]}),
+                           ("/v1/classify", {"id": [1], "text": "发展集体经济"}),
+                           ("/v1/reload", {"id": [1]})):
+            st, _, r = d.request("POST", path, body)
+            if not (st == 400 and error_code(r) == "invalid_request" and "id" in r["error"]["message"]):
+                failures.append("POST %s %r: %s %r" % (path, body, st, r))
+        # scalar ids are still echoed, and nothing was reloaded
+        for good in (1, "x", True, None, 1.5):
+            r = d.call({"op": "health", "id": good})
+            if r.get("id") != good or "error" in r:
+                failures.append("health with id %r: %r" % (good, r))
+        reloads = d.call({"op": "stats"})["stats"]["reloads"]
+        if reloads != {"ok": 0, "failed": 0}:
+            failures.append("a reload ran: %r" % reloads)
+    check(not failures, "\n".join(failures))
+
+
 def test_messages_cut_on_a_character_boundary():
     """A message that quotes a long non-ASCII value is cut between
     characters, so it is still UTF-8 and reaches the client as written."""
