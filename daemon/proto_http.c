@@ -211,6 +211,11 @@ static void parse_failed(td_conn_t *c, enum http_errno e) {
     td_conn_fail(c, TD_PROTO_HTTP, TD_EC_TOO_LARGE, "request headers too large");
     return;
   }
+  if (e == HPE_INVALID_EOF_STATE) {
+    td_conn_fail(c, TD_PROTO_HTTP, TD_EC_INVALID_REQUEST,
+                 "incomplete HTTP request: the client closed its side before the request ended");
+    return;
+  }
   snprintf(msg, sizeof msg, "malformed HTTP request: %s", http_errno_description(e));
   td_conn_fail(c, TD_PROTO_HTTP, TD_EC_INVALID_REQUEST, msg);
 }
@@ -241,8 +246,18 @@ void td_http_process(td_conn_t *c) {
     memmove(c->rbuf.data, c->rbuf.data + off, c->rbuf.len - off);
     c->rbuf.len -= off;
   }
-  /* EOF in the middle of a request: nothing to answer. */
-  if (c->eof && !c->paused && c->rbuf.len) td_buf_reset(&c->rbuf);
+  /* The client half-closed: if that cut a request short (headers not
+   * ended, a body shorter than its Content-Length, a chunked body without
+   * its last chunk), say so before closing rather than close in silence.
+   * A zero-length execute is http_parser's way to be told of EOF: it fails
+   * with HPE_INVALID_EOF_STATE in the middle of a message, and does nothing
+   * between messages. */
+  if (c->eof && !c->paused && HTTP_PARSER_ERRNO(&h->parser) == HPE_OK) {
+    td_buf_reset(&c->rbuf);
+    http_parser_execute(&h->parser, &g_settings, NULL, 0);
+    enum http_errno e = HTTP_PARSER_ERRNO(&h->parser);
+    if (e != HPE_OK) parse_failed(c, e);
+  }
 }
 
 int td_http_head(td_req_t *r) {

@@ -440,13 +440,15 @@ def test_half_closed_sockets_still_answered():
         resp = parse_http_responses(data)
         check(closed and [r[0] for r in resp] == [200, 200], (closed, data[:300]))
         check(b'"passages"' in resp[0][2], resp[0])
-        # HTTP: half a request, SHUT_WR: nothing to answer, closed, no hang
+        # HTTP: half a request, SHUT_WR: answered 400, closed, no hang
+        # (test_http_request_cut_by_half_close_is_answered has the cases)
         s = d.connect()
         s.sendall(b"POST /v1/classify HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"te")
         s.shutdown(socket.SHUT_WR)
         data, closed = _read_all(s, wait(10))
         s.close()
-        check(closed and data == b"", (closed, data))
+        resp = parse_http_responses(data)
+        check(closed and [r[0] for r in resp] == [400], (closed, data))
         # connect and close at once; connect, SHUT_WR, say nothing
         d.connect().close()
         s = d.connect()
@@ -548,6 +550,50 @@ def test_clients_that_never_read_are_bounded():
 # Review findings: HTTP requests cut by a half-close, absolute-form targets,
 # the unknown_op list, non-scalar ids on every op, messages cut inside a
 # UTF-8 character.
+
+def test_http_request_cut_by_half_close_is_answered():
+    """A client that half-closes in the middle of a request gets a 400 with
+    the usual JSON error body before the close, not a silent close; requests
+    before it are answered first, in order."""
+    cases = [
+        ("partial request line", b"GET /v1/hea"),
+        ("partial headers", b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Long: abc"),
+        ("headers without the blank line", b"GET /v1/health HTTP/1.1\r\nHost: x\r\n"),
+        ("body shorter than Content-Length", _post(_DOC)[:-5]),
+        ("empty body, Content-Length 10", b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"),
+        ("chunked body without its last chunk", _chunked(b"%x\r\n%s\r\n" % (len(_DOC), _DOC))),
+        ("after a complete request", b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n" + _post(_DOC)[:-3]),
+    ]
+    failures = []
+    with Daemon(*LIMITS) as d:
+        for name, raw in cases:
+            try:
+                s = d.connect()
+                s.sendall(raw)
+                s.shutdown(socket.SHUT_WR)
+                data, closed = _read_all(s, wait(10))
+                s.close()
+                resp = parse_http_responses(data)
+                want = [200, 400] if name.startswith("after") else [400]
+                check(closed and [r[0] for r in resp] == want, "%s: %r (want %r)" % (name, data[:400], want))
+                status, hdr, body = resp[-1]
+                check(hdr.get("content-type") == "application/json" and hdr.get("connection") == "close",
+                      "%s: %r" % (name, hdr))
+                e = json.loads(body)["error"]
+                check(e["code"] == "invalid_request" and "incomplete HTTP request" in e["message"],
+                      "%s: %r" % (name, e))
+                _fresh_ok(d, name)
+            except AssertionError as e:
+                failures.append(str(e)[:500])
+        # a whole request then SHUT_WR is still just answered (nothing more)
+        s = d.connect()
+        s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        data, closed = _read_all(s, wait(10))
+        s.close()
+        check(closed and [r[0] for r in parse_http_responses(data)] == [200], data)
+    check(not failures, "%d of %d cases failed:\n%s" % (len(failures), len(cases), "\n".join(failures)))
+
 
 def _documented_jsonl_ops():
     """The ops docs/protocol.md shows in its JSON Lines operations table."""
