@@ -118,11 +118,40 @@ static const route_t g_routes[] = {
     {"/v1/reload", HTTP_POST, TD_REQ_HTTP_RELOAD, TD_OP_RELOAD},
 };
 
+/*
+ * The path a request target routes by, into *path and *plen. Origin-form
+ * ("/v1/health?x") is the usual one. Absolute-form ("http://x/v1/health")
+ * is what a client sends through a proxy, and RFC 7230 section 5.3.2 says a
+ * server must accept it: http_parser_parse_url splits it, and an http or
+ * https target routes by its path ("/" if it has none). Anything else
+ * (asterisk-form, another scheme) is routed as it stands, to a 404.
+ */
+static void target_path(const char *url, size_t ulen, const char **path, size_t *plen) {
+  *path = url;
+  *plen = strcspn(url, "?#");
+  if (url[0] == '/') return;
+  struct http_parser_url u;
+  http_parser_url_init(&u);
+  if (http_parser_parse_url(url, ulen, 0, &u) || !(u.field_set & (1 << UF_SCHEMA))) return;
+  const char *scheme = url + u.field_data[UF_SCHEMA].off;
+  size_t slen = u.field_data[UF_SCHEMA].len;
+  if (!((slen == 4 && !strncasecmp(scheme, "http", 4)) || (slen == 5 && !strncasecmp(scheme, "https", 5))))
+    return;
+  if (u.field_set & (1 << UF_PATH)) {
+    *path = url + u.field_data[UF_PATH].off;
+    *plen = u.field_data[UF_PATH].len;
+  } else {
+    *path = "/";
+    *plen = 1;
+  }
+}
+
 static int on_message_complete(http_parser *p) {
   td_http_t *h = p->data;
   td_conn_t *c = h->conn;
-  const char *url = h->url.data ? h->url.data : "";
-  size_t plen = strcspn(url, "?#");
+  const char *url;
+  size_t plen;
+  target_path(h->url.data ? h->url.data : "", h->url.len, &url, &plen);
   const route_t *rt = NULL;
   for (size_t i = 0; i < sizeof g_routes / sizeof g_routes[0]; i++)
     if (strlen(g_routes[i].path) == plen && !strncmp(g_routes[i].path, url, plen)) rt = &g_routes[i];

@@ -318,7 +318,7 @@ def _chunked(body_chunks, extra=b""):
 _DOC = json.dumps({"text": "发展集体经济"}).encode()
 HTTP_CASES = [
     ("unknown path", b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\n\r\n", [(404, "not_found")], False),
-    ("unknown path, absolute URL", b"GET http://x/v1/health HTTP/1.1\r\nHost: x\r\n\r\n", [(404, "not_found")], False),
+    ("unknown path, absolute URL", b"GET http://x/v1/nothing HTTP/1.1\r\nHost: x\r\n\r\n", [(404, "not_found")], False),
     ("asterisk URL", b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", [(404, "not_found")], False),
     ("wrong method GET classify", b"GET /v1/classify HTTP/1.1\r\nHost: x\r\n\r\n", [(405, "method_not_allowed")], False),
     ("wrong method DELETE health", b"DELETE /v1/health HTTP/1.1\r\nHost: x\r\n\r\n", [(405, "method_not_allowed")],
@@ -593,6 +593,25 @@ def test_http_request_cut_by_half_close_is_answered():
         s.close()
         check(closed and [r[0] for r in parse_http_responses(data)] == [200], data)
     check(not failures, "%d of %d cases failed:\n%s" % (len(failures), len(cases), "\n".join(failures)))
+
+
+def test_http_absolute_form_target():
+    """RFC 7230 section 5.3.2: a server must accept absolute-form
+    (GET http://host/path): routed by its path."""
+    with Daemon(*LIMITS) as d:
+        for target in (b"http://x/v1/health", b"HTTP://x:80/v1/health?a=1", b"https://example.org/v1/health#f",
+                       b"http://user@x/v1/health"):
+            resp = _http_exchange(d, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n", expect_close=False)
+            check([r[0] for r in resp] == [200] and json.loads(resp[0][2])["status"] == "ok", (target, resp))
+        resp = _http_exchange(d, b"POST http://x/v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                              % (len(_DOC), _DOC), expect_close=False)
+        check(resp and resp[0][0] == 200 and b'"passages"' in resp[0][2], resp)
+        # the method is still checked, and an unknown path is still 404
+        resp = _http_exchange(d, b"DELETE http://x/v1/health HTTP/1.1\r\nHost: x\r\n\r\n", expect_close=False)
+        check([(r[0], _body_err(r[2])) for r in resp] == [(405, "method_not_allowed")], resp)
+        for target in (b"http://x", b"http://x/", b"http://x/nothing", b"ftp://x/v1/health"):
+            resp = _http_exchange(d, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n", expect_close=False)
+            check([(r[0], _body_err(r[2])) for r in resp] == [(404, "not_found")], (target, resp))
 
 
 def _documented_jsonl_ops():
