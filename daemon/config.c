@@ -306,7 +306,20 @@ int td_config_parse_args(td_config_t *c, int argc, char **argv, int *action, td_
       return td_err_set(err, TD_EINVAL, "unknown option or missing argument: %s", argv[optind - 1]);
     }
   }
-  if (optind < argc) return td_err_set(err, TD_EINVAL, "unexpected argument: %s", argv[optind]);
+  if (optind < argc) {
+    /* "--worker-loops false": getopt takes an optional value only when it is
+     * joined by '=', so the value is left over (and moved to the end: getopt
+     * permutes). If it reads as a boolean and a boolean flag was given
+     * bare, say how to give the value. */
+    int b;
+    for (int a = 1; a < optind && !parse_bool(argv[optind], &b); a++)
+      for (size_t i = 0; i < NOPTS; i++)
+        if (g_opts[i].type == T_BOOL && !strncmp(argv[a], "--", 2) && !strcmp(argv[a] + 2, names[i]))
+          return td_err_set(err, TD_EINVAL,
+                            "unexpected argument: %s (a boolean flag takes its value after '=': "
+                            "%s=%s)", argv[optind], argv[a], argv[optind]);
+    return td_err_set(err, TD_EINVAL, "unexpected argument: %s", argv[optind]);
+  }
   if (*action == TD_ACTION_HELP || *action == TD_ACTION_VERSION) return 0;
   /* TD_EFORMAT tells the caller the file, not the command line, was wrong. */
   if (c->config_file && td_config_load_file(c, c->config_file, err)) return err->code = TD_EFORMAT;
@@ -714,14 +727,23 @@ void td_config_usage(FILE *f) {
           "  --config FILE        JSON object with the keys below (flag name, '-' -> '_');\n"
           "                       flags given on the command line override it\n"
           "  --check-config       validate the configuration, load the model, print \"config ok\"\n"
-          "  --help, --version\n");
+          "  --help, --version\n"
+          "  BOOL: true, false, yes, no, on, off, 1 or 0, joined by '=' (--worker-loops=false);\n"
+          "        the flag alone means true\n");
   for (size_t i = 0; i < NOPTS; i++) {
+    /* A boolean's value is optional (getopt's optional_argument), and getopt
+     * takes an optional value only when it is joined by '=': "--flag false"
+     * would leave "false" as a stray argument. The help shows the one
+     * spelling that works. */
     char flag[64];
-    snprintf(flag, sizeof flag, "--%s%s%s", g_opts[i].key, g_opts[i].arg ? " " : "",
-             g_opts[i].arg ? g_opts[i].arg : "");
-    for (char *p = flag; *p && *p != ' '; p++)
+    if (g_opts[i].type == T_BOOL)
+      snprintf(flag, sizeof flag, "--%s[=BOOL]", g_opts[i].key);
+    else
+      snprintf(flag, sizeof flag, "--%s%s%s", g_opts[i].key, g_opts[i].arg ? " " : "",
+               g_opts[i].arg ? g_opts[i].arg : "");
+    for (char *p = flag; *p && *p != ' ' && *p != '['; p++)
       if (*p == '_') *p = '-';
-    fprintf(f, "  %-28s %s\n", flag, g_opts[i].help);
+    fprintf(f, "  %-30s %s\n", flag, g_opts[i].help);
   }
   fprintf(f, "\nSignals: SIGHUP reloads the model; SIGTERM/SIGINT drain and stop.\n"
              "See docs/operations.md and docs/protocol.md.\n");

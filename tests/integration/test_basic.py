@@ -1,12 +1,13 @@
 """Both protocols on one listener, the read-only operations, startup options."""
 import json
 import os
+import re
 import shutil
 import socket
 import stat
 import subprocess
 
-from harness import (THEMED, Daemon, check, error_code, model_dir, parse_http_responses,
+from harness import (ROOT, THEMED, Daemon, check, error_code, model_dir, parse_http_responses,
                      plugin_dir, raw_http, wait)
 
 DOC = "抓队伍建设 选优配强乡村骨干力量\n发展集体经济，壮大村级产业，带动村民增收。\n开展人居环境整治，建设美丽乡村。"
@@ -299,3 +300,29 @@ def test_unix_listen_in_missing_directory_says_so():
         check(rc != 0 and "listen unix:%s: permission denied" % os.path.join(ro, "x.sock") in out, (rc, out))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_help_shows_boolean_flags_with_joined_value():
+    """A boolean flag's value must be joined by '=' (getopt optional_argument),
+    so --help shows --flag[=BOOL], and a spaced value gets a hint."""
+    r = subprocess.run([THEMED, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = r.stdout.decode()
+    for flag in ("--worker-loops", "--log-journal", "--allow-any-model-path", "--allow-remote"):
+        check((flag + "[=BOOL]") in out, (flag, out))
+        check(not re.search(re.escape(flag) + r"\s{2}", out), (flag, "shown without [=BOOL]", out))
+    # every flag the help shows with [=BOOL] is one that takes it joined
+    env = dict(os.environ, THEMED_PLUGIN_DIR=plugin_dir())
+    for flag in re.findall(r"(--[a-z-]+)\[=BOOL\]", out):
+        r = subprocess.run([THEMED, "--model", model_dir(), "--listen", "unix:/nonexistent/x.sock",
+                            flag + "=false", "--check-config"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, env=env)
+        check(r.returncode == 0 and b"config ok" in r.stdout, (flag, r.stdout))
+    r = subprocess.run([THEMED, "--model", model_dir(), "--worker-loops", "false", "--listen",
+                        "unix:/nonexistent/x.sock", "--check-config"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, env=env)
+    check(r.returncode != 0 and b"--worker-loops=false" in r.stdout, r.stdout)
+    # the documentation shows them the same way
+    with open(os.path.join(ROOT, "docs", "operations.md"), encoding="utf-8") as f:
+        doc = f.read()
+    for flag in re.findall(r"(--[a-z-]+)\[=BOOL\]", out):
+        check("`%s[=BOOL]`" % flag in doc, (flag, "docs/operations.md"))
