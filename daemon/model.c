@@ -179,7 +179,6 @@ typedef struct svm_hdr {
   int svm_type, kernel, nr_class;
   long total_sv;
   int have_degree, have_gamma, have_coef0, have_rho, have_label, have_nr_sv;
-  long sum_nr_sv;
   /* nr_class when each array was read: they must match the final one */
   int n_rho, n_label, n_nr_sv, n_proba, n_probb;
 } svm_hdr_t;
@@ -464,9 +463,20 @@ static int svm_line_err(const char *path, size_t line, td_err_t *err, const char
   return td_err_set(err, TD_EMODEL, "%s line %zu: %s", path, line, what);
 }
 
+/* libsvm sizes its per-class reads by nSV: each count >= 0, all of them
+ * adding up to the support vectors there are. */
+static int nr_sv_adds_up(const int *nsv, int nr_class, long total_sv) {
+  int64_t sum = 0;
+  for (int c = 0; c < nr_class; c++) {
+    if (nsv[c] < 0) return 0;
+    sum += nsv[c];
+  }
+  return sum == total_sv;
+}
+
 /* Reads `n` numbers (integers if ints) from the rest of a header line into
  * a new array *arr (doubles, or ints when ints). */
-static int svm_hdr_numbers(char **save, long n, int ints, long *sum, void **arr) {
+static int svm_hdr_numbers(char **save, long n, int ints, void **arr) {
   char *w;
   free(*arr);
   *arr = ints ? malloc((size_t)n * sizeof(int)) : malloc((size_t)n * sizeof(double));
@@ -476,7 +486,6 @@ static int svm_hdr_numbers(char **save, long n, int ints, long *sum, void **arr)
     if (ints) {
       long x;
       if (!parse_long(w, &x)) return 0;
-      if (sum) *sum += x;
       ((int *)*arr)[i] = (int)x; /* libsvm's "%d" */
     } else {
       double x;
@@ -679,7 +688,7 @@ static int svm_parse(const char *path, uint32_t buckets, td_buf_t *fb, struct sv
       else if (!strcmp(w, "probA")) arr = (void **)&sm->probA, n_at = &h.n_proba;
       else arr = (void **)&sm->probB, n_at = &h.n_probb;
       *n_at = h.nr_class;
-      if (!svm_hdr_numbers(&save, n, ints, !strcmp(w, "nr_sv") ? &h.sum_nr_sv : NULL, arr)) {
+      if (!svm_hdr_numbers(&save, n, ints, arr)) {
         if (!*arr) {
           rc = td_err_set(err, TD_ENOMEM, "out of memory");
           break;
@@ -700,15 +709,16 @@ static int svm_parse(const char *path, uint32_t buckets, td_buf_t *fb, struct sv
                  (sm->probB && h.n_probb != h.nr_class)) {
         /* libsvm sizes its reads by the last nr_class */
         rc = svm_line_err(path, line, err, "nr_class changed after rho, label, nr_sv or prob");
-      } else if (h.sum_nr_sv != h.total_sv) {
-        rc = svm_line_err(path, line, err, "nr_sv does not add up to total_sv");
+      } else if (!nr_sv_adds_up(sm->nSV, h.nr_class, h.total_sv)) {
+        /* Checked on the counts libsvm will use, the last nr_sv line's: a
+         * total over repeated lines let {-5e7, 0} then {1, 5e7+1} pass with
+         * total_sv 2, and libsvm read far past its arrays (found in review). */
+        rc = svm_line_err(path, line, err,
+                          "nr_sv: the counts must be >= 0 and add up to total_sv");
       } else if ((h.kernel == POLY && !(h.have_degree && h.have_gamma && h.have_coef0)) ||
                  (h.kernel == RBF && !h.have_gamma) ||
                  (h.kernel == SIGMOID && !(h.have_gamma && h.have_coef0))) {
         rc = svm_line_err(path, line, err, "kernel parameters (degree/gamma/coef0) missing");
-      } else {
-        for (int c = 0; c < h.nr_class && !rc; c++)
-          if (sm->nSV[c] < 0) rc = svm_line_err(path, line, err, "nr_sv: a negative count");
       }
       if (!rc) {
         /* Room for every node: a pair takes at least 4 bytes ("1:0" and a
@@ -1157,12 +1167,22 @@ static int collapse(td_model_t *m, td_err_t *err) {
   if (!m->bias) return td_err_set(err, TD_ENOMEM, "out of memory");
   for (size_t k = 0; k < nt; k++)
     m->bias[k] = -(double)m->themes[k].sign * m->themes[k].svm->rho[0];
-  if (!m->linear || m->svs_released) return 0; /* streamed: w is done */
-  if (nb > SIZE_MAX / sizeof(double) / nt) return td_err_set(err, TD_ENOMEM, "out of memory");
-  m->w = big_alloc(nb * nt * sizeof *m->w);
-  if (!m->w)
-    return td_err_set(err, TD_ENOMEM, "out of memory for %zu x %zu collapsed weights", nb, nt);
-  for (size_t k = 0; k < nt; k++) collapse_theme(m, k);
+  if (!m->linear) return 0;
+  if (!m->svs_released) { /* streamed: w is done */
+    if (nb > SIZE_MAX / sizeof(double) / nt) return td_err_set(err, TD_ENOMEM, "out of memory");
+    m->w = big_alloc(nb * nt * sizeof *m->w);
+    if (!m->w)
+      return td_err_set(err, TD_ENOMEM, "out of memory for %zu x %zu collapsed weights", nb, nt);
+    for (size_t k = 0; k < nt; k++) collapse_theme(m, k);
+  }
+  /* Every number in the files is finite, but their products and sums need
+   * not be (1e300 x 1e300): a weight that is not would make every score NaN,
+   * and every passage silently "other". */
+  for (size_t i = 0; i < nb * nt; i++)
+    if (!isfinite(m->w[i]))
+      return td_err_set(err, TD_EMODEL, "%s: the support vectors of theme \"%s\" add up to a "
+                        "weight that is not finite (bucket %zu)", m->dir, m->themes[i % nt].name,
+                        i / nt);
   return 0;
 }
 

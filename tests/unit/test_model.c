@@ -889,19 +889,44 @@ static void test_err_svm_files(void **state) {
   free(bad);
 
   /* nr_sv that does not add up (libsvm would read out of bounds) */
+  char *fixed;
   bad = strdup(keep);
   char *nr = strstr(bad, "nr_sv ");
   assert_non_null(nr);
   nr[6] = nr[6] == '9' ? '1' : '9';
   write_text(p, bad, "w");
-  expect_load_error(dir, TD_EMODEL, "svm/industry.model line", "nr_sv does not add up", NULL);
+  expect_load_error(dir, TD_EMODEL, "svm/industry.model line", "nr_sv: the counts must be", NULL);
   free(bad);
+
+  /* nr_sv twice: the two lines' counts add up to total_sv, the last line's
+   * (the ones libsvm uses) do not. Summed over the lines, this loaded, and
+   * libsvm read 50 million entries past its arrays at the first RBF score. */
+  nr = strstr(keep, "nr_sv ");
+  int n0, n1, used;
+  assert_int_equal(sscanf(nr, "nr_sv %d %d\n%n", &n0, &n1, &used), 2);
+  fixed = malloc(klen + 128);
+  sprintf(fixed, "%.*snr_sv -50000000 0\nnr_sv %d %d\n%s", (int)(nr - keep), keep, n0,
+          n1 + 50000000, nr + used);
+  write_text(p, fixed, "w");
+  expect_load_error(dir, TD_EMODEL, "svm/industry.model line", "nr_sv: the counts must be", NULL);
+  free(fixed);
+
+  /* finite numbers whose product is not: 1e300 x 1e300 */
+  sv = strstr(keep, "\nSV\n") + 4;
+  colon = strchr(sv, ':');
+  char *val_end = colon + strcspn(colon, " \n");
+  fixed = malloc(klen + 64);
+  sprintf(fixed, "%.*s1e300 %.*s1e300%s", (int)(sv - keep), keep, (int)(colon + 1 - strchr(sv, ' ') - 1),
+          strchr(sv, ' ') + 1, val_end);
+  write_text(p, fixed, "w");
+  expect_load_error(dir, TD_EMODEL, "the support vectors of theme \"industry\"", "not finite", NULL);
+  free(fixed);
 
   /* one-class SVM */
   bad = strdup(keep);
   nr = strstr(bad, "c_svc");
   assert_non_null(nr);
-  char *fixed = malloc(klen + 16);
+  fixed = malloc(klen + 16);
   sprintf(fixed, "%.*sone_class%s", (int)(nr - bad), bad, nr + 5);
   write_text(p, fixed, "w");
   expect_load_error(dir, TD_EMODEL, "svm/industry.model line 1: expected a 2-class C-SVC",
