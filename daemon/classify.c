@@ -95,6 +95,10 @@ static int result_reserve(td_result_t *r, size_t n, size_t nt) {
   if (cap < 16) cap = 16;
   while (cap < n) cap *= 2;
   if (cap > SIZE_MAX / sizeof(double) / (nt ? nt : 1)) return TD_ENOMEM;
+  /* Until all three have grown, the arrays may be sized for neither the old
+   * shape nor the new: a failure below must not leave cap and ntheme saying
+   * they are (the next request, of the old shape, would write past them). */
+  r->cap = r->ntheme = 0;
   td_span_t *sp = realloc(r->spans, cap * sizeof *sp);
   if (!sp) return TD_ENOMEM;
   r->spans = sp;
