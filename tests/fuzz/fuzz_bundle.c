@@ -1,5 +1,6 @@
 /*
- * libFuzzer target: the model bundle loader (td_model_load).
+ * libFuzzer target: the model bundle loader (td_model_load_flags, both the
+ * full load and the daemon's TD_MODEL_LOAD_SERVE).
  *
  * The input is unpacked into manifest.json, idf.tsv and svm/<k>.model in a
  * temp directory (bundle_split.h); the seed is a real bundle trained from
@@ -68,11 +69,12 @@ static void classify_with(const td_model_t *m) {
   td_result_free(&r);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (bundle_write(g_dir, data, size)) return 0;
+/* Loads the bundle one way; returns whether it was accepted (and classifies
+ * with it if so). */
+static int load_and_classify(int flags) {
   td_model_t *m = NULL;
   td_err_t err = {0};
-  int rc = td_model_load(g_dir, g_plugins, &m, &err);
+  int rc = td_model_load_flags(g_dir, g_plugins, flags, &m, &err);
   if (rc) {
     FUZZ_CHECK(m == NULL, "a failed load returned a model");
     FUZZ_CHECK(err.msg[0] != '\0', "a failed load gave no reason");
@@ -81,5 +83,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FUZZ_CHECK(m && m->ntheme > 0 && m->label && m->tok, "an accepted model is incomplete");
   classify_with(m);
   td_model_unref(&m);
+  return 1;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (bundle_write(g_dir, data, size)) return 0;
+  /* The full load (themectl, training) and the daemon's (support vectors
+   * collapsed and freed as each file is parsed) must agree on what they
+   * accept, and both must then classify. */
+  int full = load_and_classify(0);
+  int serve = load_and_classify(TD_MODEL_LOAD_SERVE);
+  FUZZ_CHECK(full == serve, "the serving load and the full load disagree on a bundle");
   return 0;
 }
