@@ -79,6 +79,8 @@ struct td_nats {
   char instance[300];      /* Themed-Instance: "host/pid" */
   char url[512];           /* --nats for logs, passwords and tokens blanked */
   char results_stream[300];
+  /* fetch thread: the streams that store results and dead letters (setup) */
+  char results_owner[300], dead_owner[300];
 };
 
 /* ------------------------------------------------------------------ */
@@ -620,8 +622,80 @@ static natsStatus ensure_stream(td_nats_t *n, const char *name, const char **sub
   return s;
 }
 
-/* The article stream, a stream for results and dead letters, the durable
- * consumer, and the pull subscription bound to it. */
+/*
+ * Results and dead letters each need a stream that stores them: a JetStream
+ * publish is acked by that stream, and without one every result is refused
+ * and every article redelivered, forever. So each subject is looked up on
+ * its own; the ones no stream captures go into <stream>_RESULTS, created
+ * for them. A <stream>_RESULTS that exists but captures neither is a name
+ * clash: refused (its settings are not ours to change), so no article is
+ * fetched while its result could not be stored. On success the owners are
+ * in n->results_owner and n->dead_owner.
+ */
+static int ensure_results(td_nats_t *n, char *why, size_t cap) {
+  const td_config_t *cfg = n->cfg;
+  const char *subj[2] = {cfg->nats_results, cfg->nats_dead_letter}, *missing[2];
+  char *owner[2] = {n->results_owner, n->dead_owner};
+  size_t ocap = sizeof n->results_owner;
+  int nmissing;
+  jsErrCode je;
+  natsStatus s;
+  for (int attempt = 0;; attempt++) {
+    nmissing = 0;
+    for (int i = 0; i < 2; i++) {
+      je = 0;
+      s = td_natsutil_stream_of(n->js, subj[i], owner[i], ocap, &je);
+      if (s == NATS_NOT_FOUND) {
+        owner[i][0] = '\0';
+        missing[nmissing++] = subj[i];
+      } else if (s != NATS_OK) {
+        snprintf(why, cap, "looking up the stream that stores %s: %s", subj[i], td_natsutil_err(s));
+        return -1;
+      }
+    }
+    if (!nmissing) return 0;
+    jsStreamConfig sc;
+    jsStreamInfo *si = NULL;
+    jsStreamConfig_Init(&sc);
+    sc.Name = n->results_stream;
+    sc.Subjects = missing;
+    sc.SubjectsLen = nmissing;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = (int64_t)cfg->nats_replicas;
+    je = 0;
+    s = js_AddStream(&si, n->js, &sc, NULL, &je);
+    jsStreamInfo_Destroy(si);
+    /* "a" or "a and b", for the messages */
+    const char *and = nmissing > 1 ? " and " : "", *second = nmissing > 1 ? missing[1] : "";
+    if (s == NATS_OK) {
+      int k = owner[0][0] ? 0 : 1; /* with one missing: the subject another stream stores */
+      if (nmissing == 1)
+        td_log_info("nats: created stream %s on %s (%s is stored by stream %s)", n->results_stream,
+                    missing[0], subj[k], owner[k]);
+      else
+        td_log_info("nats: created stream %s on %s%s%s", n->results_stream, missing[0], and, second);
+      for (int i = 0; i < 2; i++)
+        if (!owner[i][0]) snprintf(owner[i], ocap, "%s", n->results_stream);
+      return 0;
+    }
+    /* Another daemon may have created it (or a stream on the subjects)
+     * just now: look again, once. */
+    if ((je == JSStreamNameExistErr || je == JSStreamSubjectOverlapErr) && attempt == 0) continue;
+    if (je == JSStreamNameExistErr)
+      snprintf(why, cap,
+               "stream %s exists but does not store %s%s%s, and no other stream does (a name "
+               "clash): add %s to a stream (nats stream edit), or choose other --nats-results/"
+               "--nats-dead-letter, or another --nats-stream",
+               n->results_stream, missing[0], and, second, nmissing > 1 ? "them" : "it");
+    else
+      snprintf(why, cap, "creating stream %s on %s%s%s: %s", n->results_stream, missing[0], and, second,
+               td_natsutil_err(s));
+    return -1;
+  }
+}
+
+/* The article stream, the streams for results and dead letters, the
+ * durable consumer, and the pull subscription bound to it. */
 static int setup(td_nats_t *n, char *why, size_t cap) {
   const td_config_t *cfg = n->cfg;
   jsErrCode je = 0;
@@ -636,18 +710,7 @@ static int setup(td_nats_t *n, char *why, size_t cap) {
                cfg->nats_subject);
     return -1;
   }
-  /* Results need a stream too (a JetStream publish is acked by one). When
-   * another stream already captures the subjects, that one is used. */
-  const char *out[] = {cfg->nats_results, cfg->nats_dead_letter};
-  je = 0;
-  s = ensure_stream(n, n->results_stream, out, 2, &created, &je, why, cap);
-  if (s == NATS_OK && created)
-    td_log_info("nats: created stream %s on %s and %s", n->results_stream, cfg->nats_results,
-                cfg->nats_dead_letter);
-  if (s != NATS_OK && je != JSStreamSubjectOverlapErr) return -1;
-  if (s != NATS_OK)
-    td_log_info("nats: %s and %s are captured by another stream; not creating %s", cfg->nats_results,
-                cfg->nats_dead_letter, n->results_stream);
+  if (ensure_results(n, why, cap)) return -1;
 
   jsConsumerInfo *ci = NULL;
   je = 0;
@@ -794,9 +857,10 @@ static void fetch_main(void *arg) {
       retry = 250;
       last[0] = '\0';
       errors = 0;
-      td_log_info("nats: consuming %s from stream %s as %s; results to %s, dead letters to %s; "
-                  "at most %zu in flight", cfg->nats_subject, cfg->nats_stream, cfg->nats_durable,
-                  cfg->nats_results, cfg->nats_dead_letter, cfg->nats_max_inflight);
+      td_log_info("nats: consuming %s from stream %s as %s; results to %s (stream %s), dead letters "
+                  "to %s (stream %s); at most %zu in flight", cfg->nats_subject, cfg->nats_stream,
+                  cfg->nats_durable, cfg->nats_results, n->results_owner, cfg->nats_dead_letter,
+                  n->dead_owner, cfg->nats_max_inflight);
     }
     s = fetch_once(n);
     if (s == NATS_OK) {

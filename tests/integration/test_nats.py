@@ -157,10 +157,44 @@ def publish(nats, path, stream=STREAM, subject=SUBJECT):
     return r.stdout.decode()
 
 
-def refuse_results(nats):
-    """A stream with the name themed would give its results stream, on other
-    subjects: themed uses it as it is, and results have nowhere to go."""
-    publish(nats, None, STREAM + "_RESULTS", "elsewhere")
+def js_api(nats, subject, body=None):
+    """One JetStream API request ($JS.API.<subject>) over a bare NATS
+    connection (what the nats CLI would do): the reply, parsed."""
+    payload = json.dumps(body).encode() if body is not None else b""
+    inbox = b"_INBOX.themed-it.%d" % os.getpid()
+    with socket.create_connection(("127.0.0.1", nats.port), timeout=wait(10)) as s:
+        f = s.makefile("rb")
+        f.readline()  # INFO
+        s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nSUB %s 1\r\nPUB $JS.API.%s %s %d\r\n%s\r\n'
+                  % (inbox, subject.encode(), inbox, len(payload), payload))
+        while True:
+            line = f.readline()
+            check(line, "connection closed before the reply to %s" % subject)
+            if line.startswith(b"PING"):
+                s.sendall(b"PONG\r\n")
+            elif line.startswith(b"-ERR"):
+                raise AssertionError("%s: %r" % (subject, line))
+            elif line.startswith(b"MSG "):
+                n = int(line.split()[-1])
+                return json.loads(f.read(n + 2)[:n])
+
+
+def add_stream(nats, name, *subjects):
+    r = js_api(nats, "STREAM.CREATE." + name, {"name": name, "subjects": list(subjects), "storage": "file",
+                                                  "num_replicas": 1})
+    check("error" not in r, r)
+
+
+def delete_stream(nats, name):
+    r = js_api(nats, "STREAM.DELETE." + name)
+    check(r.get("success"), r)
+
+
+def results_unpublishable(nats, d):
+    """Once the daemon consumes, its results stream goes away: every result
+    publish is then refused (no stream answers)."""
+    wait_for(lambda: "nats: consuming" in d.log(), 15, "the daemon to consume")
+    delete_stream(nats, STREAM + "_RESULTS")
 
 
 def publish_articles(nats, tmp, n, prefix="a"):
@@ -375,10 +409,11 @@ def test_nats_unpublishable_results_nak_with_backoff_then_recover():
         return
     n = 20
     with scratch() as tmp, Nats() as nats:
-        publish_articles(nats, tmp, n)
-        refuse_results(nats)
+        publish(nats, None)
         t0 = time.monotonic()
         with Daemon(*nats_args(nats, "20s")) as d:
+            results_unpublishable(nats, d)
+            publish_articles(nats, tmp, n)
             wait_for(lambda: metrics(d)["nak"] >= n, 20, "every article nak'ed once")
             m = metrics(d)
             check(m["ok"] == 0 and m["dead"] == 0, m)
@@ -411,10 +446,11 @@ def test_nats_max_deliver_dead_letters_unclassified():
         return
     n = 6
     with scratch() as tmp, Nats() as nats:
-        publish_articles(nats, tmp, n)
-        refuse_results(nats)
+        publish(nats, None)
         publish(nats, None, "DLQ", "dlq.articles")
         with Daemon(*nats_args(nats, "20s"), "--nats-dead-letter", "dlq.articles", "--nats-max-deliver", "2") as d:
+            results_unpublishable(nats, d)
+            publish_articles(nats, tmp, n)
             dead, _, _ = collect(nats, "dlq.articles", n, tmp, timeout=30)
             check(sorted(json.loads(o["payload"])["id"] for o in dead) == sorted("a%d" % i for i in range(n)), dead)
             for o in dead:
@@ -430,6 +466,68 @@ def test_nats_max_deliver_dead_letters_unclassified():
     r = subprocess.run([THEMED_BIN, "--nats-max-deliver", "x", "--check"], stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, timeout=wait(30))
     check(r.returncode != 0 and b"nats_max_deliver" in r.stdout.replace(b"-", b"_"), r.stdout)
+
+
+def test_nats_results_stream_name_clash_not_consuming():
+    """<stream>_RESULTS exists (another daemon's, on articles.results) and no
+    stream captures this daemon's results subjects: it cannot create its own
+    under that name, so it does not consume (nothing would store a result)
+    and says why; once a stream captures them, it consumes."""
+    if _skip():
+        return
+    n = 20
+    args = ("--nats-stream", STREAM, "--nats-subject", SUBJECT, "--nats-durable", "d2",
+            "--nats-results", "r2.results", "--nats-dead-letter", "r2.dead", "--nats-ack-wait", "5s")
+    with scratch() as tmp, Nats() as nats:
+        publish_articles(nats, tmp, n)
+        publish(nats, None, STREAM + "_RESULTS", RESULTS)
+        with Daemon("--nats", nats.url, *args) as d:
+            line = wait_for(lambda: [l for l in d.log().splitlines() if "not consuming yet" in l], 15,
+                            "the refusal")[0]
+            for word in ("ARTICLES_RESULTS", "r2.results", "r2.dead", "name clash"):
+                check(word in line, line)
+            time.sleep(wait(1))
+            m = metrics(d)
+            check(m["ok"] == m["dead"] == m["nak"] == m["inflight"] == 0, m)
+            check("nats: consuming" not in d.log(), d.log())
+            r = js_api(nats, "CONSUMER.INFO.%s.d2" % STREAM)
+            check(r.get("error", {}).get("code") == 404, r)  # nothing was fetched for it
+            add_stream(nats, "R2", "r2.results", "r2.dead")
+            lines, _, _ = collect(nats, "r2.results", n, tmp, timeout=30)
+            check_all_results(lines, n)
+            check("nats: consuming" in d.log(), d.log())
+            r = js_api(nats, "STREAM.INFO.%s_RESULTS" % STREAM)
+            check(r["config"]["subjects"] == [RESULTS], r)  # left as it was
+
+
+def test_nats_results_subjects_captured_separately():
+    """The dead-letter subject is stored by a stream of its own, the results
+    subject by none: themed creates <stream>_RESULTS for the results subject
+    alone, and both kinds of message are stored."""
+    if _skip():
+        return
+    n = 20
+    args = ("--nats-stream", STREAM, "--nats-subject", SUBJECT, "--nats-durable", DURABLE,
+            "--nats-results", "art2.results", "--nats-dead-letter", "art2.dead", "--nats-ack-wait", "5s")
+    with scratch() as tmp, Nats() as nats:
+        publish(nats, None, "DL", "art2.dead")
+        path = os.path.join(tmp, "articles.jsonl")
+        write_articles(path, n)
+        with open(path, "a") as f:
+            f.write('{"id":"bad","text":5}\n')
+        publish(nats, path)
+        with Daemon("--nats", nats.url, *args) as d:
+            lines, _, _ = collect(nats, "art2.results", n, tmp, timeout=20)
+            check_all_results(lines, n)
+            dead, _, _ = collect(nats, "art2.dead", 1, tmp, timeout=20)
+            check(len(dead) == 1 and dead[0]["id"] == "bad" and error_code(dead[0]) == "invalid_request", dead)
+            wait_ok(d, n, 10, "every article acked")
+            m = metrics(d)
+            check(m["dead"] == 1 and m["nak"] == 0, m)
+            check("created stream %s_RESULTS on art2.results" % STREAM in d.log(), d.log())
+            check("captured by another stream" not in d.log(), d.log())
+            r = js_api(nats, "STREAM.INFO.%s_RESULTS" % STREAM)
+            check(r["config"]["subjects"] == ["art2.results"], r)
 
 
 def test_nats_down_at_start_socket_served_then_consumes():
