@@ -368,6 +368,20 @@ static char *dead_letter(json_t *err, const char *data, size_t len, const char *
   return s;
 }
 
+/* The article's id (a new reference), or NULL when it has none: what a
+ * classification would have taken as its id (an object's scalar "id"), read
+ * without classifying, for a dead letter of an article that is not
+ * classified. An article over max_request_bytes is not parsed (it would be
+ * refused as too_large, without an id). */
+static json_t *article_id(const td_config_t *cfg, const char *data, size_t len) {
+  if (!data || len > cfg->max_request_bytes) return NULL;
+  json_t *j = json_loadb(data, len, 0, NULL), *id = json_object_get(j, "id");
+  if (json_is_string(id) || json_is_number(id) || json_is_boolean(id) || json_is_null(id)) json_incref(id);
+  else id = NULL;
+  json_decref(j);
+  return id;
+}
+
 /* Links j to the awaiting list and publishes m; on failure the article is
  * nak'ed here. j is not touched after an accepted publish: the ack handler
  * owns the outcome from then on. */
@@ -428,7 +442,8 @@ static void job_work(uv_work_t *w) {
              "again; a daemon may have stopped while classifying it",
              (unsigned long long)j->delivered, cfg->nats_max_deliver);
     warn_limited(n, "nats: article seq %llu %s", (unsigned long long)seq, msg);
-    if (!(out = td_wire_error(NULL, TD_EC_TOO_MANY_DELIVERIES, msg))) goto transient;
+    id = article_id(cfg, data, len);
+    if (!(out = td_wire_error(id, TD_EC_TOO_MANY_DELIVERIES, msg))) goto transient;
     ec = TD_EC_TOO_MANY_DELIVERIES;
   } else {
     ec = td_request_classify_payload(cfg, j->model, data ? data : "", data ? len : 0, &out, &id,

@@ -190,6 +190,14 @@ def delete_stream(nats, name):
     check(r.get("success"), r)
 
 
+def dead_letter_headers(nats, stream, seq):
+    """The headers of message seq of stream, as a dict."""
+    r = js_api(nats, "STREAM.MSG.GET." + stream, {"seq": seq})
+    check("message" in r, r)
+    raw = base64.b64decode(r["message"].get("hdrs", "")).decode()
+    return dict(l.split(": ", 1) for l in raw.split("\r\n")[1:] if ": " in l)
+
+
 def results_unpublishable(nats, d):
     """Once the daemon consumes, its results stream goes away: every result
     publish is then refused (no stream answers)."""
@@ -455,7 +463,12 @@ def test_nats_max_deliver_dead_letters_unclassified():
             check(sorted(json.loads(o["payload"])["id"] for o in dead) == sorted("a%d" % i for i in range(n)), dead)
             for o in dead:
                 check(error_code(o) == "too_many_deliveries" and o["delivered"] == 3, o)
-                check("nats_max_deliver 2" in o["error"]["message"] and "id" not in o, o)
+                check("nats_max_deliver 2" in o["error"]["message"], o)
+                # Keyed by the article's id like every other dead letter.
+                check(o.get("id") == json.loads(o["payload"])["id"], o)
+            for seq in range(1, n + 1):
+                h = dead_letter_headers(nats, "DLQ", seq)
+                check(h.get("Themed-Error") == "too_many_deliveries" and re.fullmatch(r"a\d", h.get("Themed-Id", "")), h)
             wait_for(lambda: metrics(d)["dead"] >= n, 10, "the dead count")
             m = metrics(d)
             check(m["ok"] == 0 and m["dead"] == n and m["nak"] == 2 * n, m)
