@@ -94,7 +94,7 @@ int td_metrics_render(const td_metrics_t *m, const td_model_t *model, td_buf_t *
           td_op_name((td_op_t)o), (unsigned long long)m->requests[p][o]);
   P("# HELP themed_passages_total Passages classified.\n# TYPE themed_passages_total counter\n"
     "themed_passages_total %llu\n", (unsigned long long)m->passages);
-  P("# HELP themed_errors_total Error responses and connection errors, by code.\n"
+  P("# HELP themed_errors_total Error responses, connection errors and NATS dead letters, by code.\n"
     "# TYPE themed_errors_total counter\n");
   for (int c = 1; c < TD_EC_COUNT; c++)
     P("themed_errors_total{code=\"%s\"} %llu\n", td_ecode_name((td_ecode_t)c),

@@ -37,6 +37,7 @@ typedef struct job {
   uv_work_t work;
   td_model_t *model;       /* reference taken at dispatch */
   int kind;                /* what was published */
+  td_ecode_t ecode;        /* JOB_DEAD: the dead letter's error code */
   int outcome;             /* TD_NATS_OK / DEAD / NAK */
   int linked;              /* in the awaiting table (under n->mu) */
   int awaiting;            /* worker: the publish was accepted, an answer will come */
@@ -197,6 +198,9 @@ static void job_finish(td_nats_t *n, job_t *j) {
   td_metrics_t *m = &n->srv->metrics;
   td_server_lock(n->srv); /* worker loops read and add to them too */
   m->nats_messages[j->outcome]++;
+  /* A stored dead letter is an error answered, as a socket client's would
+   * be: it counts under its code (once, however often it was published). */
+  if (j->outcome == TD_NATS_DEAD) td_metrics_error(m, j->ecode);
   if (j->outcome == TD_NATS_OK && j->passages && j->theme_passages && j->model) {
     m->passages += j->passages;
     for (size_t k = 0; k < j->model->ntheme; k++)
@@ -475,6 +479,7 @@ static void job_work(uv_work_t *w) {
     if (natsMsg_Create(&m, cfg->nats_results, NULL, body, (int)blen) != NATS_OK) goto transient;
   } else {
     j->kind = JOB_DEAD;
+    j->ecode = ec;
     j->passages = 0;
     if (!(body = dead_letter(out, data ? data : "", data ? len : 0, natsMsg_GetSubject(j->msg), meta,
                              max_payload, &blen)))

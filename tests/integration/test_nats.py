@@ -205,6 +205,13 @@ def results_unpublishable(nats, d):
     delete_stream(nats, STREAM + "_RESULTS")
 
 
+def errors_total(d):
+    st, _, text = d.request("GET", "/metrics")
+    check(st == 200, text)
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r'^themed_errors_total\{code="(\w+)"\} (\d+)$', text, re.M)}
+
+
 def publish_articles(nats, tmp, n, prefix="a"):
     """n articles (write_articles) published on the articles subject."""
     path = os.path.join(tmp, "%s-articles.jsonl" % prefix)
@@ -405,8 +412,14 @@ def test_nats_poison_messages_dead_letter():
             wait_for(lambda: metrics(d)["ok"] + metrics(d)["dead"] >= good + len(poison), 10, "the counts")
             m = metrics(d)
             check(m["ok"] == good and m["dead"] == len(poison) and m["nak"] == 0, m)
+            # Each dead letter counts once under its code, as a socket error would.
+            want = {}
+            for _, code, _ in poison:
+                want[code] = want.get(code, 0) + 1
+            errs = errors_total(d)
+            check({c: v for c, v in errs.items() if v} == want, (errs, want))
             time.sleep(wait(1.5))
-            check(metrics(d) == m, (m, metrics(d)))
+            check(metrics(d) == m and errors_total(d) == errs, (m, metrics(d), errs, errors_total(d)))
 
 
 def test_nats_unpublishable_results_nak_with_backoff_then_recover():
@@ -472,6 +485,7 @@ def test_nats_max_deliver_dead_letters_unclassified():
             wait_for(lambda: metrics(d)["dead"] >= n, 10, "the dead count")
             m = metrics(d)
             check(m["ok"] == 0 and m["dead"] == n and m["nak"] == 2 * n, m)
+            check(errors_total(d)["too_many_deliveries"] == n, errors_total(d))
             check("not classified again" in d.log(), d.log())
             time.sleep(wait(1.5))  # acked: nothing comes back
             check(metrics(d) == m, (m, metrics(d)))
