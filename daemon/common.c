@@ -174,3 +174,24 @@ int td_cpus_allowed(void) {
   long n = td_cpu_set_allowed(&set) ? sysconf(_SC_NPROCESSORS_ONLN) : CPU_COUNT(&set);
   return n < 1 ? 1 : n > 65536 ? 65536 : (int)n;
 }
+
+size_t td_path_last(const char *path, const char **start) {
+  size_t n = strlen(path);
+  while (n > 0 && path[n - 1] == '/') n--;
+  size_t b = n;
+  while (b > 0 && path[b - 1] != '/') b--;
+  *start = path + b;
+  return n - b;
+}
+
+int td_theme_name_ok(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 64 || s[0] == '.' || s[0] == '-') return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+          c == '-' || c == '.'))
+      return 0;
+  }
+  return 1;
+}

@@ -91,6 +91,23 @@ int td_read_file(const char *path, char **out, size_t *len, td_err_t *err);
  */
 int td_secret_equal(const char *a, size_t alen, const char *b, size_t blen);
 
+/*
+ * The last component of path, trailing slashes ignored ("out/" -> "out",
+ * "a/b//" -> "b"): *start points into path, the length is returned. 0 for
+ * "/" (and ""). "." and ".." are returned as they are: only the caller knows
+ * whether resolving them (realpath) makes sense.
+ */
+size_t td_path_last(const char *path, const char **start);
+
+/*
+ * Theme names become file names (svm/<name>.model) and JSON keys, so they
+ * are kept to a portable alphabet: TD_THEME_NAME_RULE says which, for
+ * messages. The trainer checks names with this as it reads the data, so a
+ * bad one is refused before training rather than when the bundle is written.
+ */
+#define TD_THEME_NAME_RULE "1-64 characters from [A-Za-z0-9_.-], not starting with '.' or '-'"
+int td_theme_name_ok(const char *s);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t td_now_ns(void);
 

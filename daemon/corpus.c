@@ -1,6 +1,8 @@
 #include "corpus.h"
 
 #include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "model.h"
@@ -64,6 +66,17 @@ static int docset_add(docset_t *d, const char *s) {
   return 0;
 }
 
+static void warnf(const td_corpus_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warnf(const td_corpus_t *c, const char *fmt, ...) {
+  if (!c->warn) return;
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  c->warn(c->warn_ud, msg);
+}
+
 /* ---- one row ---- */
 
 static long theme_index(const td_corpus_t *c, const char *name) {
@@ -94,9 +107,25 @@ static int push_item(td_corpus_t *c, const td_item_t *it) {
   return 0;
 }
 
-/* Parses the "themes" array into a label mask; message in err, no prefix. */
+/* With a fixed theme list, what the themes are: an unknown label is most
+ * often a typo or a list that left one out, and the list shows which. */
+static void known_themes(const td_corpus_t *c, char *buf, size_t n) {
+  size_t len = 0;
+  buf[0] = '\0';
+  for (size_t k = 0; k < c->ntheme && len < n; k++) {
+    int w = snprintf(buf + len, n - len, "%s%s", k ? ", " : "", c->themes[k]);
+    if (w < 0 || (size_t)w >= n - len) {
+      snprintf(buf + len, n - len, ", ...");
+      break;
+    }
+    len += (size_t)w;
+  }
+}
+
+/* Parses the "themes" array into a label mask; message in err, no prefix.
+ * *dup: the first label the row repeats, else NULL (valid while arr is). */
 static int parse_themes(td_corpus_t *c, const json_t *arr, int multiclass,
-                        int fixed, uint64_t *labels, td_err_t *err) {
+                        int fixed, uint64_t *labels, const char **dup, td_err_t *err) {
   const char *must = "\"themes\" must be a non-empty array of strings";
   if (!json_is_array(arr) || json_array_size(arr) == 0)
     return td_err_set(err, TD_EFORMAT, "%s", must);
@@ -104,17 +133,27 @@ static int parse_themes(td_corpus_t *c, const json_t *arr, int multiclass,
   json_t *v;
   int other = 0, nlab = 0;
   uint64_t mask = 0;
+  *dup = NULL;
   json_array_foreach(arr, i, v) {
     if (!json_is_string(v) || json_string_length(v) == 0)
       return td_err_set(err, TD_EFORMAT, "%s", must);
     const char *name = json_string_value(v);
     if (!multiclass && strcmp(name, "other") == 0) {
+      if (other && !*dup) *dup = name;
       other = 1;
       continue;
     }
     long k = theme_index(c, name);
     if (k < 0) {
-      if (fixed) return td_err_set(err, TD_EINVAL, "unknown theme \"%s\"", name);
+      if (fixed) {
+        char list[256];
+        known_themes(c, list, sizeof list);
+        return td_err_set(err, TD_EINVAL, "unknown theme \"%s\" (the themes are: %s)", name, list);
+      }
+      /* A name the bundle could not hold would fail only after training. */
+      if (!td_theme_name_ok(name))
+        return td_err_set(err, TD_EINVAL, "\"%s\" is not a valid theme name (%s)", name,
+                          TD_THEME_NAME_RULE);
       int rc = add_theme(c, name);
       if (rc == TD_ELIMIT)
         return td_err_set(err, rc, "more than %d themes", TD_MAX_THEMES);
@@ -122,6 +161,7 @@ static int parse_themes(td_corpus_t *c, const json_t *arr, int multiclass,
       k = (long)c->ntheme - 1;
     }
     if (!(mask & (1ull << k))) nlab++;
+    else if (!*dup) *dup = name;
     mask |= 1ull << k;
   }
   if (other && nlab)
@@ -153,10 +193,12 @@ static void item_free(td_item_t *it) {
   free(it->text);
 }
 
+/* *dup_label: a label the row repeats (NULL if none), malloc'd. */
 static int parse_row(td_corpus_t *c, const char *line, size_t len, int multiclass,
-                     int fixed, td_item_t *it, td_err_t *err) {
+                     int fixed, td_item_t *it, char **dup_label, td_err_t *err) {
   json_error_t jerr;
   memset(it, 0, sizeof *it);
+  *dup_label = NULL;
   json_t *o = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
   if (!o) return td_err_set(err, TD_EFORMAT, "not valid JSON: %s", jerr.text);
   int rc = 0;
@@ -197,7 +239,10 @@ static int parse_row(td_corpus_t *c, const char *line, size_t len, int multiclas
   }
   memcpy(it->text, json_string_value(t), tlen + 1);
   it->len = tlen;
-  rc = parse_themes(c, json_object_get(o, "themes"), multiclass, fixed, &it->labels, err);
+  const char *dup = NULL;
+  rc = parse_themes(c, json_object_get(o, "themes"), multiclass, fixed, &it->labels, &dup, err);
+  if (!rc && dup && c->warn && !(*dup_label = strdup(dup)))
+    rc = td_err_set(err, TD_ENOMEM, "out of memory");
 out:
   json_decref(o);
   if (rc) {
@@ -213,7 +258,8 @@ int td_corpus_load(td_corpus_t *c, const char *path, int multiclass, int fixed_t
   size_t len = 0;
   int rc = td_read_file(path, &data, &len, err);
   if (rc) return rc;
-  docset_t seen = {0};
+  docset_t seen = {0}, ids = {0};
+  char *dup_label = NULL;
   /* Docs of earlier files count too: an article must not straddle files. */
   for (size_t i = 0; i < c->n; i++) {
     if (i > 0 && strcmp(c->items[i].doc, c->items[i - 1].doc) == 0) continue;
@@ -222,6 +268,12 @@ int td_corpus_load(td_corpus_t *c, const char *path, int multiclass, int fixed_t
       goto out;
     }
   }
+  /* So are ids, for the duplicate-id warning (only when someone listens). */
+  for (size_t i = 0; c->warn && i < c->n; i++)
+    if (docset_add(&ids, c->items[i].id) < 0) {
+      rc = td_err_set(err, TD_ENOMEM, "out of memory");
+      goto out;
+    }
   /* NULL, not the last doc of the previous file: a file starts a new doc. */
   const char *prev_doc = NULL;
   size_t lineno = 0, added = 0;
@@ -235,9 +287,14 @@ int td_corpus_load(td_corpus_t *c, const char *path, int multiclass, int fixed_t
     while (k < ll && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) k++;
     if (k == ll) continue; /* blank line */
     td_item_t it;
-    if ((rc = parse_row(c, line, ll, multiclass, fixed_themes, &it, err))) {
+    if ((rc = parse_row(c, line, ll, multiclass, fixed_themes, &it, &dup_label, err))) {
       td_err_prefix(err, "%s line %zu", path, lineno);
       goto out;
+    }
+    if (dup_label) {
+      warnf(c, "%s line %zu: id \"%s\": label \"%s\" is listed twice in \"themes\"", path, lineno,
+            it.id, dup_label);
+      TD_FREE(dup_label);
     }
     if (!prev_doc || strcmp(prev_doc, it.doc) != 0) {
       int dup = docset_add(&seen, it.doc);
@@ -256,14 +313,30 @@ int td_corpus_load(td_corpus_t *c, const char *path, int multiclass, int fixed_t
       rc = td_err_set(err, TD_ENOMEM, "out of memory");
       goto out;
     }
+    /* Often a row pasted twice: it would count twice in training and in
+     * the cross-validation scores, and eval output could not tell them apart. */
+    int seen_id = c->warn ? docset_add(&ids, c->items[c->n - 1].id) : 0;
+    if (seen_id < 0) {
+      rc = td_err_set(err, TD_ENOMEM, "out of memory");
+      goto out;
+    }
+    if (seen_id) warnf(c, "%s line %zu: duplicate passage id \"%s\"", path, lineno, it.id);
     prev_doc = it.doc;
     added++;
   }
   if (added == 0) rc = td_err_set(err, TD_EINVAL, "empty corpus: no items in %s", path);
 out:
   free(seen.slots);
+  free(ids.slots);
+  free(dup_label);
   free(data);
   return rc;
+}
+
+size_t td_corpus_positives(const td_corpus_t *c, size_t k) {
+  size_t n = 0;
+  for (size_t i = 0; i < c->n; i++) n += (c->items[i].labels >> k) & 1;
+  return n;
 }
 
 int td_corpus_finish(td_corpus_t *c, td_err_t *err) {

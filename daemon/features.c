@@ -18,8 +18,6 @@
 #define NEXT_SALT 0x165667b1u
 #define DOC_SALT 0xd3a2646cu
 
-#define MIN_BUCKETS_LOG2 10
-#define MAX_BUCKETS_LOG2 24
 #define MAX_CONTEXT_WEIGHT 100.0
 
 void td_feat_config_default(td_feat_config_t *c) {
@@ -208,8 +206,8 @@ int td_feat_config_from_json(const json_t *j, td_feat_config_t *c, td_err_t *err
 
   v = json_object_get(j, "buckets");
   json_int_t b = json_is_integer(v) ? json_integer_value(v) : 0;
-  if (b < (1 << MIN_BUCKETS_LOG2) || b > (1 << MAX_BUCKETS_LOG2) || (b & (b - 1)))
-    return bad_value(err, "buckets", "a power of two between 2^10 and 2^24", v);
+  if (b < (1 << TD_FEAT_MIN_BUCKETS_LOG2) || b > (1 << TD_FEAT_MAX_BUCKETS_LOG2) || (b & (b - 1)))
+    return bad_value(err, "buckets", TD_FEAT_BUCKETS_RULE, v);
   t.buckets = (uint32_t)b;
 
   v = json_object_get(j, "ngram_max");

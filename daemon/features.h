@@ -62,6 +62,12 @@ typedef struct td_feat_config {
 } td_feat_config_t;
 
 #define TD_FEAT_DEFAULT_BUCKETS (1u << 18)
+/* The sizes a bundle may have (td_feat_config_from_json refuses others):
+ * the trainer and themectl check against the same numbers up front. */
+#define TD_FEAT_MIN_BUCKETS_LOG2 10
+#define TD_FEAT_MAX_BUCKETS_LOG2 24
+#define TD_FEAT_BUCKETS_RULE "a power of two between 2^10 and 2^24"
+
 void td_feat_config_default(td_feat_config_t *c);
 /* New reference; the object written to manifest.json "features". */
 json_t *td_feat_config_to_json(const td_feat_config_t *c);

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <ftw.h>
 #include <libsvm/svm.h>
 #include <math.h>
@@ -106,6 +107,7 @@ typedef struct trainer {
   const double *chosen_c;   /* K, for the final fits */
   pthread_mutex_t mu;       /* guards unconverged (the jobs run on daemon/pool.c) */
   size_t unconverged; /* DCD fits that stopped at max_iter (liblinear warns) */
+  char *name;               /* the bundle's name: o->name or from out_dir */
 } trainer_t;
 
 static void svm_quiet(const char *s) { (void)s; }
@@ -808,13 +810,45 @@ static int cmp_double(const void *a, const void *b) {
 
 static double secs(uint64_t a, uint64_t b) { return (double)(b - a) / 1e9; }
 
+/*
+ * The bundle's default name: the last component of out_dir, so "out/" is
+ * "out", not "out/" (the manifest's name is what the daemon reports). "."
+ * and ".." name the directory they resolve to; "/" names nothing, and that
+ * is refused here, before training, rather than written as a name.
+ */
+static int default_name(const char *dir, char **out, td_err_t *err) {
+  const char *b;
+  size_t n = td_path_last(dir, &b);
+  char real[PATH_MAX];
+  if ((n == 1 && b[0] == '.') || (n == 2 && b[0] == '.' && b[1] == '.')) {
+    if (!realpath(dir, real))
+      return td_err_set(err, TD_EINVAL, "cannot name the bundle after --out %s (%s): give a name",
+                        dir, strerror(errno));
+    n = td_path_last(real, &b);
+  }
+  if (n == 0)
+    return td_err_set(err, TD_EINVAL, "cannot name the bundle after --out %s: give a name", dir);
+  if (!(*out = strndup(b, n))) return td_err_set(err, TD_ENOMEM, "out of memory");
+  return 0;
+}
+
 static int setup(trainer_t *t, const char ***names_out, td_err_t *err) {
   const td_train_opts_t *o = t->o;
   const td_corpus_t *c = t->c;
   if (!o->out_dir || !*o->out_dir) return td_err_set(err, TD_EINVAL, "no output directory");
   if (c->n == 0 || !c->doc_start) return td_err_set(err, TD_EINVAL, "empty corpus: no items");
-  if (o->feat.buckets == 0 || (o->feat.buckets & (o->feat.buckets - 1)) || o->feat.buckets > (1u << 30))
-    return td_err_set(err, TD_EINVAL, "buckets must be a power of two up to 2^30, got %u", o->feat.buckets);
+  /* The loader's range: a bundle outside it would train and then fail to load. */
+  if (o->feat.buckets < (1u << TD_FEAT_MIN_BUCKETS_LOG2) ||
+      o->feat.buckets > (1u << TD_FEAT_MAX_BUCKETS_LOG2) || (o->feat.buckets & (o->feat.buckets - 1)))
+    return td_err_set(err, TD_EINVAL, "buckets must be %s, got %u", TD_FEAT_BUCKETS_RULE,
+                      o->feat.buckets);
+  int rc;
+  if (o->name) {
+    if (!*o->name) return td_err_set(err, TD_EINVAL, "empty bundle name");
+    if (!(t->name = strdup(o->name))) return td_err_set(err, TD_ENOMEM, "out of memory");
+  } else if ((rc = default_name(o->out_dir, &t->name, err))) {
+    return rc;
+  }
   t->nc = o->c_grid ? o->nc : sizeof default_grid / sizeof *default_grid;
   if (t->nc == 0) return td_err_set(err, TD_EINVAL, "empty C grid");
   if (!(t->grid = malloc(t->nc * sizeof *t->grid))) return td_err_set(err, TD_ENOMEM, "out of memory");
@@ -862,6 +896,10 @@ static int setup(trainer_t *t, const char ***names_out, td_err_t *err) {
       t->perm[k] = j;
     }
     names[k] = c->themes[t->perm[k]];
+    /* td_corpus_load checks them as it reads; this is for every other caller */
+    if (!td_theme_name_ok(names[k]))
+      return td_err_set(err, TD_EINVAL, "theme \"%s\": not a valid theme name (%s)", names[k],
+                        TD_THEME_NAME_RULE);
   }
   for (size_t j = 0; j < c->ntheme; j++) {
     size_t k = 0;
@@ -1071,11 +1109,7 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
       }
     }
   }
-  const char *name = o->name;
-  if (!name) {
-    const char *sl = strrchr(o->out_dir, '/');
-    name = sl && sl[1] ? sl + 1 : o->out_dir;
-  }
+  const char *name = t.name;
   td_bundle_spec_t spec = {
       .name = name,
       .version = o->version ? o->version : "1.0.0",
@@ -1102,6 +1136,15 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
   size_t ol = strlen(o->out_dir);
   while (ol > 1 && o->out_dir[ol - 1] == '/') ol--;
   char *out = strndup(o->out_dir, ol);
+  /* "dir/." cannot be renamed: work on the directory it names. */
+  const char *last;
+  size_t ll = td_path_last(o->out_dir, &last);
+  char real[PATH_MAX];
+  if (out && ll && ll <= 2 && !strncmp(last, "..", ll) && realpath(o->out_dir, real)) {
+    free(out);
+    out = strdup(real);
+    ol = out ? strlen(out) : 0;
+  }
   tmp = malloc(ol + 32);
   if (!out || !tmp) {
     free(out);
@@ -1180,6 +1223,7 @@ out:
   free(t.oof);
   free(t.final);
   free(names);
+  free(t.name);
   pthread_mutex_destroy(&t.mu);
   return rc;
 }

@@ -148,9 +148,13 @@ static int parse_double(const char *s, double *out) {
   return 0;
 }
 
+/* A file's name for its document id: its last component ("a/b.txt" ->
+ * "b.txt"), as the trainer names a bundle after --out. A path with no name
+ * in it ("/") stays as it is. */
 static const char *base_name(const char *p) {
-  const char *s = strrchr(p, '/');
-  return s && s[1] ? s + 1 : p;
+  const char *s;
+  size_t n = td_path_last(p, &s);
+  return n && !s[n] ? s : p;
 }
 
 /* As td_read_file, for an open stream (stdin): name is what messages call it. */
@@ -248,6 +252,27 @@ static void print_train_report(const json_t *rep) {
          json_string_value(json_object_get(rep, "solver")),
          jnum(tm, "total_s"), jnum(tm, "features_s"), jnum(tm, "cv_s"), jnum(tm, "fit_s"),
          jnum(tm, "write_s"));
+}
+
+/* Doubts about the training data: reported, and training goes on. */
+static void warn_data(void *ud, const char *msg) {
+  (void)ud;
+  themectl_errorf("warning: %s", msg);
+}
+
+static void warn_few_positives(const td_corpus_t *c, const td_train_opts_t *o) {
+  for (size_t k = 0; k < c->ntheme; k++) {
+    size_t n = td_corpus_positives(c, k);
+    if (n == 0 || n >= TD_CORPUS_MIN_POSITIVES) continue; /* none: train refuses it */
+    if (o->folds > 1)
+      themectl_errorf("warning: theme \"%s\" has only %zu positive passage%s (fewer than %d): "
+                      "its cross-validated F1 and tuned threshold are unreliable",
+                      c->themes[k], n, n == 1 ? "" : "s", TD_CORPUS_MIN_POSITIVES);
+    else
+      themectl_errorf("warning: theme \"%s\" has only %zu positive passage%s (fewer than %d): "
+                      "its classifier rests on too few examples to be reliable",
+                      c->themes[k], n, n == 1 ? "" : "s", TD_CORPUS_MIN_POSITIVES);
+  }
 }
 
 enum {
@@ -348,7 +373,8 @@ static int cmd_train(int argc, char **argv) {
       if (parse_double(optarg, &o.feat.doc_weight) || o.feat.doc_weight < 0 || o.feat.doc_weight > 100) { themectl_usage_err(cmd, "--doc-weight: expected a number between 0 and 100, got \"%s\"", optarg); goto out; }
       break;
     case O_BUCKETS:
-      if (parse_long(optarg, 2, 1L << 30, &v) || (v & (v - 1))) { themectl_usage_err(cmd, "--buckets: expected a power of two up to 2^30, got \"%s\"", optarg); goto out; }
+      /* The loader's range: anything else would train, then fail to load. */
+      if (parse_long(optarg, 1L << TD_FEAT_MIN_BUCKETS_LOG2, 1L << TD_FEAT_MAX_BUCKETS_LOG2, &v) || (v & (v - 1))) { themectl_usage_err(cmd, "--buckets: expected %s, got \"%s\"", TD_FEAT_BUCKETS_RULE, optarg); goto out; }
       o.feat.buckets = (uint32_t)v;
       break;
     case O_NORM:
@@ -402,6 +428,17 @@ static int cmd_train(int argc, char **argv) {
         rc = themectl_usage_err(cmd, "--themes: \"other\" is not a theme (it means none) unless --multiclass");
         goto out;
       }
+      /* Checked here, or the first label of the data would be reported
+       * as unknown instead. */
+      if (!td_theme_name_ok(t)) {
+        rc = themectl_usage_err(cmd, "--themes: \"%s\" is not a valid theme name (%s)", t, TD_THEME_NAME_RULE);
+        goto out;
+      }
+      for (size_t j = 0; j < nthemes; j++)
+        if (!strcmp(themes[j], t)) {
+          rc = themectl_usage_err(cmd, "--themes: \"%s\" is listed twice", t);
+          goto out;
+        }
       themes[nthemes++] = t;
     }
     if (!nthemes) { rc = themectl_usage_err(cmd, "--themes: empty list"); goto out; }
@@ -409,6 +446,7 @@ static int cmd_train(int argc, char **argv) {
     o.theme_order = (const char *const *)themes;
     o.ntheme_order = nthemes;
   }
+  c.warn = warn_data;
   for (size_t i = 0; i < ndata; i++)
     if (td_corpus_load(&c, data[i], o.multiclass, themes_arg != NULL, &err)) {
       themectl_errorf("%s", err.msg);
@@ -418,6 +456,7 @@ static int cmd_train(int argc, char **argv) {
     themectl_errorf("%s", err.msg);
     goto out;
   }
+  warn_few_positives(&c, &o);
   progress_t prog = {td_now_ns(), 0, NULL};
   int show = !quiet && isatty(STDERR_FILENO);
   if (show) {

@@ -72,6 +72,45 @@ static void test_with_printf(void **st) {
   assert_int_equal(strlen(msg), strlen("unknown op \"\"") + 63); /* 21 characters */
 }
 
+/* td_path_last: the last component, trailing slashes ignored (a bundle is
+ * named after it: "out/" must be "out"). */
+static void last_is(const char *path, const char *want) {
+  const char *s;
+  size_t n = td_path_last(path, &s);
+  if (n != strlen(want) || strncmp(s, want, n))
+    fail_msg("td_path_last(\"%s\") = \"%.*s\", want \"%s\"", path, (int)n, s, want);
+}
+
+static void test_path_last(void **st) {
+  (void)st;
+  last_is("out", "out");
+  last_is("out/", "out");
+  last_is("o-slash/", "o-slash");
+  last_is("a/b//", "b");
+  last_is("/srv/models/x", "x");
+  last_is("/", "");
+  last_is("///", "");
+  last_is("", "");
+  last_is(".", ".");
+  last_is("a/..", "..");
+}
+
+/* The theme-name rule: what a bundle can hold (file names, JSON keys). */
+static void test_theme_name_ok(void **st) {
+  (void)st;
+  const char *good[] = {"culture", "A_b-c.d", "x", "other", "t2"};
+  const char *bad[] = {"", "bad/name", "文化", ".hidden", "-x", "a b", "a\\b"};
+  for (size_t i = 0; i < sizeof good / sizeof *good; i++) assert_true(td_theme_name_ok(good[i]));
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+    if (td_theme_name_ok(bad[i])) fail_msg("\"%s\" accepted", bad[i]);
+  char name[66];
+  memset(name, 'a', 65);
+  name[65] = '\0';
+  assert_false(td_theme_name_ok(name)); /* 65 characters */
+  name[64] = '\0';
+  assert_true(td_theme_name_ok(name));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ascii_and_short),
@@ -79,6 +118,8 @@ int main(void) {
       cmocka_unit_test(test_every_cut_is_valid_and_longest),
       cmocka_unit_test(test_invalid_input_cut_as_asked),
       cmocka_unit_test(test_with_printf),
+      cmocka_unit_test(test_path_last),
+      cmocka_unit_test(test_theme_name_ok),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -161,7 +161,7 @@ static void test_unknown_theme_fixed(void **state) {
   td_err_clear(&err);
   assert_int_not_equal(td_corpus_load(&c, p, 0, 1, &err), 0);
   char want[600];
-  snprintf(want, sizeof want, "%s line 3: unknown theme \"tallent\"", p);
+  snprintf(want, sizeof want, "%s line 3: unknown theme \"tallent\" (the themes are: talent, industry)", p);
   assert_string_equal(err.msg, want);
   assert_int_equal(c.ntheme, 2); /* the fixed list did not grow */
   td_corpus_free(&c);
@@ -247,6 +247,79 @@ static void test_multiclass(void **state) {
   td_corpus_free(&c);
 }
 
+/* A theme name the bundle could not hold is refused as the data is read,
+ * naming the rule, not after training when the bundle is written. */
+static void test_bad_theme_name(void **state) {
+  (void)state;
+  const char *rule = "is not a valid theme name (" TD_THEME_NAME_RULE ")";
+  char tail[300];
+  snprintf(tail, sizeof tail, "\"bad/name\" %s", rule);
+  expect_line_error("{\"id\":\"a\",\"text\":\"x\",\"themes\":[\"talent\"]}\n"
+                    "{\"id\":\"b\",\"text\":\"y\",\"themes\":[\"bad/name\"]}\n",
+                    0, 2, tail);
+  snprintf(tail, sizeof tail, "\"文化\" %s", rule);
+  expect_line_error("{\"id\":\"a\",\"text\":\"x\",\"themes\":[\"文化\"]}\n", 0, 1, tail);
+  snprintf(tail, sizeof tail, "\".hidden\" %s", rule);
+  expect_line_error("{\"id\":\"a\",\"text\":\"x\",\"themes\":[\".hidden\"]}\n", 1, 1, tail);
+}
+
+typedef struct warnings {
+  char msg[8][600];
+  int n;
+} warnings_t;
+
+static void collect(void *ud, const char *msg) {
+  warnings_t *w = ud;
+  if (w->n < 8) snprintf(w->msg[w->n], sizeof w->msg[0], "%s", msg);
+  w->n++;
+}
+
+/* Doubts that do not stop training: a label repeated in a row and a passage
+ * id seen before (in this file or an earlier one), each with file, line and
+ * id; the data still loads as it would without them. */
+static void test_hygiene_warnings(void **state) {
+  (void)state;
+  const char *p1 = write_file("w1.jsonl",
+      "{\"id\":\"a\",\"doc\":\"d1\",\"text\":\"x\",\"themes\":[\"culture\",\"culture\"]}\n"
+      "{\"id\":\"b\",\"doc\":\"d1\",\"text\":\"y\",\"themes\":[\"other\",\"other\"]}\n"
+      "{\"id\":\"a\",\"doc\":\"d2\",\"text\":\"z\",\"themes\":[\"talent\"]}\n");
+  const char *p2 = write_file("w2.jsonl",
+      "{\"id\":\"b\",\"doc\":\"d3\",\"text\":\"w\",\"themes\":[\"talent\",\"culture\"]}\n");
+  td_corpus_t c;
+  td_corpus_init(&c);
+  warnings_t w = {.n = 0};
+  c.warn = collect;
+  c.warn_ud = &w;
+  td_err_t err;
+  td_err_clear(&err);
+  assert_int_equal(td_corpus_load(&c, p1, 0, 0, &err), 0);
+  assert_int_equal(td_corpus_load(&c, p2, 0, 0, &err), 0);
+  assert_int_equal(td_corpus_finish(&c, &err), 0);
+  assert_int_equal(w.n, 4);
+  char want[700];
+  snprintf(want, sizeof want, "%s line 1: id \"a\": label \"culture\" is listed twice in \"themes\"", p1);
+  assert_string_equal(w.msg[0], want);
+  snprintf(want, sizeof want, "%s line 2: id \"b\": label \"other\" is listed twice in \"themes\"", p1);
+  assert_string_equal(w.msg[1], want);
+  snprintf(want, sizeof want, "%s line 3: duplicate passage id \"a\"", p1);
+  assert_string_equal(w.msg[2], want);
+  snprintf(want, sizeof want, "%s line 1: duplicate passage id \"b\"", p2);
+  assert_string_equal(w.msg[3], want);
+  /* loaded as without the warnings: the repeated label counts once */
+  assert_int_equal(c.n, 4);
+  assert_int_equal(c.ntheme, 2);
+  assert_int_equal(c.items[0].labels, 1);
+  assert_int_equal(td_corpus_positives(&c, 0), 2); /* culture */
+  assert_int_equal(td_corpus_positives(&c, 1), 2); /* talent */
+  td_corpus_free(&c);
+
+  /* nobody listening: nothing to report, the same corpus */
+  td_corpus_init(&c);
+  assert_int_equal(td_corpus_load(&c, p1, 0, 0, &err), 0);
+  assert_int_equal(c.n, 3);
+  td_corpus_free(&c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_good_file),        cmocka_unit_test(test_bad_json),
@@ -255,7 +328,8 @@ int main(void) {
       cmocka_unit_test(test_other_combined),   cmocka_unit_test(test_unknown_theme_fixed),
       cmocka_unit_test(test_empty),            cmocka_unit_test(test_missing_file),
       cmocka_unit_test(test_doc_reappears),    cmocka_unit_test(test_two_files),
-      cmocka_unit_test(test_multiclass),
+      cmocka_unit_test(test_multiclass),       cmocka_unit_test(test_bad_theme_name),
+      cmocka_unit_test(test_hygiene_warnings),
   };
   return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }

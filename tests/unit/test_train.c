@@ -745,6 +745,101 @@ static void test_cli_data_errors(void **state) {
   assert_int_not_equal(access(out, F_OK), 0);
 }
 
+/* Mistakes themectl train must catch before it trains, with the rule that
+ * was broken: each used to train in full and then fail writing the bundle
+ * (or, for --out DIR/, write a name with a slash). */
+static void test_cli_train_checks_up_front(void **state) {
+  (void)state;
+  need_themectl();
+  char args[2048];
+  const char *never = tpath("cli-checks-never");
+  /* the default name is the last component of --out, trailing slashes or not */
+  const char *slash = tpath("o-slash");
+  snprintf(args, sizeof args, "train --data %s --out %s/ --folds 1 --c 1 --quiet", FX_TRAIN, slash);
+  run_t r = run(args, NULL);
+  if (r.code != 0) fail_msg("train: %s", r.err);
+  run_free(&r);
+  json_t *man = load_manifest(slash);
+  assert_string_equal(json_string_value(json_object_get(man, "name")), "o-slash");
+  json_decref(man);
+  /* "dir/." names dir (and replaces it) */
+  snprintf(args, sizeof args, "train --data %s --out %s/. --folds 1 --c 1 --quiet --version 2.0.0", FX_TRAIN, slash);
+  r = run(args, NULL);
+  if (r.code != 0) fail_msg("train: %s", r.err);
+  run_free(&r);
+  man = load_manifest(slash);
+  assert_string_equal(json_string_value(json_object_get(man, "name")), "o-slash");
+  assert_string_equal(json_string_value(json_object_get(man, "version")), "2.0.0");
+  json_decref(man);
+  snprintf(args, sizeof args, "train --data %s --out / --folds 1 --c 1", FX_TRAIN);
+  expect_error(args, 1, "cannot name the bundle after --out /");
+
+  /* --buckets: the loader's range (features.h), refused as a usage error */
+  const char *range = "--buckets: expected a power of two between 2^10 and 2^24, got";
+  snprintf(args, sizeof args, "train --data %s --out %s --buckets 512", FX_TRAIN, never);
+  expect_error(args, 2, range);
+  snprintf(args, sizeof args, "train --data %s --out %s --buckets 33554432", FX_TRAIN, never);
+  expect_error(args, 2, range);
+  snprintf(args, sizeof args, "train --data %s --out %s --buckets 3000", FX_TRAIN, never);
+  expect_error(args, 2, range);
+
+  /* theme names: in --themes, and in the data */
+  snprintf(args, sizeof args, "train --data %s --out %s --themes 'a/b'", FX_TRAIN, never);
+  expect_error(args, 2, "--themes: \"a/b\" is not a valid theme name (" TD_THEME_NAME_RULE ")");
+  snprintf(args, sizeof args, "train --data %s --out %s --themes talent,culture,talent", FX_TRAIN, never);
+  expect_error(args, 2, "--themes: \"talent\" is listed twice");
+  snprintf(args, sizeof args, "train --data %s --out %s --themes organization,talent", FX_TRAIN, never);
+  expect_error(args, 1, "unknown theme \"industry\" (the themes are: organization, talent)");
+  const char *bad = tpath("badname.jsonl");
+  write_text(bad, "{\"id\":\"a\",\"text\":\"抓队伍建设\",\"themes\":[\"talent\"]}\n"
+                  "{\"id\":\"b\",\"text\":\"文化\",\"themes\":[\"文化\"]}\n");
+  snprintf(args, sizeof args, "train --data %s --out %s", bad, never);
+  char want[700];
+  snprintf(want, sizeof want, "%s line 2: \"文化\" is not a valid theme name (%s)", bad, TD_THEME_NAME_RULE);
+  expect_error(args, 1, want);
+  assert_int_not_equal(access(never, F_OK), 0);
+}
+
+/* Doubtful training data: warned about on stderr, one line each naming
+ * file, line and id (or the theme), and the bundle is still written. */
+static void test_cli_train_data_warnings(void **state) {
+  (void)state;
+  need_themectl();
+  size_t len;
+  char *fx = slurp(FX_TRAIN, &len);
+  assert_non_null(fx);
+  td_buf_t b;
+  td_buf_init(&b);
+  assert_int_equal(td_buf_append(&b, fx, len), 0);
+  free(fx);
+  size_t lines = 0;
+  for (size_t i = 0; i < b.len; i++) lines += b.data[i] == '\n';
+  /* a theme with 2 positives, a repeated label, an id seen before */
+  assert_int_equal(td_buf_printf(&b,
+      "{\"id\":\"w-1\",\"doc\":\"w\",\"text\":\"非遗传承人开展剪纸培训\",\"themes\":[\"rare\",\"culture\"]}\n"
+      "{\"id\":\"w-2\",\"doc\":\"w\",\"text\":\"剪纸作品走进乡村课堂\",\"themes\":[\"rare\",\"rare\"]}\n"
+      "{\"id\":\"w-1\",\"doc\":\"w\",\"text\":\"村民文化活动丰富多彩\",\"themes\":[\"culture\"]}\n"), 0);
+  const char *data = tpath("warn.jsonl");
+  write_text(data, b.data);
+  td_buf_free(&b);
+  const char *out = tpath("warn-bundle");
+  char args[2048], want[700];
+  snprintf(args, sizeof args, "train --data %s --out %s --folds 2 --c 1 --quiet", data, out);
+  run_t r = run(args, NULL);
+  if (r.code != 0) fail_msg("train: exit %d: %s", r.code, r.err);
+  snprintf(want, sizeof want,
+           "themectl: warning: %s line %zu: id \"w-2\": label \"rare\" is listed twice in \"themes\"\n"
+           "themectl: warning: %s line %zu: duplicate passage id \"w-1\"\n"
+           "themectl: warning: theme \"rare\" has only 2 positive passages (fewer than %d): its "
+           "cross-validated F1 and tuned threshold are unreliable\n",
+           data, lines + 2, data, lines + 3, TD_CORPUS_MIN_POSITIVES);
+  assert_string_equal(r.err, want);
+  run_free(&r);
+  json_t *man = load_manifest(out);
+  assert_int_equal(json_array_size(json_object_get(man, "themes")), 7);
+  json_decref(man);
+}
+
 static void test_cli_train_eval_classify(void **state) {
   (void)state;
   need_themectl();
@@ -932,6 +1027,8 @@ int main(void) {
       cmocka_unit_test_setup(test_cli_usage, cli_setup),
       cmocka_unit_test_setup(test_cli_data_errors, cli_setup),
       cmocka_unit_test_setup(test_cli_train_eval_classify, cli_setup),
+      cmocka_unit_test_setup(test_cli_train_checks_up_front, cli_setup),
+      cmocka_unit_test_setup(test_cli_train_data_warnings, cli_setup),
       cmocka_unit_test(test_bundled_model),
   };
   return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
