@@ -215,6 +215,35 @@ static int set_str(td_config_t *c, const opt_def_t *o, const char *v, td_err_t *
   return td_err_set(err, TD_EINVAL, "%s: bad option type", o->key);
 }
 
+/* What a JSON value is, for "expected X, got Y". */
+static const char *json_kind(const json_t *v) {
+  switch (json_typeof(v)) {
+  case JSON_OBJECT: return "an object";
+  case JSON_ARRAY: return "an array";
+  case JSON_STRING: return "a string";
+  case JSON_INTEGER: return "an integer";
+  case JSON_REAL: return "a number";
+  case JSON_TRUE:
+  case JSON_FALSE: return "a boolean";
+  case JSON_NULL: return "null";
+  }
+  return "a value";
+}
+
+/* What a key of each type takes in the file (set_json accepts these). */
+static const char *type_expected(enum opt_type t) {
+  switch (t) {
+  case T_STR: return "a string";
+  case T_LIST: return "a string or an array of strings";
+  case T_INT: return "an integer";
+  case T_SIZE: return "a size (a number of bytes or a string such as \"4M\")";
+  case T_DUR: return "a duration (a number of seconds or a string such as \"500ms\")";
+  case T_LEVEL: return "a string (error, warn, info or debug)";
+  case T_BOOL: return "true or false";
+  }
+  return "another type";
+}
+
 static int set_json(td_config_t *c, const opt_def_t *o, json_t *v, td_err_t *err) {
   char num[64];
   if (json_is_string(v)) return set_str(c, o, json_string_value(v), err);
@@ -224,7 +253,8 @@ static int set_json(td_config_t *c, const opt_def_t *o, json_t *v, td_err_t *err
     list_clear(c);
     json_array_foreach(v, i, e) {
       if (!json_is_string(e))
-        return td_err_set(err, TD_EINVAL, "listen[%zu]: expected a string", i);
+        return td_err_set(err, TD_EINVAL, "%s[%zu]: expected a string, got %s", o->key, i,
+                          json_kind(e));
       if (set_str(c, o, json_string_value(e), err)) return err->code;
     }
     return 0;
@@ -237,12 +267,27 @@ static int set_json(td_config_t *c, const opt_def_t *o, json_t *v, td_err_t *err
     snprintf(num, sizeof num, "%.17g", json_number_value(v));
     return set_str(c, o, num, err);
   }
-  return td_err_set(err, TD_EINVAL, "%s: wrong type", o->key);
+  return td_err_set(err, TD_EINVAL, "%s: expected %s, got %s", o->key, type_expected(o->type),
+                    json_kind(v));
 }
 
 int td_config_load_file(td_config_t *c, const char *path, td_err_t *err) {
+  /* Opened here, not by json_load_file: its message for a file it cannot
+   * open is "path:-1:-1: unable to open ...", and a directory opens fine
+   * and then reads as a JSON error. */
+  FILE *f = fopen(path, "r");
+  if (!f) return td_err_set(err, TD_EIO, "cannot read config file %s: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+    fclose(f);
+    return td_err_set(err, TD_EIO, "cannot read config file %s: it is a directory", path);
+  }
   json_error_t je;
-  json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+  json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES, &je);
+  int e = errno, bad = ferror(f);
+  fclose(f);
+  if (!root && bad)
+    return td_err_set(err, TD_EIO, "cannot read config file %s: %s", path, strerror(e));
   if (!root)
     return td_err_set(err, TD_EFORMAT, "%s:%d:%d: %s", path, je.line, je.column, je.text);
   int rc = 0;

@@ -6,6 +6,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import tempfile
 
 from harness import (ROOT, THEMED, Daemon, check, error_code, model_dir, parse_http_responses,
                      plugin_dir, raw_http, wait)
@@ -198,6 +199,40 @@ def test_config_file_and_flag_override():
         r = subprocess.run([THEMED, "--config", cfg, "--check-config"], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, env=d.env)
         check(r.returncode == 1 and b"no_such_key" in r.stdout, r.stdout)
+
+
+def test_config_file_errors_say_what_is_wrong():
+    """A config file that cannot be read says so in words (not jansson's
+    "path:-1:-1: unable to open"), a directory is called one, and a value of
+    the wrong type names the type expected and the type found."""
+    tmp = tempfile.mkdtemp(prefix="themed-cfg-")
+    try:
+        def run(cfg):
+            r = subprocess.run([THEMED, "--config", cfg, "--check-config"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, env=dict(os.environ, THEMED_PLUGIN_DIR=plugin_dir()))
+            return r.returncode, r.stdout.decode("utf-8", "replace").strip()
+
+        missing = os.path.join(tmp, "nonexist.json")
+        rc, out = run(missing)
+        check(rc == 1 and out == "themed: cannot read config file %s: No such file or directory" % missing,
+              (rc, out))
+        rc, out = run(tmp)
+        check(rc == 1 and out == "themed: cannot read config file %s: it is a directory" % tmp, (rc, out))
+        cfg = os.path.join(tmp, "themed.json")
+        for body, want in (({"model": 5}, "model: expected a string, got an integer"),
+                           ({"model": model_dir(), "listen": ["unix:x.sock", True]},
+                            "listen[1]: expected a string, got a boolean"),
+                           ({"model": model_dir(), "workers": [2]}, "workers: expected an integer, got an array"),
+                           ({"model": model_dir(), "worker_loops": None},
+                            "worker_loops: expected true or false, got null"),
+                           ({"model": model_dir(), "log_level": 1.5},
+                            "log_level: expected a string (error, warn, info or debug), got a number")):
+            with open(cfg, "w") as f:
+                json.dump(body, f)
+            rc, out = run(cfg)
+            check(rc == 1 and out == "themed: %s: %s" % (cfg, want), (body, rc, out))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_journal_log_format():
