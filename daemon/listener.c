@@ -72,6 +72,21 @@ static int unix_parent_missing(const char *path, td_err_t *err) {
   return 0; /* e.g. EACCES on the way there: "permission denied" is right */
 }
 
+int td_listen_addr_check(const td_listen_addr_t *a, td_err_t *err) {
+  if (a->is_unix) return unix_parent_missing(a->path, err) ? err->code : 0;
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  struct addrinfo *ai = NULL;
+  char port[16];
+  snprintf(port, sizeof port, "%d", a->port);
+  int g = getaddrinfo(a->host, port, &hints, &ai);
+  if (g)
+    return td_err_set(err, TD_EIO, "listen tcp:%s:%d: %s", a->host, a->port,
+                      g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
+  freeaddrinfo(ai);
+  return 0;
+}
+
 static void sockname(td_listener_t *l) {
   struct sockaddr_storage ss;
   int len = sizeof ss;

@@ -81,10 +81,20 @@ int main(int argc, char **argv) {
     goto out;
   }
   if (action == TD_ACTION_CHECK) {
+    /* What would make the daemon fail at start, short of binding: a socket
+     * in a directory that is not there, a host name that does not resolve. */
+    for (size_t i = 0; i < cfg.nlisten; i++) {
+      td_listen_addr_t a;
+      if (td_listen_addr_parse(cfg.listen[i], &a, &err) || td_listen_addr_check(&a, &err)) {
+        td_log_error("config: %s", err.msg);
+        goto out;
+      }
+    }
     /* Without --listen the sockets can only come from systemd: checked
      * outside the unit, that would be a daemon that exits at start. */
-    printf("config ok: model %s from %s, plugins %s, %d workers, %zu listeners%s\n", model->label,
-           cfg.model, cfg.plugins ? cfg.plugins : td_plugin_default_dir(), workers, cfg.nlisten,
+    printf("config ok: model %s from %s, plugins %s, %d worker%s, %zu listener%s%s\n", model->label,
+           cfg.model, cfg.plugins ? cfg.plugins : td_plugin_default_dir(), workers,
+           workers == 1 ? "" : "s", cfg.nlisten, cfg.nlisten == 1 ? "" : "s",
            cfg.nlisten ? "" : " (the sockets must come from systemd's socket activation)");
     rc = 0;
     goto out;

@@ -256,6 +256,11 @@ int td_server_init(td_server_t *s, uv_loop_t *loop, const td_config_t *cfg, int 
 int td_server_listen(td_server_t *s, int n_inherited, td_err_t *err);
 /* Signals, watchdog, READY=1. Then run the loop. */
 int td_server_start(td_server_t *s);
+/* listener.c, for --check-config: what binding a would find wrong before
+ * bind(2) is tried: a unix socket's directory missing (or not a directory),
+ * a TCP host that does not resolve. 0 or TD_EIO with err set; binding can
+ * still fail (permissions, a port in use). */
+int td_listen_addr_check(const td_listen_addr_t *a, td_err_t *err);
 /* listener.c: closes every listener (and removes our own unix socket files). */
 void td_listeners_close(td_server_t *s);
 /* uv_connection_cb of every listener. */

@@ -155,9 +155,14 @@ def test_cli_help_version_check_config():
     r = subprocess.run([THEMED, "--version"], stdout=subprocess.PIPE)
     check(r.returncode == 0 and r.stdout.startswith(b"themed "), r.stdout)
     env = dict(os.environ, THEMED_PLUGIN_DIR=plugin_dir())
-    r = subprocess.run([THEMED, "--model", model_dir(), "--listen", "unix:/nonexistent/x.sock",
+    r = subprocess.run([THEMED, "--model", model_dir(), "--listen", "unix:x.sock", "--workers", "1",
                         "--check-config"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    check(r.returncode == 0 and b"config ok" in r.stdout and b"1 listeners\n" in r.stdout, r.stdout)
+    check(r.returncode == 0 and b"config ok" in r.stdout and b", 1 worker, 1 listener\n" in r.stdout,
+          r.stdout)
+    r = subprocess.run([THEMED, "--model", model_dir(), "--listen", "unix:x.sock", "--listen",
+                        "tcp:127.0.0.1:0", "--workers", "2", "--check-config"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, env=env)
+    check(r.returncode == 0 and b", 2 workers, 2 listeners\n" in r.stdout, r.stdout)
     # no --listen: fine under socket activation, and the check says that is what it assumes
     r = subprocess.run([THEMED, "--model", model_dir(), "--check-config"], stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, env=env)
@@ -173,6 +178,30 @@ def test_cli_help_version_check_config():
     check(r.returncode != 0 and b"udp:1" in r.stdout, r.stdout)
     r = subprocess.run([THEMED, "--bogus"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     check(r.returncode == 2, r.stdout)
+
+
+def test_check_config_catches_what_start_would_fail_on():
+    """--check-config fails where the daemon would fail at start: a unix
+    socket in a directory that does not exist (or is not a directory), a TCP
+    host that does not resolve. The message names the directory or host."""
+    env = dict(os.environ, THEMED_PLUGIN_DIR=plugin_dir())
+
+    def run(*listen):
+        args = [THEMED, "--model", model_dir(), "--check-config"]
+        for l in listen:
+            args += ["--listen", l]
+        r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=wait(30))
+        return r.returncode, r.stdout.decode("utf-8", "replace")
+
+    rc, out = run("unix:/nonexistdir/x.sock")
+    check(rc == 1 and "config ok" not in out and
+          "listen unix:/nonexistdir/x.sock: directory /nonexistdir does not exist" in out, out)
+    rc, out = run("unix:x.sock", "unix:%s/x.sock" % os.path.join(ROOT, "Makefile"))
+    check(rc == 1 and "config ok" not in out and "Makefile is not a directory" in out, out)
+    rc, out = run("tcp:no-such-host.invalid:7300")
+    check(rc == 1 and "config ok" not in out and "listen tcp:no-such-host.invalid:7300: " in out, out)
+    rc, out = run("tcp:localhost:7300", "unix:x.sock")
+    check(rc == 0 and "config ok" in out, out)
 
 
 def test_config_file_and_flag_override():
@@ -348,12 +377,12 @@ def test_help_shows_boolean_flags_with_joined_value():
     # every flag the help shows with [=BOOL] is one that takes it joined
     env = dict(os.environ, THEMED_PLUGIN_DIR=plugin_dir())
     for flag in re.findall(r"(--[a-z-]+)\[=BOOL\]", out):
-        r = subprocess.run([THEMED, "--model", model_dir(), "--listen", "unix:/nonexistent/x.sock",
+        r = subprocess.run([THEMED, "--model", model_dir(), "--listen", "unix:x.sock",
                             flag + "=false", "--check-config"], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, env=env)
         check(r.returncode == 0 and b"config ok" in r.stdout, (flag, r.stdout))
     r = subprocess.run([THEMED, "--model", model_dir(), "--worker-loops", "false", "--listen",
-                        "unix:/nonexistent/x.sock", "--check-config"], stdout=subprocess.PIPE,
+                        "unix:x.sock", "--check-config"], stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, env=env)
     check(r.returncode != 0 and b"--worker-loops=false" in r.stdout, r.stdout)
     # the documentation shows them the same way

@@ -235,7 +235,7 @@ def test_by_default_one_worker_per_allowed_cpu_and_loops_pinned_only_one_per_cpu
     r = subprocess.run(["taskset", "-c", str(allowed[0]), THEMED, "--model", model_dir(), "--listen",
                         "unix:x.sock", "--check-config"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        env=env, timeout=wait(30))
-    check(r.returncode == 0 and b" 1 workers," in r.stdout, r.stdout)
+    check(r.returncode == 0 and b" 1 worker," in r.stdout, r.stdout)
     # and the single-loop mode ignores the default instead of refusing it
     with Daemon("--worker-loops=false") as d:
         check(not _loop_threads(d.proc.pid), "worker loops with --worker-loops=false")
