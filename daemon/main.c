@@ -94,13 +94,14 @@ int main(int argc, char **argv) {
      * outside the unit, that would be a daemon that exits at start. */
     printf("config ok: model %s from %s, plugins %s, %d worker%s, %zu listener%s%s\n", model->label,
            cfg.model, cfg.plugins ? cfg.plugins : td_plugin_default_dir(), workers,
-           workers == 1 ? "" : "s", cfg.nlisten, cfg.nlisten == 1 ? "" : "s",
+           td_plural((unsigned)workers), cfg.nlisten, td_plural(cfg.nlisten),
            cfg.nlisten ? "" : " (the sockets must come from systemd's socket activation)");
     rc = 0;
     goto out;
   }
-  td_log_info("themed %s starting: model %s (%s, loaded in %.3fs), %d workers", TD_VERSION,
-              model->label, cfg.model, (double)model->load_ns / 1e9, workers);
+  td_log_info("themed %s starting: model %s (%s, loaded in %.3fs), %d worker%s", TD_VERSION,
+              model->label, cfg.model, (double)model->load_ns / 1e9, workers,
+              td_plural((unsigned)workers));
 
   uv_loop_t loop;
   td_server_t srv;

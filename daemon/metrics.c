@@ -169,14 +169,20 @@ json_t *td_metrics_stats_json(const td_metrics_t *m, const td_model_t *model, in
     if (m->errors[c]) json_object_set_new(errors, td_ecode_name((td_ecode_t)c), json_integer((json_int_t)m->errors[c]));
   for (size_t i = 0; i < m->nthemes; i++)
     json_object_set_new(themes, m->themes[i].name, json_integer((json_int_t)m->themes[i].passages));
-  json_t *s = json_pack("{s:I, s:o, s:I, s:o, s:o, s:I, s:I, s:I, s:{s:I, s:I}, s:f, s:i, s:s?}",
+  /* uptime_s in whole seconds, an integer: as a real it went out at the
+   * responses' 6 significant digits (TD_JSON_DUMP_FLAGS), which is noise
+   * in the first seconds (5.05616, and 5.0561600000000002 once themectl
+   * re-prints it) and exponent notation after 11.6 days (1.23457e+06,
+   * seconds lost). Nobody needs an uptime finer than a second. */
+  json_int_t uptime_s = (json_int_t)((td_now_ns() - m->start_ns) / 1000000000ull);
+  json_t *s = json_pack("{s:I, s:o, s:I, s:o, s:o, s:I, s:I, s:I, s:{s:I, s:I}, s:I, s:i, s:s?}",
       "requests", (json_int_t)requests, "requests_by_op", byop,
       "passages", (json_int_t)m->passages, "errors", errors, "themes", themes,
       "connections", (json_int_t)m->connections,
       "connections_total", (json_int_t)m->connections_total,
       "connections_rejected", (json_int_t)m->connections_rejected,
       "reloads", "ok", (json_int_t)m->reloads_ok, "failed", (json_int_t)m->reloads_failed,
-      "uptime_s", (double)(td_now_ns() - m->start_ns) / 1e9, "workers", workers,
+      "uptime_s", uptime_s, "workers", workers,
       "model", model ? model->label : NULL);
   if (s && m->nats_enabled)
     json_object_set_new(s, "nats", json_pack("{s:b, s:I, s:{s:I, s:I, s:I}}", "connected",

@@ -1021,11 +1021,11 @@ static void on_drain_timeout(uv_timer_t *t) {
   size_t pending = 0;
   for (td_conn_t *c = s->conns; c; c = c->next) pending += c->qlen;
   if (s->is_shard)
-    td_log_warn("drain timeout: worker loop %d: closing %zu connections, %zu requests unanswered",
-                s->shard_index, s->nconns, pending);
+    td_log_warn("drain timeout: worker loop %d: closing %zu connection%s, %zu request%s unanswered",
+                s->shard_index, s->nconns, td_plural(s->nconns), pending, td_plural(pending));
   else
-    td_log_warn("drain timeout: closing %zu connections, %zu requests unanswered", s->nconns,
-                pending);
+    td_log_warn("drain timeout: closing %zu connection%s, %zu request%s unanswered", s->nconns,
+                td_plural(s->nconns), pending, td_plural(pending));
   if (s->nats) td_nats_abort(s->nats);
   close_all(s);
 }
@@ -1070,17 +1070,17 @@ static void drain_conns(td_server_t *s) {
   for (td_conn_t *c = s->conns; c; c = c->next) pending += c->qlen;
   if (s->is_shard) {
     if (s->nconns)
-      td_log_info("worker loop %d: draining %zu connections, %zu requests in flight",
-                  s->shard_index, s->nconns, pending);
+      td_log_info("worker loop %d: draining %zu connection%s, %zu request%s in flight",
+                  s->shard_index, s->nconns, td_plural(s->nconns), pending, td_plural(pending));
   } else if (s->nshards) {
     td_server_lock(s);
     size_t all = s->nconns_all;
     td_server_unlock(s);
-    td_log_info("draining %zu connections (timeout %.3gs; each worker loop logs its requests in "
-                "flight)", all, (double)s->cfg->drain_timeout_ms / 1000);
+    td_log_info("draining %zu connection%s (timeout %.3gs; each worker loop logs its requests in "
+                "flight)", all, td_plural(all), (double)s->cfg->drain_timeout_ms / 1000);
   } else {
-    td_log_info("draining %zu connections, %zu requests in flight (timeout %.3gs)", s->nconns,
-                pending, (double)s->cfg->drain_timeout_ms / 1000);
+    td_log_info("draining %zu connection%s, %zu request%s in flight (timeout %.3gs)", s->nconns,
+                td_plural(s->nconns), pending, td_plural(pending), (double)s->cfg->drain_timeout_ms / 1000);
   }
   for (td_conn_t *c = s->conns, *next; c; c = next) {
     next = c->next;
@@ -1398,8 +1398,9 @@ static void shards_start(td_server_t *s, int n) {
     started++;
   }
   if (started)
-    td_log_info("%d worker loops, %s", started,
-                pinned == started ? "each pinned to a CPU" : pinned ? "some pinned to a CPU" : "not pinned");
+    td_log_info("%d worker loop%s, %s", started, td_plural((unsigned)started),
+                started == 1 ? (pinned ? "pinned to a CPU" : "not pinned")
+                : pinned == started ? "each pinned to a CPU" : pinned ? "some pinned to a CPU" : "not pinned");
   /* Set before any post reaches a worker loop (posts synchronize on post_mu),
    * so every thread sees td_server_lock take the lock from the first. */
   s->nshards = s->shards_running = started;
@@ -1464,8 +1465,10 @@ int td_server_start(td_server_t *s) {
     uv_timer_start(&s->watchdog, on_watchdog, ms, ms);
     td_log_info("watchdog: pinging every %llums", (unsigned long long)ms);
   }
-  td_log_info("serving %s with %d workers%s", s->model->label, s->workers,
-              s->nshards ? ", each on its own event loop" : " on the threadpool");
+  td_log_info("serving %s with %d worker%s%s", s->model->label, s->workers,
+              td_plural((unsigned)s->workers),
+              !s->nshards ? " on the threadpool" : s->workers == 1 ? " on its own event loop"
+                                                  : ", each on its own event loop");
   td_server_notify_ready(s);
   return 0;
 }

@@ -240,11 +240,14 @@ static void print_train_report(const json_t *rep) {
     else
       printf("cv micro-F1 %.4f  macro-F1 %.4f  exact match %.4f", jnum(met, "micro_f1"),
              jnum(met, "macro_f1"), jnum(met, "exact_match"));
-    printf("  (%d-fold by doc; %.0f passages, %.0f docs)\n",
-           (int)json_integer_value(json_object_get(rep, "folds")), jnum(rep, "items"), jnum(rep, "docs"));
+    printf("  (%d-fold by doc; %.0f passage%s, %.0f doc%s)\n",
+           (int)json_integer_value(json_object_get(rep, "folds")), jnum(rep, "items"),
+           td_plural((unsigned long long)jnum(rep, "items")), jnum(rep, "docs"),
+           td_plural((unsigned long long)jnum(rep, "docs")));
   } else {
-    printf("no cross-validation (folds 1); %.0f passages, %.0f docs\n", jnum(rep, "items"),
-           jnum(rep, "docs"));
+    printf("no cross-validation (folds 1); %.0f passage%s, %.0f doc%s\n", jnum(rep, "items"),
+           td_plural((unsigned long long)jnum(rep, "items")), jnum(rep, "docs"),
+           td_plural((unsigned long long)jnum(rep, "docs")));
   }
   const json_t *tm = json_object_get(rep, "timings");
   printf("wrote %s (%s, solver %s) in %.1fs: features %.1fs, cv %.1fs, fit %.1fs, write %.1fs\n",
@@ -1008,7 +1011,7 @@ static int cmd_eval(int argc, char **argv) {
   } else {
     printf("%s on", m->label);
     for (size_t i = 0; i < ndata; i++) printf(" %s", data[i]);
-    printf(": %zu passages, %zu docs\n", c.n, c.ndocs);
+    printf(": %zu passage%s, %zu doc%s\n", c.n, td_plural(c.n), c.ndocs, td_plural(c.ndocs));
     printf("%-14s %9s %9s %9s %8s\n", "theme", "precision", "recall", "F1", "support");
     const char *key;
     json_t *t;

@@ -352,12 +352,15 @@ static int cmd_publish(int argc, char **argv) {
     pthread_mutex_unlock(&st.mu);
     if (!nretry) break;
     if (round >= PUB_ROUNDS) {
-      themectl_errorf("publish: %d messages not stored after %d attempts: %s", nretry, round, st.lasterr);
+      themectl_errorf("publish: %d message%s not stored after %d attempts: %s", nretry,
+                      td_plural((unsigned)nretry), round, st.lasterr);
       for (int i = 0; i < nretry; i++) natsMsg_Destroy(retry[i]);
       free(retry);
       goto out;
     }
-    if (!c.quiet) fprintf(stderr, "themectl: publish: %d publishes failed (%s); retrying\n", nretry, st.lasterr);
+    if (!c.quiet)
+      fprintf(stderr, "themectl: publish: %d publish%s failed (%s); retrying\n", nretry,
+              nretry == 1 ? "" : "es", st.lasterr);
     sleep(1);
     for (int i = 0; i < nretry; i++) {
       natsMsg *m = retry[i];
@@ -373,8 +376,8 @@ static int cmd_publish(int argc, char **argv) {
   }
   if (!c.quiet) {
     double dt = now_s() - t0;
-    fprintf(stderr, "themectl: published %llu messages to %s (stream %s) in %.2fs (%.0f/s)%s\n",
-            (unsigned long long)sent, subject, stream, dt, dt > 0 ? (double)sent / dt : 0.0,
+    fprintf(stderr, "themectl: published %llu message%s to %s (stream %s) in %.2fs (%.0f/s)%s\n",
+            (unsigned long long)sent, td_plural(sent), subject, stream, dt, dt > 0 ? (double)sent / dt : 0.0,
             st.duplicates ? ", some dropped by the server as duplicates" : "");
   }
   rc = 0;
@@ -537,8 +540,9 @@ static int cmd_collect(int argc, char **argv) {
   }
   size_t distinct = json_object_size(seen);
   if (!c.quiet) {
-    fprintf(stderr, "themectl: collected %llu messages from %s in %.2fs: %zu distinct ids, %llu duplicates",
-            (unsigned long long)messages, subject, now_s() - t0, distinct, (unsigned long long)duplicates);
+    fprintf(stderr, "themectl: collected %llu message%s from %s in %.2fs: %zu distinct id%s, %llu duplicate%s",
+            (unsigned long long)messages, td_plural(messages), subject, now_s() - t0, distinct,
+            td_plural(distinct), (unsigned long long)duplicates, td_plural(duplicates));
     const char *k;
     json_t *v;
     int first = 1;

@@ -249,9 +249,9 @@ static void draw_progress(void *ctx) {
     snprintf(eta, sizeof eta, ", %.0f%%, ETA %d:%02d", 100.0 * (double)got / (double)s->total,
              (int)(secs / 60), (int)secs % 60);
   }
-  fprintf(stderr, "\r\033[Kstream: %llu articles, %llu passages, %llu errors, %.0f articles/s, %.0f passages/s%s",
-          (unsigned long long)s->articles, (unsigned long long)s->passages,
-          (unsigned long long)s->errors, aps, pps, eta);
+  fprintf(stderr, "\r\033[Kstream: %llu article%s, %llu passage%s, %llu error%s, %.0f articles/s, %.0f passages/s%s",
+          (unsigned long long)s->articles, td_plural(s->articles), (unsigned long long)s->passages,
+          td_plural(s->passages), (unsigned long long)s->errors, td_plural(s->errors), aps, pps, eta);
   fflush(stderr);
   s->drawn = 1;
 }
@@ -456,8 +456,9 @@ int td_stream_main(int argc, char **argv) {
             ps.reconnects, ps.reconnects == 1 ? "" : "s", (unsigned long long)ps.resent,
             ps.resent == 1 ? "" : "s");
   double t = elapsed_s(&s);
-  fprintf(stderr, "stream: %llu articles, %llu passages, %llu errors, %.1f s (%.0f articles/s)\n",
-          (unsigned long long)s.articles, (unsigned long long)s.passages, (unsigned long long)s.errors, t,
+  fprintf(stderr, "stream: %llu article%s, %llu passage%s, %llu error%s, %.1f s (%.0f articles/s)\n",
+          (unsigned long long)s.articles, td_plural(s.articles), (unsigned long long)s.passages,
+          td_plural(s.passages), (unsigned long long)s.errors, td_plural(s.errors), t,
           t > 0 ? s.articles / t : 0.0);
   if (!rc) status = s.errors ? TD_EXIT_PARTIAL : TD_EXIT_OK;
   stream_free(&s);

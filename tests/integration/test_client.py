@@ -14,7 +14,7 @@ import time
 
 from harness import (ROOT, THEMECTL, Daemon, check, model_b_dir, model_dir, plugin_dir, wait)
 
-SUMMARY = re.compile(r"^stream: (\d+) articles, (\d+) passages, (\d+) errors, [0-9.]+ s \(\d+ articles/s\)$")
+SUMMARY = re.compile(r"^stream: (\d+) articles?, (\d+) passages?, (\d+) errors?, [0-9.]+ s \(\d+ articles/s\)$")
 
 
 def ctl(*args, stdin=None, env=None, timeout=None):
@@ -74,6 +74,8 @@ def test_client_health_stats_model():
         check(rc == 0, err)
         st = json.loads(out)["stats"]
         check(st["requests"] >= 2 and st["passages"] >= 1, st)
+        # printed as the daemon sent it: whole seconds, not 5.0561600000000002
+        check(re.search(r'"uptime_s": ?\d+[,}]', out) and type(st["uptime_s"]) is int, out)
         rc, out, err = ctl("model", "--socket", d.sock, "--pretty")
         check(rc == 0 and out.startswith("{\n"), out)
         m = json.loads(out)["model"]

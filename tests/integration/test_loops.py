@@ -199,7 +199,7 @@ def test_cpu_affinity_pins_each_worker_loop_and_bad_lists_are_refused():
     with Daemon("--workers", str(len(allowed)), "--cpu-affinity", "none") as d:
         loops = _loop_threads(d.proc.pid)
         check(len(loops) == len(allowed) and all(v == set(allowed) for v in loops.values()), loops)
-        check("%d worker loops, not pinned" % len(allowed) in d.log(), d.log())
+        check(_loops_line(len(allowed), "not pinned") in d.log(), d.log())
     env = dict(os.environ, THEMED_PLUGIN_DIR=plugin_dir())
     for spec, says in ((str(max(allowed) + 1), b"is not one this process may run on"),
                        ("1-0", b"expected match, auto, none or a CPU list"),
@@ -215,6 +215,14 @@ def test_cpu_affinity_pins_each_worker_loop_and_bad_lists_are_refused():
     check(r.returncode != 0 and b"needs worker_loops" in r.stdout, r.stdout)
 
 
+def _loops_line(n, how):
+    """The startup line counting the worker loops (singular for one: on a
+    1-CPU machine the default is one loop)."""
+    if n == 1:
+        return "1 worker loop, " + how.replace("each ", "")
+    return "%d worker loops, %s" % (n, how)
+
+
 def test_by_default_one_worker_per_allowed_cpu_and_loops_pinned_only_one_per_cpu():
     allowed = sorted(os.sched_getaffinity(0))
     # the default (match): as many loops as CPUs, so each loop gets one
@@ -223,12 +231,12 @@ def test_by_default_one_worker_per_allowed_cpu_and_loops_pinned_only_one_per_cpu
         loops = _loop_threads(d.proc.pid)
         check(sorted(loops.values(), key=min) == [{c} for c in allowed], (loops, allowed))
         check(os.sched_getaffinity(d.proc.pid) == set(allowed), "the main thread was pinned")
-        check("%d worker loops, each pinned to a CPU" % len(allowed) in d.log(), d.log())
+        check(_loops_line(len(allowed), "each pinned to a CPU") in d.log(), d.log())
     # one loop more than CPUs: pinning would stack two on one CPU, so none is
     with Daemon("--workers", str(len(allowed) + 1)) as d:
         loops = _loop_threads(d.proc.pid)
         check(len(loops) == len(allowed) + 1 and all(v == set(allowed) for v in loops.values()), loops)
-        check("%d worker loops, not pinned" % (len(allowed) + 1) in d.log(), d.log())
+        check(_loops_line(len(allowed) + 1, "not pinned") in d.log(), d.log())
         check(d.jsonl().call({"id": 1, "text": TEXT})["summary"]["passages"] == 3)
     # the default worker count follows the CPUs the daemon may use, not those online
     env = dict(os.environ, THEMED_PLUGIN_DIR=plugin_dir())
