@@ -85,6 +85,29 @@ modes() {
 }
 check "installed files and modes" modes
 
+# `make systemd-test` builds with the default PREFIX (/usr/local) and installs with
+# PREFIX=/usr: the install must rebuild what has the plugin directory compiled in, or
+# the installed themectl (and a themed without --plugins) looks under /usr/local.
+compiled_paths() {
+  rc=0
+  for b in "$BIN/themed" "$BIN/themectl"; do
+    grep -aq "$PREFIX/lib/themed/plugins" "$b" || { echo "$b: $PREFIX/lib/themed/plugins not compiled in"; rc=1; }
+    if [ "$PREFIX" != /usr/local ] && grep -aq /usr/local/lib/themed/plugins "$b"; then
+      echo "$b: still has /usr/local/lib/themed/plugins compiled in"; rc=1
+    fi
+  done
+  # The installed themectl without --plugins: it classifies if the host has the plugins
+  # at $PREFIX (a real install), else it must say it looked there.
+  out=$(echo "发展集体经济，壮大村级产业。" | env -u THEMED_PLUGIN_DIR "$BIN/themectl" classify --model "$MODEL" 2>&1)
+  st=$?
+  echo "$out"
+  if [ $st -ne 0 ]; then
+    case $out in *"plugin $PREFIX/lib/themed/plugins/"*) ;; *) echo "themectl did not look in $PREFIX/lib/themed/plugins"; rc=1 ;; esac
+  fi
+  return $rc
+}
+check "make install PREFIX=$PREFIX after make: the binaries look for plugins in $PREFIX/lib/themed/plugins" compiled_paths
+
 placeholders() {
   if grep -n '@[A-Z]*@' "$UNITDIR"/themed.*; then echo "unsubstituted placeholders"; return 1; fi
   exec_line=$(sed -n 's/^ExecStart=//p' "$UNITDIR/themed.service")

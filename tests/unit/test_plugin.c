@@ -22,6 +22,7 @@
 
 #include "common.h"
 #include "plugin.h"
+#include "td_paths.h" /* TD_PLUGIN_DIR, the compiled-in default */
 
 static const char *env_or(const char *name, const char *dflt) {
   const char *v = getenv(name);
