@@ -4,8 +4,10 @@
  */
 #include "model.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <libsvm/svm.h>
 #include <math.h>
 #include <pthread.h>
@@ -1301,11 +1303,9 @@ int td_model_load(const char *dir, const char *plugin_dir, td_model_t **out, td_
   return td_model_load_flags(dir, plugin_dir, 0, out, err);
 }
 
-int td_model_load_flags(const char *dir, const char *plugin_dir, int flags, td_model_t **out,
-                        td_err_t *err) {
-  uint64_t t0 = td_now_ns();
+static int load_once(const char *dir, const char *plugin_dir, int flags, td_model_t **out,
+                     td_err_t *err) {
   *out = NULL;
-  if (!dir || !*dir) return td_err_set(err, TD_EINVAL, "model directory not given");
   td_model_t *m = calloc(1, sizeof *m);
   if (!m) return td_err_set(err, TD_ENOMEM, "out of memory");
   m->magic = TD_MODEL_MAGIC;
@@ -1323,9 +1323,50 @@ int td_model_load_flags(const char *dir, const char *plugin_dir, int flags, td_m
     model_free(m);
     return rc;
   }
-  m->load_ns = td_now_ns() - t0;
   *out = m;
   return 0;
+}
+
+/* Loads that see the bundle replaced under them before one does not */
+#define LOAD_ATTEMPTS 5
+
+int td_model_load_flags(const char *dir, const char *plugin_dir, int flags, td_model_t **out,
+                        td_err_t *err) {
+  uint64_t t0 = td_now_ns();
+  *out = NULL;
+  if (!dir || !*dir) return td_err_set(err, TD_EINVAL, "model directory not given");
+  /*
+   * The files are opened by path, one after the other, so a bundle swapped
+   * in meanwhile (td_model_install) could give the manifest of one and the
+   * weights of the other. The directory open across the load pins its
+   * identity (its inode cannot be reused while open); if dir names another
+   * directory at the end, whatever was read is dropped and the load starts
+   * over. A writer never puts a swapped-out directory back, so the same
+   * directory at both ends means every file came from it.
+   */
+  int rc = 0;
+  for (int attempt = 1;; attempt++) {
+    td_model_t *m = NULL;
+    struct stat a, b;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int pinned = fd >= 0 && fstat(fd, &a) == 0;
+    rc = load_once(dir, plugin_dir, flags, &m, err);
+    int replaced =
+        pinned && (stat(dir, &b) != 0 || b.st_dev != a.st_dev || b.st_ino != a.st_ino);
+    if (fd >= 0) close(fd);
+    if (!replaced) {
+      if (!rc) {
+        m->load_ns = td_now_ns() - t0;
+        *out = m;
+      }
+      return rc;
+    }
+    td_model_unref(&m);
+    if (attempt == LOAD_ATTEMPTS)
+      return td_err_set(err, TD_EIO,
+                        "%s: the bundle was replaced while it was being read, %d times in a row",
+                        dir, LOAD_ATTEMPTS);
+  }
 }
 
 td_model_t *td_model_ref(td_model_t *m) {
@@ -1467,42 +1508,232 @@ static int mkdir_p(const char *dir, td_err_t *err) {
   return rc;
 }
 
-/* Every file goes to "<path>.tmp" first and is renamed into place, so a
- * reader sees either the old file or the complete new one. */
-static int commit_file(const char *tmp, const char *path, td_err_t *err) {
-  if (rename(tmp, path)) {
-    int e = errno;
-    unlink(tmp);
-    return td_err_set(err, TD_EIO, "%s: rename: %s", path, strerror(e));
-  }
+/*
+ * A bundle is replaced as a whole, never file by file: td_model_write
+ * builds the complete new bundle in a sibling directory, td_model_install
+ * fsyncs every file and directory in it and then swaps it with the old one
+ * in one renameat2(RENAME_EXCHANGE). A reader that opens files by path
+ * meanwhile sees one directory or the other (the loader notices a swap
+ * during its own reads: td_model_load_flags), and after a crash the path
+ * holds one complete bundle or the other. docs/model-format.md, "How a
+ * bundle is written".
+ */
+
+static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st;
+  (void)flag;
+  (void)ftw;
+  return remove(p);
+}
+
+static void rm_tree(const char *dir) { nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
+
+/* EINVAL: the file system has nothing to sync for this kind of file. */
+static int sync_fd(int fd, const char *what, td_err_t *err) {
+  if (fsync(fd) && errno != EINVAL)
+    return td_err_set(err, TD_EIO, "%s: fsync: %s", what, strerror(errno));
   return 0;
 }
 
-static int tmp_name(td_buf_t *b, const char *path) {
-  td_buf_reset(b);
-  return td_buf_printf(b, "%s.tmp.%ld", path, (long)getpid());
+static int sync_dir(const char *dir, td_err_t *err) {
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return td_err_set(err, TD_EIO, "%s: %s", dir, strerror(errno));
+  int rc = sync_fd(fd, dir, err);
+  close(fd);
+  return rc;
+}
+
+/* Every regular file and directory under dir (children first, then dir
+ * itself), so the data and the names are on disk before the swap makes
+ * them the bundle. Symlinks are neither followed nor synced. */
+static int sync_tree(const char *dir, int depth, td_err_t *err) {
+  if (depth > 8) return td_err_set(err, TD_EIO, "%s: directories nested too deep", dir);
+  DIR *d = opendir(dir);
+  if (!d) return td_err_set(err, TD_EIO, "%s: %s", dir, strerror(errno));
+  int rc = 0;
+  struct dirent *e;
+  errno = 0;
+  while (!rc && (e = readdir(d))) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    char *p = path_join(dir, e->d_name);
+    struct stat st;
+    if (!p) rc = td_err_set(err, TD_ENOMEM, "out of memory");
+    else if (lstat(p, &st)) rc = td_err_set(err, TD_EIO, "%s: %s", p, strerror(errno));
+    else if (S_ISDIR(st.st_mode)) rc = sync_tree(p, depth + 1, err);
+    else if (S_ISREG(st.st_mode)) {
+      int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+      if (fd < 0) rc = td_err_set(err, TD_EIO, "%s: %s", p, strerror(errno));
+      else {
+        rc = sync_fd(fd, p, err);
+        close(fd);
+      }
+    }
+    free(p);
+    errno = 0;
+  }
+  if (!rc && errno) rc = td_err_set(err, TD_EIO, "%s: %s", dir, strerror(errno));
+  closedir(d);
+  return rc ? rc : sync_dir(dir, err);
+}
+
+static char *parent_of(const char *path) {
+  const char *s = strrchr(path, '/');
+  if (!s) return xstrdup(".");
+  size_t n = s == path ? 1 : (size_t)(s - path);
+  char *p = malloc(n + 1);
+  if (p) {
+    memcpy(p, path, n);
+    p[n] = '\0';
+  }
+  return p;
+}
+
+/*
+ * Where a bundle asked for at `dir` goes: dir itself without trailing
+ * slashes, or, when dir is a symlink, the directory it resolves to, so the
+ * link keeps naming the bundle (swapping the link itself for a directory
+ * would change what it is). *exists: a directory is there now; then *mode
+ * holds its permission bits, and it must be one we may replace: it has a
+ * manifest.json or is empty, so a mistyped path cannot wipe an unrelated
+ * directory.
+ */
+static int bundle_target(const char *dir, char **target, int *exists, mode_t *mode,
+                         td_err_t *err) {
+  struct stat st;
+  *target = NULL;
+  *exists = 0;
+  *mode = 0;
+  char *t = NULL;
+  if (lstat(dir, &st) == 0 && S_ISLNK(st.st_mode)) {
+    if (!(t = realpath(dir, NULL))) return td_err_set(err, TD_EIO, "%s: %s", dir, strerror(errno));
+  } else {
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    if (!(t = malloc(n + 1))) return td_err_set(err, TD_ENOMEM, "out of memory");
+    memcpy(t, dir, n);
+    t[n] = '\0';
+  }
+  int rc = 0;
+  if (stat(t, &st)) {
+    if (errno != ENOENT) rc = td_err_set(err, TD_EIO, "%s: %s", t, strerror(errno));
+  } else if (!S_ISDIR(st.st_mode)) {
+    rc = td_err_set(err, TD_EINVAL, "%s: exists and is not a directory", t);
+  } else {
+    *exists = 1;
+    *mode = st.st_mode & 07777;
+    char *man = path_join(t, "manifest.json");
+    int has = man && access(man, F_OK) == 0, empty = 0;
+    free(man);
+    if (!has) {
+      DIR *d = opendir(t);
+      struct dirent *e;
+      empty = d != NULL;
+      while (d && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = 0;
+      if (d) closedir(d);
+    }
+    if (!has && !empty)
+      rc = td_err_set(err, TD_EINVAL,
+                      "%s: exists and is not a model bundle (no manifest.json); refusing to replace it",
+                      t);
+  }
+  if (rc) free(t);
+  else *target = t;
+  return rc;
+}
+
+/* The old bundle's name while it is swapped out when the file system cannot
+ * exchange two names: "<target>.old.<pid>.<n>", free. */
+static int swap_without_exchange(const char *staged, const char *target, td_err_t *err) {
+  td_buf_t old;
+  td_buf_init(&old);
+  int rc = 0;
+  struct stat st;
+  for (int n = 0;; n++) {
+    td_buf_reset(&old);
+    if (td_buf_printf(&old, "%s.old.%ld.%d", target, (long)getpid(), n)) {
+      rc = td_err_set(err, TD_ENOMEM, "out of memory");
+      break;
+    }
+    if (lstat(old.data, &st) && errno == ENOENT) break;
+    if (n == 99) {
+      rc = td_err_set(err, TD_EIO, "%s: no free name to move the old bundle to", old.data);
+      break;
+    }
+  }
+  if (!rc && rename(target, old.data))
+    rc = td_err_set(err, TD_EIO, "rename %s -> %s: %s", target, old.data, strerror(errno));
+  if (!rc && rename(staged, target)) {
+    int e = errno;
+    rename(old.data, target);
+    rc = td_err_set(err, TD_EIO, "rename %s -> %s: %s", staged, target, strerror(e));
+  }
+  /* where the old bundle now is, for the caller to remove */
+  if (!rc && rename(old.data, staged)) rm_tree(old.data);
+  td_buf_free(&old);
+  return rc;
+}
+
+int td_model_install(const char *staged, const char *dir, td_err_t *err) {
+  if (!staged || !*staged || !dir || !*dir)
+    return td_err_set(err, TD_EINVAL, "bundle directory not given");
+  char *target = NULL, *tparent = NULL, *sparent = NULL;
+  int exists, rc;
+  mode_t mode;
+  if ((rc = bundle_target(dir, &target, &exists, &mode, err))) return rc;
+  if (!(tparent = parent_of(target)) || !(sparent = parent_of(staged))) {
+    rc = td_err_set(err, TD_ENOMEM, "out of memory");
+    goto done;
+  }
+  /* the permissions the old bundle had (the daemon may read as another user) */
+  if (exists && chmod(staged, mode)) {
+    rc = td_err_set(err, TD_EIO, "%s: chmod: %s", staged, strerror(errno));
+    goto done;
+  }
+  if ((rc = sync_tree(staged, 0, err))) goto done;
+
+  if (!exists) {
+    if (rename(staged, target)) {
+      rc = td_err_set(err, TD_EIO, "rename %s -> %s: %s", staged, target, strerror(errno));
+      goto done;
+    }
+  } else {
+    int swapped = 0;
+#ifdef RENAME_EXCHANGE
+    if (renameat2(AT_FDCWD, staged, AT_FDCWD, target, RENAME_EXCHANGE) == 0) {
+      swapped = 1;
+    } else if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) {
+      rc = td_err_set(err, TD_EIO, "exchanging %s and %s: %s", staged, target, strerror(errno));
+      goto done;
+    }
+#endif
+    /* Not on this file system: two renames, with a moment in which dir is
+     * missing (a reader fails to load, and sees no mix). */
+    if (!swapped && (rc = swap_without_exchange(staged, target, err))) goto done;
+  }
+  /* the new name on disk; then the old bundle (now at `staged`) can go */
+  rc = sync_dir(tparent, err);
+  if (!rc && strcmp(tparent, sparent)) rc = sync_dir(sparent, err);
+  if (rc) td_err_prefix(err, "%s is the new bundle, but it may not survive a crash", target);
+  if (exists) rm_tree(staged);
+done:
+  free(target);
+  free(tparent);
+  free(sparent);
+  return rc;
 }
 
 static int write_idf(const char *path, const td_bundle_spec_t *sp, td_err_t *err) {
-  td_buf_t tmp;
-  td_buf_init(&tmp);
-  if (tmp_name(&tmp, path)) return td_err_set(err, TD_ENOMEM, "out of memory");
-  FILE *f = fopen(tmp.data, "w");
-  if (!f) {
-    int rc = td_err_set(err, TD_EIO, "%s: %s", tmp.data, strerror(errno));
-    td_buf_free(&tmp);
-    return rc;
-  }
+  FILE *f = fopen(path, "w");
+  if (!f) return td_err_set(err, TD_EIO, "%s: %s", path, strerror(errno));
   int bad = fputs("index\tidf\n", f) < 0;
   for (uint32_t i = 0; sp->df && i < sp->feat->buckets && !bad; i++)
     if (sp->df[i] > 0)
       bad = fprintf(f, "%u\t%.17g\n", i, td_features_idf(sp->df[i], sp->n_docs)) < 0;
+  int e = errno;
   bad |= fclose(f) != 0;
-  int rc = bad ? td_err_set(err, TD_EIO, "%s: write failed", tmp.data)
-               : commit_file(tmp.data, path, err);
-  if (bad) unlink(tmp.data);
-  td_buf_free(&tmp);
-  return rc;
+  if (bad) return td_err_set(err, TD_EIO, "%s: write failed: %s", path, strerror(e ? e : errno));
+  return 0;
 }
 
 static json_t *copy_or_empty(const json_t *j) { return j ? json_deep_copy(j) : json_object(); }
@@ -1594,29 +1825,27 @@ static int check_spec(const td_bundle_spec_t *sp, td_err_t *err) {
   return 0;
 }
 
-int td_model_write(const char *dir, const td_bundle_spec_t *sp, td_err_t *err) {
-  if (!dir || !*dir) return td_err_set(err, TD_EINVAL, "bundle directory not given");
-  int rc = check_spec(sp, err);
-  if (rc) return rc;
-  char *svmdir = path_join(dir, "svm"), *path = NULL, *text = NULL;
+/* The files td_model_write makes, into an empty directory. */
+static int write_files(const char *dir, const td_bundle_spec_t *sp, td_err_t *err) {
+  char *path = NULL, *text = NULL;
   json_t *man = NULL;
-  td_buf_t tmp, rel;
-  td_buf_init(&tmp);
+  td_buf_t rel;
   td_buf_init(&rel);
-  if (!svmdir) return td_err_set(err, TD_ENOMEM, "out of memory");
-  if ((rc = mkdir_p(dir, err)) || (rc = mkdir_p(svmdir, err))) goto done;
-
+  int rc = 0;
+  if (!(path = path_join(dir, "svm"))) goto nomem;
+  if (mkdir(path, 0755)) {
+    rc = td_err_set(err, TD_EIO, "%s: mkdir: %s", path, strerror(errno));
+    goto done;
+  }
   for (size_t k = 0; k < sp->ntheme; k++) {
     td_buf_reset(&rel);
     if (td_buf_printf(&rel, "svm/%s.model", sp->themes[k])) goto nomem;
     free(path);
-    if (!(path = path_join(dir, rel.data)) || tmp_name(&tmp, path)) goto nomem;
-    if (svm_save_model(tmp.data, sp->svms[k])) {
-      unlink(tmp.data);
-      rc = td_err_set(err, TD_EIO, "%s: libsvm could not write the file", tmp.data);
+    if (!(path = path_join(dir, rel.data))) goto nomem;
+    if (svm_save_model(path, sp->svms[k])) {
+      rc = td_err_set(err, TD_EIO, "%s: libsvm could not write the file", path);
       goto done;
     }
-    if ((rc = commit_file(tmp.data, path, err))) goto done;
   }
 
   free(path);
@@ -1624,23 +1853,18 @@ int td_model_write(const char *dir, const td_bundle_spec_t *sp, td_err_t *err) {
   if ((rc = write_idf(path, sp, err))) goto done;
 
   free(path);
-  if (!(path = path_join(dir, "manifest.json")) || tmp_name(&tmp, path)) goto nomem;
+  if (!(path = path_join(dir, "manifest.json"))) goto nomem;
   if (!(man = build_manifest(sp))) goto nomem;
   /* 17 significant digits: every double reads back bit for bit */
   if (!(text = json_dumps(man, JSON_INDENT(2) | JSON_REAL_PRECISION(17)))) goto nomem;
-  FILE *f = fopen(tmp.data, "w");
-  if (!f || fputs(text, f) < 0 || fputc('\n', f) < 0 || fflush(f) || fsync(fileno(f))) {
-    rc = td_err_set(err, TD_EIO, "%s: %s", tmp.data, strerror(errno));
-    if (f) fclose(f);
-    unlink(tmp.data);
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    rc = td_err_set(err, TD_EIO, "%s: %s", path, strerror(errno));
     goto done;
   }
-  if (fclose(f)) {
-    rc = td_err_set(err, TD_EIO, "%s: %s", tmp.data, strerror(errno));
-    unlink(tmp.data);
-    goto done;
-  }
-  rc = commit_file(tmp.data, path, err);
+  int bad = fputs(text, f) < 0 || fputc('\n', f) < 0, e = errno;
+  if (fclose(f) && !bad) bad = 1, e = errno;
+  if (bad) rc = td_err_set(err, TD_EIO, "%s: %s", path, strerror(e));
   goto done;
 nomem:
   rc = td_err_set(err, TD_ENOMEM, "out of memory");
@@ -1648,8 +1872,46 @@ done:
   json_decref(man);
   free(text);
   free(path);
-  free(svmdir);
-  td_buf_free(&tmp);
   td_buf_free(&rel);
+  return rc;
+}
+
+int td_model_write(const char *dir, const td_bundle_spec_t *sp, td_err_t *err) {
+  if (!dir || !*dir) return td_err_set(err, TD_EINVAL, "bundle directory not given");
+  int rc = check_spec(sp, err);
+  if (rc) return rc;
+  char *target = NULL, *parent = NULL;
+  int exists;
+  mode_t mode;
+  td_buf_t stage;
+  td_buf_init(&stage);
+  /* refused before anything is written: a directory that is not a bundle */
+  if ((rc = bundle_target(dir, &target, &exists, &mode, err))) return rc;
+  if (!(parent = parent_of(target))) {
+    rc = td_err_set(err, TD_ENOMEM, "out of memory");
+    goto done;
+  }
+  if (!exists && (rc = mkdir_p(parent, err))) goto done;
+  /* "<dir>.new.<pid>.<n>", beside the target: the same file system, so
+   * the swap is a rename; mkdir makes it ours alone */
+  for (int n = 0;; n++) {
+    td_buf_reset(&stage);
+    if (td_buf_printf(&stage, "%s.new.%ld.%d", target, (long)getpid(), n)) {
+      rc = td_err_set(err, TD_ENOMEM, "out of memory");
+      goto done;
+    }
+    if (mkdir(stage.data, 0755) == 0) break;
+    if (errno != EEXIST || n == 99) {
+      rc = td_err_set(err, TD_EIO, "%s: mkdir: %s", stage.data, strerror(errno));
+      goto done;
+    }
+  }
+  if (!(rc = write_files(stage.data, sp, err))) rc = td_model_install(stage.data, target, err);
+  /* the old bundle after a swap, else the unfinished new one (or nothing) */
+  rm_tree(stage.data);
+done:
+  free(target);
+  free(parent);
+  td_buf_free(&stage);
   return rc;
 }

@@ -123,7 +123,41 @@ typedef struct td_bundle_spec {
   const json_t *metrics;           /* cross-validated summary */
 } td_bundle_spec_t;
 
-/* Writes a bundle into dir (created if missing; files replaced). */
+/*
+ * Writes the bundle `spec` describes at dir, replacing the bundle there as a
+ * whole (docs/model-format.md, "How a bundle is written"): the new bundle is
+ * built in a sibling directory "<dir>.new.<pid>.<n>" and put in place by
+ * td_model_install. A reader (td_model_load) sees the old bundle or the new
+ * one, never a mix; after a crash dir holds one of the two, complete. On
+ * failure the old bundle is untouched and the sibling is removed.
+ *
+ * dir may not exist (it is created, with its parents). If it is a symlink,
+ * the directory it resolves to is replaced and the link kept. An existing
+ * dir must be a bundle (have a manifest.json) or be empty: anything else is
+ * refused (TD_EINVAL) before anything is written. The new directory holds
+ * exactly the bundle's files (manifest.json, idf.tsv, svm/<theme>.model):
+ * whatever else the old one held is gone with it, so a file the bundle
+ * needs besides (a tokenizer dictionary) is added by writing to a staging
+ * directory and installing that (what themectl train does).
+ */
 int td_model_write(const char *dir, const td_bundle_spec_t *spec, td_err_t *err);
+
+/*
+ * Makes the complete bundle in directory `staged` the bundle at dir:
+ * fsyncs every file and directory under staged, gives it the old bundle's
+ * permission bits, swaps it with dir in one renameat2(RENAME_EXCHANGE)
+ * (a plain rename when dir does not exist), fsyncs the parent
+ * directories, and removes the old bundle. staged must be on dir's file
+ * system (beside it is best). dir's rules are td_model_write's (a symlink
+ * is followed; an existing dir must be a bundle or empty).
+ *
+ * On success staged no longer exists. On failure before the swap nothing
+ * has changed at dir and staged is left for the caller to remove; a
+ * failure after it (fsync of the parent) says so in err: dir is then the
+ * new bundle, the old one is removed, and the swap may not survive a
+ * crash. A file system without RENAME_EXCHANGE gets two renames, with a
+ * moment in which dir is missing (a reader fails, and sees no mix).
+ */
+int td_model_install(const char *staged, const char *dir, td_err_t *err);
 
 #endif
