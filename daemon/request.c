@@ -238,8 +238,12 @@ static td_ecode_t classify_doc(cls_ctx_t *x, const json_t *doc, const json_t *de
       free(spans);
       return failf(f, TD_EC_INTERNAL, "out of memory");
     }
-    if (id) json_object_set(res, "id", id);
-    else json_object_del(res, "id");
+    if (id && json_object_set(res, "id", id)) { /* an answer without its id is no answer */
+      json_decref(res);
+      free(spans);
+      return failf(f, TD_EC_INTERNAL, "out of memory");
+    }
+    if (!id) json_object_del(res, "id");
   }
 
   count_tags(x, &o, &t->result);
@@ -268,8 +272,13 @@ static td_ecode_t classify_batch(cls_ctx_t *x, const json_t *id, const json_t *j
     return failf(f, TD_EC_TOO_MANY_DOCUMENTS, "%zu documents, the limit is %zu", n, cfg->max_documents);
   json_t *all = json_object(), *results = json_array();
   /* "id" first, as in every other response */
-  if (all && id) json_object_set(all, "id", (json_t *)id);
-  if (!all || !results || json_object_set_new(all, "results", results)) {
+  if (!all || !results || (id && json_object_set(all, "id", (json_t *)id))) {
+    json_decref(results);
+    json_decref(all);
+    return failf(f, TD_EC_INTERNAL, "out of memory");
+  }
+  /* takes results, even when it fails */
+  if (json_object_set_new(all, "results", results)) {
     json_decref(all);
     return failf(f, TD_EC_INTERNAL, "out of memory");
   }
@@ -290,7 +299,11 @@ static td_ecode_t classify_batch(cls_ctx_t *x, const json_t *id, const json_t *j
       json_decref(all);
       return f->code;
     }
-    json_array_append_new(results, res);
+    /* takes res even when it fails: an answer must not silently lack a document */
+    if (json_array_append_new(results, res)) {
+      json_decref(all);
+      return failf(f, TD_EC_INTERNAL, "out of memory");
+    }
   }
   size_t len0 = out->len;
   int bad = json_dump_callback(all, dump_to_buf, out, TD_JSON_DUMP_FLAGS);
