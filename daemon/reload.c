@@ -74,22 +74,35 @@ static void load_done(uv_work_t *w, int status) {
   if (!s->reload_running) td_server_reload_finished(s);
 }
 
-static void start_next(td_server_t *s) {
-  if (s->reload_running || !s->reload_head || s->draining) return;
-  td_reload_job_t *j = s->reload_head;
-  s->reload_head = j->next;
-  if (!s->reload_head) s->reload_tail = NULL;
-  s->reload_queued--;
-  j->next = NULL;
-  if (!j->path && !(j->path = strdup(s->model->dir))) {
-    if (j->req) {
-      td_req_set_error(j->req, TD_EC_INTERNAL, "out of memory");
-      td_req_done_from(s, j->req);
-    }
-    job_free(j);
-    start_next(s);
-    return;
+/* A job that failed before its load could start: logged, counted and
+ * answered as a failed load is. Nothing was started (reload_running stays
+ * NULL), so there is no reload to finish and the next job may go. */
+static void fail_unstarted(td_server_t *s, td_reload_job_t *j, const char *why) {
+  td_server_lock(s);
+  s->metrics.reloads_failed++;
+  td_server_unlock(s);
+  td_log_error("reload of %s failed, still serving %s: %s", j->path ? j->path : s->model->dir,
+               s->model->label, why);
+  if (j->req) {
+    td_req_set_error(j->req, TD_EC_INTERNAL, "%s", why);
+    td_req_done_from(s, j->req);
   }
+  job_free(j);
+}
+
+static void start_next(td_server_t *s) {
+  td_reload_job_t *j = NULL;
+  while (!s->reload_running && s->reload_head && !s->draining) {
+    j = s->reload_head;
+    s->reload_head = j->next;
+    if (!s->reload_head) s->reload_tail = NULL;
+    s->reload_queued--;
+    j->next = NULL;
+    if (j->path || (j->path = strdup(s->model->dir))) break;
+    fail_unstarted(s, j, "out of memory");
+    j = NULL;
+  }
+  if (!j) return;
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s",
