@@ -2,9 +2,11 @@
 import os
 import shutil
 import signal
+import subprocess
+import tempfile
 import threading
 
-from harness import Daemon, check, error_code, model_b_dir, model_dir
+from harness import ROOT, THEMECTL, Daemon, check, error_code, model_b_dir, model_dir, plugin_dir
 
 
 def _labels():
@@ -69,6 +71,70 @@ def test_reload_under_load_zero_failures():
         check(stats["ok"] > 20, stats["ok"])
         m = d.request("GET", "/metrics")[2]
         check('themed_reloads_total{result="ok"} 20' in m, m)
+
+
+def _train_into(out, version, c):
+    cmd = [THEMECTL, "train", "--data", os.path.join(ROOT, "tests", "fixtures", "labelled-train.jsonl"),
+           "--out", out, "--name", "retrained", "--version", version, "--quiet", "--folds", "1", "--c", c]
+    r = subprocess.run(cmd, env=dict(os.environ, THEMED_PLUGIN_DIR=plugin_dir()),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    check(r.returncode == 0, r.stdout.decode("utf-8", "replace"))
+
+
+def test_reload_racing_retrain_in_place():
+    """themectl train --out into the very bundle the daemon serves, again and
+    again, while path-less reloads run back to back: every reload succeeds
+    and serves one whole version. The versions differ in their SVM files and
+    thresholds (C 1 and 8), so an answer is compared with that version's
+    own answer: a manifest of one with the weights of the other would score
+    differently."""
+    tmp = tempfile.mkdtemp(prefix="themed-retrain-")
+    try:
+        served = os.path.join(tmp, "models", "bundle")
+        os.makedirs(os.path.dirname(served))
+        versions = {"1.0.0": "1", "2.0.0": "8"}
+        _train_into(served, "1.0.0", "1")
+        text = {"text": "发展集体经济，壮大村级产业。\n开展人居环境整治，建设美丽乡村。"}
+        with Daemon(model=served) as d:
+            ref = {}
+            with d.jsonl() as c:
+                for v in ("2.0.0", "1.0.0"):  # each version's answer, the bundle on its own
+                    _train_into(served, v, versions[v])
+                    r = c.call({"op": "reload"})
+                    check(r.get("model") == "retrained@" + v, r)
+                    ref[r["model"]] = c.call(text)["passages"]
+                check(ref["retrained@1.0.0"] != ref["retrained@2.0.0"], ref)
+
+                done = threading.Event()
+                errors = []
+
+                def retrain():
+                    try:
+                        for i in range(6):
+                            v = "2.0.0" if i % 2 == 0 else "1.0.0"
+                            _train_into(served, v, versions[v])
+                    except Exception as e:  # noqa: BLE001
+                        errors.append(repr(e))
+                    finally:
+                        done.set()
+
+                t = threading.Thread(target=retrain)
+                t.start()
+                seen = {}
+                while not done.is_set():
+                    r = c.call({"op": "reload"})
+                    if r.get("reloaded") is not True or r.get("model") not in ref:
+                        errors.append(r)
+                        continue
+                    got = c.call(text)
+                    if got.get("model") != r["model"] or got.get("passages") != ref[r["model"]]:
+                        errors.append(("mixed", r["model"], got))
+                    seen[r["model"]] = seen.get(r["model"], 0) + 1
+                t.join()
+                check(not errors, errors[:3])
+                check(len(seen) == 2, seen)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_bad_bundle_refused_old_keeps_serving():
