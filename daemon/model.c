@@ -1603,15 +1603,22 @@ static int bundle_target(const char *dir, char **target, int *exists, mode_t *mo
   *target = NULL;
   *exists = 0;
   *mode = 0;
-  char *t = NULL;
-  if (lstat(dir, &st) == 0 && S_ISLNK(st.st_mode)) {
-    if (!(t = realpath(dir, NULL))) return td_err_set(err, TD_EIO, "%s: %s", dir, strerror(errno));
-  } else {
-    size_t n = strlen(dir);
-    while (n > 1 && dir[n - 1] == '/') n--;
-    if (!(t = malloc(n + 1))) return td_err_set(err, TD_ENOMEM, "out of memory");
-    memcpy(t, dir, n);
-    t[n] = '\0';
+  /* without trailing slashes, which would make lstat follow a link */
+  size_t n = strlen(dir);
+  while (n > 1 && dir[n - 1] == '/') n--;
+  char *t = malloc(n + 1);
+  if (!t) return td_err_set(err, TD_ENOMEM, "out of memory");
+  memcpy(t, dir, n);
+  t[n] = '\0';
+  if (lstat(t, &st) == 0 && S_ISLNK(st.st_mode)) {
+    char *r = realpath(t, NULL);
+    if (!r) {
+      int rc = td_err_set(err, TD_EIO, "%s: %s", t, strerror(errno));
+      free(t);
+      return rc;
+    }
+    free(t);
+    t = r;
   }
   int rc = 0;
   if (stat(t, &st)) {
