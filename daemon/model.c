@@ -53,20 +53,6 @@ static char *xstrdup(const char *s) {
   return p;
 }
 
-/* Theme names become file names (svm/<name>.model) and JSON keys, so they
- * are kept to a portable alphabet. */
-static int theme_name_ok(const char *s) {
-  size_t n = strlen(s);
-  if (n == 0 || n > 64 || s[0] == '.' || s[0] == '-') return 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-          c == '-' || c == '.'))
-      return 0;
-  }
-  return 1;
-}
-
 /* A file named in the manifest must stay inside the bundle directory. */
 static int rel_path_ok(const char *s) {
   if (!s[0] || s[0] == '/') return 0;
@@ -815,9 +801,8 @@ static int load_themes(td_model_t *m, vctx_t *v, const json_t *themes) {
     if (!json_is_object(t)) return expected(v, field, "an object", t);
     snprintf(field, sizeof field, "themes[%zu].name", k);
     if ((rc = get_string(v, t, "name", field, &name))) return rc;
-    if (!theme_name_ok(name))
-      return expected(v, field, "a name of 1-64 characters from [A-Za-z0-9_.-]",
-                      json_object_get(t, "name"));
+    if (!td_theme_name_ok(name))
+      return expected(v, field, "a name of " TD_THEME_NAME_RULE, json_object_get(t, "name"));
     /* `other` is what a passage with no theme is called; only a multiclass
      * bundle (where `other` is an ordinary class, see corpus.h) may have it. */
     if (!strcmp(name, "other") && !m->multiclass)
@@ -1810,7 +1795,7 @@ static int check_spec(const td_bundle_spec_t *sp, td_err_t *err) {
                       TD_MAX_THEMES);
   for (size_t k = 0; k < sp->ntheme; k++) {
     const char *n = sp->themes[k];
-    if (!n || !theme_name_ok(n))
+    if (!n || !td_theme_name_ok(n))
       return td_err_set(err, TD_EINVAL, "bundle spec: theme %zu: bad name \"%s\"", k, n ? n : "");
     if (!strcmp(n, "other") && !sp->multiclass)
       return td_err_set(err, TD_EINVAL, "bundle spec: \"other\" cannot be a theme");

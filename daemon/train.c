@@ -565,55 +565,23 @@ static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw
 static void rm_rf(const char *p) { nftw(p, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* An existing out_dir is replaced only if it looks like a bundle (or is
- * empty), so a mistyped --out cannot wipe an unrelated directory. */
-static int check_replaceable(const char *dir, int *exists, td_err_t *err) {
+ * empty), so a mistyped --out cannot wipe an unrelated directory. Checked
+ * before training (td_model_install checks again when it swaps). */
+static int check_replaceable(const char *dir, td_err_t *err) {
   struct stat st;
-  *exists = 0;
   if (stat(dir, &st) != 0) {
     if (errno == ENOENT) return 0;
     return td_err_set(err, TD_EIO, "%s: %s", dir, strerror(errno));
   }
   if (!S_ISDIR(st.st_mode)) return td_err_set(err, TD_EINVAL, "%s: exists and is not a directory", dir);
-  *exists = 1;
   char path[4096];
   snprintf(path, sizeof path, "%s/manifest.json", dir);
   if (access(path, F_OK) == 0) return 0;
-  if (rmdir(dir) == 0) { /* empty: nothing to keep */
-    *exists = 0;
-    return 0;
-  }
+  if (rmdir(dir) == 0) return 0; /* empty: nothing to keep */
   return td_err_set(err, TD_EINVAL,
                     "%s: exists and is not a model bundle (no manifest.json); refusing to replace it",
                     dir);
 }
-
-static int swap_in(const char *tmp, const char *dir, int exists, td_err_t *err) {
-  if (!exists) {
-    if (rename(tmp, dir) != 0)
-      return td_err_set(err, TD_EIO, "rename %s -> %s: %s", tmp, dir, strerror(errno));
-    return 0;
-  }
-#ifdef RENAME_EXCHANGE
-  /* Atomic on Linux: a reloading daemon sees the old bundle or the new one. */
-  if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
-    rm_rf(tmp);
-    return 0;
-  }
-#endif
-  char old[4096];
-  snprintf(old, sizeof old, "%s.old.%ld", dir, (long)getpid());
-  rm_rf(old);
-  if (rename(dir, old) != 0)
-    return td_err_set(err, TD_EIO, "rename %s -> %s: %s", dir, old, strerror(errno));
-  if (rename(tmp, dir) != 0) {
-    int e = errno;
-    rename(old, dir);
-    return td_err_set(err, TD_EIO, "rename %s -> %s: %s", tmp, dir, strerror(e));
-  }
-  rm_rf(old);
-  return 0;
-}
-
 
 /* ---- choosing C, calibrating, tuning thresholds ---- */
 
@@ -1152,15 +1120,15 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
     goto out;
   }
   snprintf(tmp, ol + 32, "%s.tmp.%ld", out, (long)getpid());
-  int exists = 0;
   rm_rf(tmp);
-  if (!(rc = check_replaceable(out, &exists, err)) && !(rc = td_model_write(tmp, &spec, err)) &&
+  if (!(rc = check_replaceable(out, err)) && !(rc = td_model_write(tmp, &spec, err)) &&
       !(rc = dict_src ? copy_dict(dict_src, tmp, dict_rel, err) : 0)) {
     if (!(rc = td_model_load(tmp, o->plugin_dir, &m, err)))
       rc = validate_bundle(&t, m, names, err);
     if (rc) td_err_prefix(err, "validating the written bundle");
     td_model_unref(&m);
-    if (!rc) rc = swap_in(tmp, out, exists, err);
+    /* fsyncs it all (the dictionary too) and swaps it in as a whole */
+    if (!rc) rc = td_model_install(tmp, out, err);
   }
   free(out);
   if (rc) {
