@@ -170,9 +170,10 @@ int td_classify(const td_model_t *m, const td_doc_t *doc, const td_classify_opts
     if (o->max_passages && n > o->max_passages) return limit_err(err, n, o->max_passages);
     if (result_reserve(r, n, nt)) return td_err_set(err, TD_ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
-      const td_passage_t *p = &r->passages.items[i];
+      td_passage_t *p = &r->passages.items[i];
       r->spans[i].s = doc->text + p->start;
       r->spans[i].len = p->end - p->start;
+      p->no_words = !td_text_has_words(r->spans[i].s, r->spans[i].len);
     }
   } else {
     n = doc->npassages;
@@ -197,6 +198,7 @@ int td_classify(const td_model_t *m, const td_doc_t *doc, const td_classify_opts
       p->cend = c + nc;
       p->is_heading = td_text_is_heading(sp->s ? sp->s : "", sp->len, m->split.heading_chars);
       p->context = -1;
+      p->no_words = !td_text_has_words(sp->s ? sp->s : "", sp->len);
       r->spans[i] = *sp;
       b += sp->len + 1;
       c += nc + 1;
@@ -247,6 +249,9 @@ int td_result_tagged(const td_model_t *m, const td_classify_opts_t *o, const td_
                      size_t i, size_t k) {
   size_t nt = m->ntheme;
   const double *sc = r->scores + i * nt;
+  /* No letter or digit of its own: what scores it has are its heading's and
+   * neighbours' (found in review: "。" under 发展集体经济 was industry). */
+  if (r->passages.items[i].no_words) return 0;
   if (m->multiclass) /* exactly one class per passage; a class named `other` means none */
     return argmax(sc, nt) == k && strcmp(m->themes[k].name, "other") != 0;
   if (!(sc[k] >= theme_threshold(m, o, k))) return 0;

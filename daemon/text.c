@@ -34,6 +34,22 @@ static int passages_push(td_passages_t *ps, size_t b0, size_t b1, size_t c0, siz
   return 0;
 }
 
+int td_text_has_words(const char *s, size_t len) {
+  const uint8_t *p = (const uint8_t *)s;
+  int32_t i = 0, n = len > INT32_MAX ? INT32_MAX : (int32_t)len;
+  while (i < n) {
+    if (p[i] < 0x80) { /* ASCII without ICU */
+      uint8_t c = p[i++];
+      if ((c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) return 1;
+      continue;
+    }
+    UChar32 c;
+    U8_NEXT(p, i, n, c);
+    if (c >= 0 && u_isalnum(c)) return 1;
+  }
+  return 0;
+}
+
 void td_split_opts_default(td_split_opts_t *o) {
   o->max_chars = TD_SPLIT_DEFAULT_MAX_CHARS;
   o->heading_chars = TD_SPLIT_DEFAULT_HEADING_CHARS;

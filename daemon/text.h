@@ -18,6 +18,8 @@ typedef struct td_passage {
   int is_heading;      /* 1 if this passage looks like a section heading */
   long context;        /* index of the heading whose signal this passage
                           receives, or -1 (see td_text_link_headings) */
+  int no_words;        /* 1 if it has no letter or digit (td_text_has_words):
+                          td_classify tags it with no theme */
 } td_passage_t;
 
 /* A reusable, growable array of passages. Owns `items`. */
@@ -78,6 +80,14 @@ int td_text_split(const char *text, size_t len, const td_split_opts_t *o,
  * ("包括以下几个方面："); bulleted lines are list items. heading_chars 0: never.
  */
 int td_text_is_heading(const char *s, size_t len, size_t heading_chars);
+
+/*
+ * 1 if the valid UTF-8 text has a letter or a digit (ICU's u_isalnum: the
+ * general categories L* and Nd). A passage without one -- punctuation,
+ * symbols, emoji, blanks -- says nothing a theme could be about; the
+ * features it would get come from its heading and neighbours alone.
+ */
+int td_text_has_words(const char *s, size_t len);
 
 /*
  * Fills in `context` for passages[0..n): each non-heading passage points at

@@ -878,6 +878,40 @@ static void test_reuse(void **state) {
   run_free(&b);
 }
 
+/* A passage without a letter or digit carries no theme, whatever its
+ * heading and neighbours lend it, even at threshold 0 (which tags every
+ * other passage with every theme); it counts as other. */
+static void test_no_words_no_theme(void **state) {
+  fixture_t *f = *state;
+  run_t x;
+  run_init(&x);
+  x.o.threshold = 0;
+  const char *text = "发展集体经济，合作社带动村民增收\n。。——\n😀 …\n2024\n";
+  assert_int_equal(classify_text(f->m, &x, text, strlen(text)), 0);
+  assert_int_equal(x.r.passages.count, 4);
+  for (size_t k = 0; k < NT; k++) {
+    assert_true(td_result_tagged(f->m, &x.o, &x.r, 0, k));
+    assert_false(td_result_tagged(f->m, &x.o, &x.r, 1, k)); /* punctuation only */
+    assert_false(td_result_tagged(f->m, &x.o, &x.r, 2, k)); /* an emoji and an ellipsis */
+    assert_true(td_result_tagged(f->m, &x.o, &x.r, 3, k));  /* digits are words */
+  }
+  const char *ps[] = {"发展集体经济", "", "、", "合作社"};
+  assert_int_equal(classify_split(f->m, &x, ps, 4), 0);
+  for (size_t k = 0; k < NT; k++) {
+    assert_true(td_result_tagged(f->m, &x.o, &x.r, 0, k));
+    assert_false(td_result_tagged(f->m, &x.o, &x.r, 1, k));
+    assert_false(td_result_tagged(f->m, &x.o, &x.r, 2, k));
+    assert_true(td_result_tagged(f->m, &x.o, &x.r, 3, k));
+  }
+  json_t *j = td_result_json(f->m, NULL, &x.o, &x.r, x.s);
+  assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "summary"), "other")), 2);
+  json_decref(j);
+  assert_true(td_text_has_words("Ｇ", strlen("Ｇ")));
+  assert_true(td_text_has_words("٣", strlen("٣")));
+  assert_false(td_text_has_words("\xe2\x80\x8b \xe3\x80\x80", 6)); /* ZWSP, ideographic space */
+  run_free(&x);
+}
+
 /*
  * A realloc that fails on demand: the nth call from when fail_at is set.
  * Not under ASan, whose own realloc this would replace.
@@ -981,6 +1015,7 @@ int main(void) {
       cmocka_unit_test(test_rbf_classify),
       cmocka_unit_test(test_reuse),
       cmocka_unit_test(test_reuse_after_failed_growth),
+      cmocka_unit_test(test_no_words_no_theme),
       cmocka_unit_test(test_empty_and_bad_args),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
