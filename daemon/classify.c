@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unicode/utf8.h>
 
 /* One token seen while explaining a passage: its label ("heading:党建")
  * and the feature index it hashes to. */
@@ -396,6 +397,35 @@ int td_explain(const td_model_t *m, const td_result_t *r, size_t i, size_t k, td
  * for a linear model (dec_k is the sum of them all plus the bias; td_explain
  * lists them all). The response keeps the explain_k largest positive ones.
  */
+/*
+ * A token's text as a JSON string. Plugins are to emit UTF-8, but the host
+ * hashes whatever bytes they give; a token that is not valid UTF-8 (which
+ * jansson refuses) is shown with U+FFFD for each bad sequence rather than
+ * failing the whole answer. NULL: out of memory.
+ */
+static json_t *token_string(const char *t, size_t len) {
+  json_t *j = json_stringn(t, len);
+  if (j || len > INT32_MAX) return j;
+  char *fix = malloc(3 * len + 1), *o = fix;
+  if (!fix) return NULL;
+  const uint8_t *p = (const uint8_t *)t;
+  for (int32_t i = 0, n = (int32_t)len; i < n;) {
+    int32_t at = i;
+    UChar32 c;
+    U8_NEXT(p, i, n, c);
+    if (c < 0) {
+      memcpy(o, "\xef\xbf\xbd", 3); /* U+FFFD */
+      o += 3;
+    } else {
+      memcpy(o, t + at, (size_t)(i - at));
+      o += i - at;
+    }
+  }
+  j = json_stringn(fix, (size_t)(o - fix));
+  free(fix);
+  return j;
+}
+
 static int explain_passage(const td_model_t *m, const td_classify_opts_t *o, const td_result_t *r,
                            size_t i, const size_t *tagged, size_t ntag, td_scratch_t *s,
                            json_t *pobj) {
@@ -418,9 +448,12 @@ static int explain_passage(const td_model_t *m, const td_classify_opts_t *o, con
     for (size_t j = 0; j < s->nfeat && (int)j < k_max; j++) {
       /* only what argued for the theme, and visibly (weights print rounded) */
       if (!(round4(s->feats[j].contrib) > 0)) break;
-      json_t *e = json_pack("{s:s%, s:f}", "token", s->tokbytes.data + s->feats[j].off,
-                            s->feats[j].len, "weight", round4(s->feats[j].contrib));
-      if (!e || json_array_append_new(arr, e)) return TD_ENOMEM;
+      json_t *e = json_object();
+      if (!e || json_array_append_new(arr, e) ||
+          json_object_set_new_nocheck(e, "token", token_string(s->tokbytes.data + s->feats[j].off,
+                                                               s->feats[j].len)) ||
+          json_object_set_new_nocheck(e, "weight", json_real(round4(s->feats[j].contrib))))
+        return TD_ENOMEM;
     }
   }
   return 0;

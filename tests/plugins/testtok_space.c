@@ -8,6 +8,8 @@
  *                     emitted unchanged); exercises "normalized by the tokenizer"
  *   "fail_on": "tok"  tokenize() fails with a message on this token;
  *                     exercises error propagation
+ *   "bad_utf8": true  each token gets a 0xFF byte appended, as a plugin that
+ *                     breaks the ABI's UTF-8 promise would emit
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -16,7 +18,7 @@
 #include <themed/plugin.h>
 
 typedef struct inst {
-  int lower;
+  int lower, bad_utf8;
   char *fail_on;
 } inst_t;
 
@@ -31,6 +33,8 @@ static int sp_create(const json_t *opts, void **out, char *eb, size_t el) {
   json_object_foreach((json_t *)opts, k, v) {
     if (strcmp(k, "lower") == 0 && json_is_boolean(v)) {
       t->lower = json_is_true(v);
+    } else if (strcmp(k, "bad_utf8") == 0 && json_is_boolean(v)) {
+      t->bad_utf8 = json_is_true(v);
     } else if (strcmp(k, "fail_on") == 0 && json_is_string(v)) {
       free(t->fail_on);
       if (!(t->fail_on = strdup(json_string_value(v)))) {
@@ -75,6 +79,12 @@ static int sp_tokenize(void *p, const char *text, size_t len, themed_emit_cb emi
       for (size_t q = 0; q < n; q++)
         low[q] = tok[q] >= 'A' && tok[q] <= 'Z' ? (char)(tok[q] - 'A' + 'a') : tok[q];
       tok = low;
+    }
+    char bad[257];
+    if (t->bad_utf8 && n < sizeof bad - 1) {
+      memcpy(bad, tok, n);
+      bad[n++] = (char)0xff;
+      tok = bad;
     }
     int rc = emit(ud, tok, n);
     if (rc) return rc;

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,6 +227,66 @@ static void response_matches(void **state) {
   td_model_unref(&m);
 }
 
+/* A plugin whose tokens are not UTF-8 (the ABI says they must be) still
+ * gets its explanations, with U+FFFD for the bad bytes: jansson refuses
+ * such strings, and that used to fail the whole answer as "out of memory". */
+static void tokens_not_utf8(void **state) {
+  (void)state;
+  char out[512];
+  snprintf(out, sizeof out, "%s/badutf8", tmpdir);
+  const char *plugins = getenv("THEMED_TEST_PLUGIN_DIR");
+  if (!plugins) plugins = "build/tests/plugins";
+  td_corpus_t c;
+  td_corpus_init(&c);
+  td_err_t err = {0};
+  if (td_corpus_load(&c, FX_TRAIN, 0, 0, &err) || td_corpus_finish(&c, &err)) fail_msg("%s", err.msg);
+  td_train_opts_t o;
+  td_train_opts_default(&o);
+  o.out_dir = out;
+  o.name = "badutf8";
+  o.folds = 1;
+  static const double one_c[] = {1.0};
+  o.c_grid = one_c;
+  o.nc = 1;
+  o.threads = 1;
+  o.feat.buckets = 1u << 12;
+  o.tokenizer = "testtok_space";
+  o.plugin_dir = plugins;
+  json_t *opts = json_pack("{s:b}", "bad_utf8", 1);
+  o.tokenizer_options = opts;
+  const char *files[] = {FX_TRAIN};
+  json_t *rep = NULL;
+  if (td_train(&o, &c, files, 1, &rep, &err)) fail_msg("train: %s", err.msg);
+  json_decref(rep);
+  json_decref(opts);
+  td_corpus_free(&c);
+  td_model_t *m = NULL;
+  if (td_model_load(out, plugins, &m, &err)) fail_msg("load: %s", err.msg);
+
+  td_classify_opts_t co;
+  td_classify_opts_default(&co);
+  co.explain = 1;
+  co.threshold = 0; /* every theme tagged, so every passage is explained */
+  td_scratch_t *s = td_scratch_new();
+  td_result_t r;
+  td_result_init(&r);
+  static const char text[] = "一、对标对表 推进支部标准化规范化\n来源：县委组织部 发布时间：2023-05-12\n";
+  td_doc_t doc = {.id = "a", .text = text, .len = sizeof text - 1};
+  assert_int_equal(td_classify(m, &doc, &co, s, &r, &err), 0);
+  json_t *j = td_result_json(m, &doc, &co, &r, s);
+  assert_non_null(j);
+  char *dump = json_dumps(j, 0);
+  assert_non_null(dump);
+  /* a training token, its bad byte replaced */
+  assert_true(strstr(dump, "推进支部标准化规范化\xef\xbf\xbd") || strstr(dump, "对标对表\xef\xbf\xbd") ||
+              strstr(dump, "来源：县委组织部\xef\xbf\xbd"));
+  free(dump);
+  json_decref(j);
+  td_result_free(&r);
+  td_scratch_free(&s);
+  td_model_unref(&m);
+}
+
 static int setup(void **state) {
   (void)state;
   return mkdtemp(tmpdir) ? 0 : -1;
@@ -244,6 +305,7 @@ int main(void) {
       cmocka_unit_test(identity_neighbors_pairs),
       cmocka_unit_test(identity_doc_block),
       cmocka_unit_test(response_matches),
+      cmocka_unit_test(tokens_not_utf8),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
