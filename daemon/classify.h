@@ -24,9 +24,14 @@ typedef struct td_doc {
   size_t npassages;
 } td_doc_t;
 
+/* The largest top_k any input takes (a value over the theme count means every
+ * theme): one limit for the protocol and every themectl path. */
+#define TD_MAX_TOP_K 1000000
+
 typedef struct td_classify_opts {
   double threshold;    /* < 0: each theme's tuned threshold; else this one */
   int top_k;           /* 0: every theme over threshold; k > 0: at most k */
+                       /* (at most TD_MAX_TOP_K, as every input path checks) */
   int explain;         /* add top contributing tokens per tagged theme */
   int explain_k;       /* tokens per theme in an explanation (default 8) */
   int include_text;    /* echo each passage's text */

@@ -111,8 +111,8 @@ static td_ecode_t read_opts(const json_t *j, td_classify_opts_t *o, fail_t *f) {
     o->threshold = t;
   }
   if ((v = json_object_get(j, "top_k")) && !json_is_null(v)) {
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 1000000)
-      return failf(f, TD_EC_INVALID_REQUEST, "top_k: expected an integer >= 0");
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > TD_MAX_TOP_K)
+      return failf(f, TD_EC_INVALID_REQUEST, "top_k: expected an integer in [0,%d]", TD_MAX_TOP_K);
     o->top_k = (int)json_integer_value(v);
   }
   if ((v = json_object_get(j, "explain")) && !json_is_null(v)) {

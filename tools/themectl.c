@@ -792,8 +792,9 @@ static int cmd_classify(int argc, char **argv) {
         return themectl_usage_err(cmd, "--threshold: expected a number in [0,1], got \"%s\"", optarg);
       break;
     case O_TOPK:
-      if (parse_long(optarg, 0, TD_MAX_THEMES, &v))
-        return themectl_usage_err(cmd, "--top-k: expected an integer >= 0, got \"%s\"", optarg);
+      if (parse_long(optarg, 0, TD_MAX_TOP_K, &v))
+        return themectl_usage_err(cmd, "--top-k: expected an integer in [0,%d], got \"%s\"", TD_MAX_TOP_K,
+                                  optarg);
       rn.co.top_k = (int)v;
       break;
     case O_EXPLAIN: rn.co.explain = 1; break;
@@ -915,8 +916,8 @@ static int cmd_eval(int argc, char **argv) {
       }
       break;
     case O_TOPK:
-      if (parse_long(optarg, 0, TD_MAX_THEMES, &v)) {
-        themectl_usage_err(cmd, "--top-k: expected an integer >= 0, got \"%s\"", optarg);
+      if (parse_long(optarg, 0, TD_MAX_TOP_K, &v)) {
+        themectl_usage_err(cmd, "--top-k: expected an integer in [0,%d], got \"%s\"", TD_MAX_TOP_K, optarg);
         goto done;
       }
       rn.co.top_k = (int)v;

@@ -7,6 +7,7 @@
  * error response for any document), 2 bad command line.
  */
 #include "themectl.h"
+#include "classify.h"
 #include "themectl_doc.h"
 #include "themectl_net.h"
 #include "text.h"
@@ -453,7 +454,7 @@ static int run_classify(int argc, char **argv) {
     case O_JSONL: c.jsonl = 1; break;
     case O_THRESHOLD: rc = td_parse_threshold(optarg, &c.o.threshold, &err); break;
     case O_TOPK:
-      rc = td_parse_count(optarg, "--top-k", 0, 1000, &v, &err);
+      rc = td_parse_count(optarg, "--top-k", 0, TD_MAX_TOP_K, &v, &err);
       c.o.top_k = (int)v;
       break;
     case O_EXPLAIN: c.o.explain = 1; break;

@@ -16,6 +16,7 @@
  * output that belongs to another input is refused instead of being extended.
  */
 #include "themectl.h"
+#include "classify.h"
 #include "themectl_net.h"
 
 #include <errno.h>
@@ -376,7 +377,7 @@ int td_stream_main(int argc, char **argv) {
     case 'q': quiet = 1; break;
     case O_THRESHOLD: rc = td_parse_threshold(optarg, &s.o.threshold, &err); break;
     case O_TOPK:
-      rc = td_parse_count(optarg, "--top-k", 0, 1000, &v, &err);
+      rc = td_parse_count(optarg, "--top-k", 0, TD_MAX_TOP_K, &v, &err);
       s.o.top_k = (int)v;
       break;
     case O_EXPLAIN: s.o.explain = 1; break;

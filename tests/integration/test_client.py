@@ -707,3 +707,36 @@ def test_help_lists_every_command_and_timeout_defaults():
         check(re.search(r"--timeout S .*\(default %d,\s+0 = never\)" % secs, out, re.S), (cmd, out))
     out = ctl("classify", "--socket", "/x.sock", "--help")[1]
     check(re.search(r"--timeout S .*\(default 120,", out, re.S), out)
+
+
+def test_top_k_takes_one_range_everywhere():
+    """top_k: the protocol, offline classify, classify --socket and stream all take [0, 1000000]
+    (they once capped it at 1000000, 64 and 1000), and a value over the theme count is every theme."""
+    doc = '{"id":"a","text":"发展集体经济，壮大村级产业。"}\n'
+    with Daemon() as d:
+        tmp = tempfile.mkdtemp(prefix="themed-it-topk-")
+        try:
+            path = os.path.join(tmp, "a.jsonl")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(doc)
+            outs = []
+            for k in ("100", "1000000"):
+                rc, off, err = ctl("classify", "--model", model_dir(), "--jsonl", "--top-k", k, "--threshold", "0", path)
+                check(rc == 0, err)
+                rc, sock, err = ctl("classify", "--socket", d.sock, "--jsonl", "--top-k", k, "--threshold", "0", path)
+                check(rc == 0, err)
+                r = d.call({"id": "a", "text": "发展集体经济，壮大村级产业。", "top_k": int(k), "threshold": 0})
+                check("error" not in r, r)
+                check(json.loads(off) == json.loads(sock) == r, (off, sock, r))
+                outs.append(r)
+            ntheme = len(outs[0]["passages"][0]["themes"])
+            check(ntheme >= 2, outs[0])  # threshold 0: every theme, none cut by top_k
+            for args in (("classify", "--model", model_dir(), "--jsonl", path),
+                         ("classify", "--socket", d.sock, "--jsonl", path),
+                         ("stream", "--socket", d.sock, "--in", path)):
+                rc, _, err = ctl(*args[:1], "--top-k", "1000001", *args[1:])
+                check(rc == 2 and "[0,1000000]" in err, (args, rc, err))
+            r = d.call({"id": "a", "text": "x", "top_k": 1000001})
+            check(r["error"]["code"] == "invalid_request" and "[0,1000000]" in r["error"]["message"], r)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
