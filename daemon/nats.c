@@ -138,7 +138,9 @@ static void redact_url(const char *in, char *out, size_t cap) {
     const char *end = strchr(in, ','), *at, *sl = strstr(in, "://");
     size_t len = end ? (size_t)(end - in) : strlen(in);
     const char *host = sl && (size_t)(sl - in) < len ? sl + 3 : in;
-    at = memchr(host, '@', len - (size_t)(host - in));
+    /* The last '@', as libnats splits user info from the host: a password
+     * may hold an '@' of its own (found in review: its tail was logged). */
+    at = memrchr(host, '@', len - (size_t)(host - in));
     int n = at ? snprintf(out + o, cap - o, "%.*s***%.*s", (int)(host - in), in,
                           (int)(len - (size_t)(at - in)), at)
                : snprintf(out + o, cap - o, "%.*s", (int)len, in);
