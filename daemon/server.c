@@ -895,6 +895,50 @@ static int handoff(td_server_t *s, td_conn_t *c, int is_unix) {
   return 0;
 }
 
+/*
+ * A connection there is no memory for is still accepted -- into the
+ * listener's own drop handle, which needs no allocation -- and closed at
+ * once. Left unaccepted, libuv would keep it pending and stop watching the
+ * listener until a uv_accept that never comes: one failed allocation would
+ * stop the socket for good (found in review). While drop is still closing,
+ * the next such connection waits for its close callback.
+ */
+static void drop_closed(uv_handle_t *h);
+
+static void drop_connection(td_listener_t *l) {
+  td_server_t *s = l->srv;
+  if (l->drop_busy) {
+    l->drop_pending = 1;
+    return;
+  }
+  l->drop_pending = 0;
+  int rc = l->is_unix ? uv_pipe_init(s->loop, &l->drop.pipe, 0) : uv_tcp_init(s->loop, &l->drop.tcp);
+  if (rc) {
+    td_log_error("accept on %s: %s: cannot drop a connection there is no memory for", l->name,
+                 uv_strerror(rc));
+    return;
+  }
+  l->drop.handle.data = l;
+  l->drop_busy = 1;
+  rc = uv_accept(&l->h.stream, &l->drop.stream);
+  uv_close(&l->drop.handle, drop_closed);
+  td_server_lock(s);
+  s->metrics.connections_rejected++;
+  td_server_unlock(s);
+  uint64_t now = uv_hrtime();
+  if (now - s->accept_warned_ns >= 1000000000ull || !s->accept_warned_ns) {
+    s->accept_warned_ns = now;
+    td_log_warn("accept on %s: out of memory: connection closed%s%s", l->name, rc ? ": " : "",
+                rc ? uv_strerror(rc) : "");
+  }
+}
+
+static void drop_closed(uv_handle_t *h) {
+  td_listener_t *l = h->data;
+  l->drop_busy = 0;
+  if (l->drop_pending && l->open) drop_connection(l);
+}
+
 void td_server_on_connection(uv_stream_t *ls, int status) {
   td_listener_t *l = ls->data;
   td_server_t *s = l->srv;
@@ -914,7 +958,10 @@ void td_server_on_connection(uv_stream_t *ls, int status) {
   size_t nall = s->nconns_all;
   td_server_unlock(s);
   td_conn_t *c = conn_new(s, l->is_unix, ++s->next_conn_id);
-  if (!c) return;
+  if (!c) {
+    drop_connection(l);
+    return;
+  }
   int rc = uv_accept(ls, &c->h.stream);
   if (rc) {
     td_log_warn("accept on %s: %s", l->name, uv_strerror(rc));

@@ -61,6 +61,9 @@ typedef struct td_listener {
   int open;
   char name[300];     /* "unix:/run/themed.sock", "tcp:127.0.0.1:40123" */
   char *unlink_path;  /* our own unix socket, removed at exit */
+  td_stream_t drop;   /* accepts a connection there was no memory to serve */
+  int drop_busy;      /* drop is closing */
+  int drop_pending;   /* a connection waits for drop */
 } td_listener_t;
 
 /* A function run on another loop's thread (td_server_post). cancelled: that
