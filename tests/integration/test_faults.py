@@ -689,3 +689,72 @@ def test_train_onto_a_full_disk_keeps_the_old_bundle():
         if mounted:
             subprocess.run(["umount", mnt])
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+_CONN_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+
+/* After each of the first SHIM_FAIL_CONNS accepted connections, the next
+ * calloc of that thread fails: the daemon's allocation of the connection. */
+extern void *__libc_calloc(size_t n, size_t size);
+static __thread int fail_next;
+static int left = -1;
+
+int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
+  static int (*real)(int, struct sockaddr *, socklen_t *, int);
+  if (!real) real = (int (*)(int, struct sockaddr *, socklen_t *, int))dlsym(RTLD_NEXT, "accept4");
+  int r = real(fd, addr, len, flags);
+  if (left < 0) {
+    const char *e = getenv("SHIM_FAIL_CONNS");
+    left = e ? atoi(e) : 0;
+  }
+  if (r >= 0 && left > 0) {
+    left--;
+    fail_next = 1;
+  }
+  return r;
+}
+
+void *calloc(size_t n, size_t size) {
+  if (fail_next) {
+    fail_next = 0;
+    return NULL;
+  }
+  return __libc_calloc(n, size);
+}
+"""
+
+
+def test_connection_without_memory_is_dropped_and_listener_keeps_accepting():
+    """A connection whose allocation fails is accepted and closed; the listener goes on. Before,
+    it was left pending in libuv, which then stopped watching the listener: every later
+    client waited in the backlog for good."""
+    if harness.WRAPPER or harness.asan_build():
+        print("  skipped: an LD_PRELOAD shim cannot go before valgrind or the ASan runtime")
+        return
+    tmp = tempfile.mkdtemp(prefix="themed-shim-")
+    try:
+        src, so = os.path.join(tmp, "conn_fail.c"), os.path.join(tmp, "conn_fail.so")
+        with open(src, "w") as f:
+            f.write(_CONN_SHIM)
+        subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", so, src, "-ldl"], check=True)
+        with Daemon(env={"LD_PRELOAD": so, "SHIM_FAIL_CONNS": "2"}) as d:
+            for _ in range(2):  # dropped: closed with nothing said
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(wait(5))
+                s.connect(d.sock)
+                try:
+                    s.sendall(b'{"op":"health"}\n')
+                    got = s.recv(4096)
+                except (ConnectionResetError, BrokenPipeError):
+                    got = b""
+                s.close()
+                check(got == b"", got)
+            for i in range(3):  # and the listener still serves
+                check(d.call({"op": "health", "id": i})["status"] == "ok")
+            check("out of memory: connection closed" in d.log(), d.log())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
