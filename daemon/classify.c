@@ -146,7 +146,7 @@ static int featurize(const td_model_t *m, const td_result_t *r, td_scratch_t *s,
 }
 
 static int limit_err(td_err_t *err, size_t n, size_t max) {
-  return td_err_set(err, TD_ELIMIT, "document has %zu passages; limit is %zu", n, max);
+  return td_err_set(err, TD_ELIMIT, "document has %zu passages, the limit is %zu", n, max);
 }
 
 int td_classify(const td_model_t *m, const td_doc_t *doc, const td_classify_opts_t *o,

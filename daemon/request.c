@@ -197,7 +197,7 @@ static td_ecode_t classify_doc(cls_ctx_t *x, const json_t *doc, const json_t *de
       return failf(f, TD_EC_INVALID_REQUEST, "passages: expected an array of strings");
     size_t n = json_array_size(ps);
     if (n > cfg->max_passages)
-      return failf(f, TD_EC_TOO_MANY_PASSAGES, "%zu passages, the limit is %zu", n, cfg->max_passages);
+      return failf(f, TD_EC_TOO_MANY_PASSAGES, "document has %zu passages, the limit is %zu", n, cfg->max_passages);
     if (n && !(spans = malloc(n * sizeof *spans))) return failf(f, TD_EC_INTERNAL, "out of memory");
     for (size_t i = 0; i < n; i++) {
       json_t *p = json_array_get(ps, i);

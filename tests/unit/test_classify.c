@@ -506,10 +506,10 @@ static void test_max_passages(void **state) {
   run_init(&x);
   x.o.max_passages = 4;
   assert_int_equal(classify_text(f->m, &x, text, strlen(text)), TD_ELIMIT);
-  assert_string_equal(x.err.msg, "document has 5 passages; limit is 4");
+  assert_string_equal(x.err.msg, "document has 5 passages, the limit is 4");
   td_err_clear(&x.err);
   assert_int_equal(classify_split(f->m, &x, ps, 5), TD_ELIMIT);
-  assert_string_equal(x.err.msg, "document has 5 passages; limit is 4");
+  assert_string_equal(x.err.msg, "document has 5 passages, the limit is 4");
   x.o.max_passages = 5;
   assert_int_equal(classify_text(f->m, &x, text, strlen(text)), 0);
   assert_int_equal(x.r.passages.count, 5);
