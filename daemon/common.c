@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -195,3 +196,13 @@ int td_theme_name_ok(const char *s) {
   }
   return 1;
 }
+
+static int remove_one(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st;
+  (void)flag;
+  (void)ftw;
+  remove(p);
+  return 0; /* go on: remove what can be */
+}
+
+void td_remove_tree(const char *path) { nftw(path, remove_one, 16, FTW_DEPTH | FTW_PHYS); }

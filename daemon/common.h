@@ -108,6 +108,10 @@ size_t td_path_last(const char *path, const char **start);
 #define TD_THEME_NAME_RULE "1-64 characters from [A-Za-z0-9_.-], not starting with '.' or '-'"
 int td_theme_name_ok(const char *s);
 
+/* Removes path and everything under it (files, directories; links are not
+ * followed). Best effort: what cannot be removed stays. */
+void td_remove_tree(const char *path);
+
 /* "s" unless n is 1: for "%zu listener%s" in messages a person reads. */
 static inline const char *td_plural(unsigned long long n) { return n == 1 ? "" : "s"; }
 

@@ -72,19 +72,26 @@ static int unix_parent_missing(const char *path, td_err_t *err) {
   return 0; /* e.g. EACCES on the way there: "permission denied" is right */
 }
 
-int td_listen_addr_check(const td_listen_addr_t *a, td_err_t *err) {
-  if (a->is_unix) return unix_parent_missing(a->path, err) ? err->code : 0;
+/* The addresses a tcp listen address names (*ai, for freeaddrinfo). */
+static int resolve(const td_listen_addr_t *a, struct addrinfo **ai, td_err_t *err) {
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                            .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-  struct addrinfo *ai = NULL;
   char port[16];
   snprintf(port, sizeof port, "%d", a->port);
-  int g = getaddrinfo(a->host, port, &hints, &ai);
+  *ai = NULL;
+  int g = getaddrinfo(a->host, port, &hints, ai);
   if (g)
     return td_err_set(err, TD_EIO, "listen tcp:%s:%d: %s", a->host, a->port,
                       g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
-  freeaddrinfo(ai);
   return 0;
+}
+
+int td_listen_addr_check(const td_listen_addr_t *a, td_err_t *err) {
+  if (a->is_unix) return unix_parent_missing(a->path, err) ? err->code : 0;
+  struct addrinfo *ai;
+  int rc = resolve(a, &ai, err);
+  if (!rc) freeaddrinfo(ai);
+  return rc;
 }
 
 static void sockname(td_listener_t *l) {
@@ -138,13 +145,8 @@ static int listen_one(td_server_t *s, td_listener_t *l, const td_listen_addr_t *
     if (chmod(a->path, 0660) != 0)
       return td_err_set(err, TD_EIO, "chmod %s: %s", a->path, strerror(errno));
   } else {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *ai = NULL;
-    char port[16];
-    snprintf(port, sizeof port, "%d", a->port);
-    int g = getaddrinfo(a->host, port, &hints, &ai);
-    if (g) return td_err_set(err, TD_EIO, "listen tcp:%s:%d: %s", a->host, a->port, gai_strerror(g));
+    struct addrinfo *ai;
+    if ((rc = resolve(a, &ai, err))) return rc;
     /* td_config_validate checked the name; this is the address bound. */
     if (!s->cfg->allow_remote && !td_sockaddr_is_loopback(ai->ai_addr)) {
       freeaddrinfo(ai);

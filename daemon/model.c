@@ -1504,15 +1504,6 @@ static int mkdir_p(const char *dir, td_err_t *err) {
  * bundle is written".
  */
 
-static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st;
-  (void)flag;
-  (void)ftw;
-  return remove(p);
-}
-
-static void rm_tree(const char *dir) { nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
-
 /* EINVAL: the file system has nothing to sync for this kind of file. */
 static int sync_fd(int fd, const char *what, td_err_t *err) {
   if (fsync(fd) && errno != EINVAL)
@@ -1661,7 +1652,7 @@ static int swap_without_exchange(const char *staged, const char *target, td_err_
     rc = td_err_set(err, TD_EIO, "rename %s -> %s: %s", staged, target, strerror(e));
   }
   /* where the old bundle now is, for the caller to remove */
-  if (!rc && rename(old.data, staged)) rm_tree(old.data);
+  if (!rc && rename(old.data, staged)) td_remove_tree(old.data);
   td_buf_free(&old);
   return rc;
 }
@@ -1707,7 +1698,7 @@ int td_model_install(const char *staged, const char *dir, td_err_t *err) {
   rc = sync_dir(tparent, err);
   if (!rc && strcmp(tparent, sparent)) rc = sync_dir(sparent, err);
   if (rc) td_err_prefix(err, "%s is the new bundle, but it may not survive a crash", target);
-  if (exists) rm_tree(staged);
+  if (exists) td_remove_tree(staged);
 done:
   free(target);
   free(tparent);
@@ -1900,7 +1891,7 @@ int td_model_write(const char *dir, const td_bundle_spec_t *sp, td_err_t *err) {
   }
   if (!(rc = write_files(stage.data, sp, err))) rc = td_model_install(stage.data, target, err);
   /* the old bundle after a swap, else the unfinished new one (or nothing) */
-  rm_tree(stage.data);
+  td_remove_tree(stage.data);
 done:
   free(target);
   free(parent);

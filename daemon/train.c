@@ -555,14 +555,6 @@ static int digest_files(const char *const *files, size_t nfiles, json_t *trainin
 
 /* ---- replacing the bundle ---- */
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-  (void)sb;
-  (void)flag;
-  (void)ftw;
-  return remove(p);
-}
-
-static void rm_rf(const char *p) { nftw(p, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* An existing out_dir is replaced only if it looks like a bundle (or is
  * empty), so a mistyped --out cannot wipe an unrelated directory. Checked
@@ -1120,7 +1112,7 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
     goto out;
   }
   snprintf(tmp, ol + 32, "%s.tmp.%ld", out, (long)getpid());
-  rm_rf(tmp);
+  td_remove_tree(tmp);
   if (!(rc = check_replaceable(out, err)) && !(rc = td_model_write(tmp, &spec, err)) &&
       !(rc = dict_src ? copy_dict(dict_src, tmp, dict_rel, err) : 0)) {
     if (!(rc = td_model_load(tmp, o->plugin_dir, &m, err)))
@@ -1132,7 +1124,7 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
   }
   free(out);
   if (rc) {
-    rm_rf(tmp);
+    td_remove_tree(tmp);
     goto out;
   }
   t_write = td_now_ns();

@@ -38,8 +38,20 @@ static td_model_t *train(const char *sub, double neighbor_weight, int ngram_max)
   return train_doc(sub, neighbor_weight, 0, ngram_max);
 }
 
+static td_model_t *train_tok(const char *sub, double neighbor_weight, double doc_weight,
+                             int ngram_max, const char *tokenizer, json_t *tok_opts);
+
 static td_model_t *train_doc(const char *sub, double neighbor_weight, double doc_weight,
                              int ngram_max) {
+  return train_tok(sub, neighbor_weight, doc_weight, ngram_max, NULL, NULL);
+}
+
+/* tokenizer NULL: the default (bigram); else a test plugin of
+ * THEMED_TEST_PLUGIN_DIR with options tok_opts (borrowed). */
+static td_model_t *train_tok(const char *sub, double neighbor_weight, double doc_weight,
+                             int ngram_max, const char *tokenizer, json_t *tok_opts) {
+  const char *plugins = NULL;
+  if (tokenizer && !(plugins = getenv("THEMED_TEST_PLUGIN_DIR"))) plugins = "build/tests/plugins";
   char out[512];
   snprintf(out, sizeof out, "%s/%s", tmpdir, sub);
   td_corpus_t c;
@@ -59,13 +71,18 @@ static td_model_t *train_doc(const char *sub, double neighbor_weight, double doc
   o.feat.doc_weight = doc_weight;
   o.feat.ngram_max = ngram_max;
   o.feat.buckets = 1u << 12; /* small: collisions happen and must be handled */
+  if (tokenizer) {
+    o.tokenizer = tokenizer;
+    o.plugin_dir = plugins;
+    o.tokenizer_options = tok_opts;
+  }
   const char *files[] = {FX_TRAIN};
   json_t *rep = NULL;
   if (td_train(&o, &c, files, 1, &rep, &err)) fail_msg("train: %s", err.msg);
   json_decref(rep);
   td_corpus_free(&c);
   td_model_t *m = NULL;
-  if (td_model_load(out, NULL, &m, &err)) fail_msg("load: %s", err.msg);
+  if (td_model_load(out, plugins, &m, &err)) fail_msg("load: %s", err.msg);
   assert_true(m->linear);
   return m;
 }
@@ -232,36 +249,10 @@ static void response_matches(void **state) {
  * such strings, and that used to fail the whole answer as "out of memory". */
 static void tokens_not_utf8(void **state) {
   (void)state;
-  char out[512];
-  snprintf(out, sizeof out, "%s/badutf8", tmpdir);
-  const char *plugins = getenv("THEMED_TEST_PLUGIN_DIR");
-  if (!plugins) plugins = "build/tests/plugins";
-  td_corpus_t c;
-  td_corpus_init(&c);
-  td_err_t err = {0};
-  if (td_corpus_load(&c, FX_TRAIN, 0, 0, &err) || td_corpus_finish(&c, &err)) fail_msg("%s", err.msg);
-  td_train_opts_t o;
-  td_train_opts_default(&o);
-  o.out_dir = out;
-  o.name = "badutf8";
-  o.folds = 1;
-  static const double one_c[] = {1.0};
-  o.c_grid = one_c;
-  o.nc = 1;
-  o.threads = 1;
-  o.feat.buckets = 1u << 12;
-  o.tokenizer = "testtok_space";
-  o.plugin_dir = plugins;
   json_t *opts = json_pack("{s:b}", "bad_utf8", 1);
-  o.tokenizer_options = opts;
-  const char *files[] = {FX_TRAIN};
-  json_t *rep = NULL;
-  if (td_train(&o, &c, files, 1, &rep, &err)) fail_msg("train: %s", err.msg);
-  json_decref(rep);
+  td_model_t *m = train_tok("badutf8", 0, 0, 1, "testtok_space", opts);
   json_decref(opts);
-  td_corpus_free(&c);
-  td_model_t *m = NULL;
-  if (td_model_load(out, plugins, &m, &err)) fail_msg("load: %s", err.msg);
+  td_err_t err = {0};
 
   td_classify_opts_t co;
   td_classify_opts_default(&co);
