@@ -7,7 +7,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <libsvm/svm.h>
 #include <math.h>
 #include <pthread.h>
@@ -1810,11 +1809,12 @@ static int check_spec(const td_bundle_spec_t *sp, td_err_t *err) {
 
 /* The files td_model_write makes, into an empty directory. */
 static int write_files(const char *dir, const td_bundle_spec_t *sp, td_err_t *err) {
+  int rc = check_spec(sp, err);
+  if (rc) return rc;
   char *path = NULL, *text = NULL;
   json_t *man = NULL;
   td_buf_t rel;
   td_buf_init(&rel);
-  int rc = 0;
   if (!(path = path_join(dir, "svm"))) goto nomem;
   if (mkdir(path, 0755)) {
     rc = td_err_set(err, TD_EIO, "%s: mkdir: %s", path, strerror(errno));
@@ -1859,9 +1859,25 @@ done:
   return rc;
 }
 
+int td_model_write_files(const char *staged, const td_bundle_spec_t *sp, td_err_t *err) {
+  if (!staged || !*staged) return td_err_set(err, TD_EINVAL, "bundle directory not given");
+  int rc = mkdir_p(staged, err);
+  return rc ? rc : write_files(staged, sp, err);
+}
+
+int td_model_check_target(const char *dir, td_err_t *err) {
+  if (!dir || !*dir) return td_err_set(err, TD_EINVAL, "bundle directory not given");
+  char *target;
+  int exists;
+  mode_t mode;
+  int rc = bundle_target(dir, &target, &exists, &mode, err);
+  if (!rc) free(target);
+  return rc;
+}
+
 int td_model_write(const char *dir, const td_bundle_spec_t *sp, td_err_t *err) {
   if (!dir || !*dir) return td_err_set(err, TD_EINVAL, "bundle directory not given");
-  int rc = check_spec(sp, err);
+  int rc = check_spec(sp, err); /* before anything is made */
   if (rc) return rc;
   char *target = NULL, *parent = NULL;
   int exists;

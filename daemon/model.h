@@ -143,6 +143,20 @@ typedef struct td_bundle_spec {
 int td_model_write(const char *dir, const td_bundle_spec_t *spec, td_err_t *err);
 
 /*
+ * The bundle's files alone, into the empty directory `staged` (made, with
+ * its parents, if missing): nothing synced, nothing swapped. For a caller that adds files of its own
+ * (a dictionary) and validates before it calls td_model_install.
+ */
+int td_model_write_files(const char *staged, const td_bundle_spec_t *spec, td_err_t *err);
+
+/*
+ * 0 if a bundle may be written or installed at dir (td_model_write's rules:
+ * missing, or a directory that is a bundle or is empty), else the error
+ * td_model_install would give. For a check before work that would be lost.
+ */
+int td_model_check_target(const char *dir, td_err_t *err);
+
+/*
  * Makes the complete bundle in directory `staged` the bundle at dir:
  * fsyncs every file and directory under staged, gives it the old bundle's
  * permission bits, swaps it with dir in one renameat2(RENAME_EXCHANGE)

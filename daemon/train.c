@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <ftw.h>
 #include <libsvm/svm.h>
 #include <math.h>
 #include <pthread.h>
@@ -553,28 +552,6 @@ static int digest_files(const char *const *files, size_t nfiles, json_t *trainin
   return 0;
 }
 
-/* ---- replacing the bundle ---- */
-
-
-/* An existing out_dir is replaced only if it looks like a bundle (or is
- * empty), so a mistyped --out cannot wipe an unrelated directory. Checked
- * before training (td_model_install checks again when it swaps). */
-static int check_replaceable(const char *dir, td_err_t *err) {
-  struct stat st;
-  if (stat(dir, &st) != 0) {
-    if (errno == ENOENT) return 0;
-    return td_err_set(err, TD_EIO, "%s: %s", dir, strerror(errno));
-  }
-  if (!S_ISDIR(st.st_mode)) return td_err_set(err, TD_EINVAL, "%s: exists and is not a directory", dir);
-  char path[4096];
-  snprintf(path, sizeof path, "%s/manifest.json", dir);
-  if (access(path, F_OK) == 0) return 0;
-  if (rmdir(dir) == 0) return 0; /* empty: nothing to keep */
-  return td_err_set(err, TD_EINVAL,
-                    "%s: exists and is not a model bundle (no manifest.json); refusing to replace it",
-                    dir);
-}
-
 /* ---- choosing C, calibrating, tuning thresholds ---- */
 
 typedef struct outcome {
@@ -797,18 +774,21 @@ static int setup(trainer_t *t, const char ***names_out, td_err_t *err) {
   const td_corpus_t *c = t->c;
   if (!o->out_dir || !*o->out_dir) return td_err_set(err, TD_EINVAL, "no output directory");
   if (c->n == 0 || !c->doc_start) return td_err_set(err, TD_EINVAL, "empty corpus: no items");
+  int rc;
   /* The loader's range: a bundle outside it would train and then fail to load. */
   if (o->feat.buckets < (1u << TD_FEAT_MIN_BUCKETS_LOG2) ||
       o->feat.buckets > (1u << TD_FEAT_MAX_BUCKETS_LOG2) || (o->feat.buckets & (o->feat.buckets - 1)))
     return td_err_set(err, TD_EINVAL, "buckets must be %s, got %u", TD_FEAT_BUCKETS_RULE,
                       o->feat.buckets);
-  int rc;
   if (o->name) {
     if (!*o->name) return td_err_set(err, TD_EINVAL, "empty bundle name");
     if (!(t->name = strdup(o->name))) return td_err_set(err, TD_ENOMEM, "out of memory");
   } else if ((rc = default_name(o->out_dir, &t->name, err))) {
     return rc;
   }
+  /* A mistyped --out that names a directory which is not a bundle is
+   * refused now, not after the training it would throw away. */
+  if ((rc = td_model_check_target(o->out_dir, err))) return rc;
   t->nc = o->c_grid ? o->nc : sizeof default_grid / sizeof *default_grid;
   if (t->nc == 0) return td_err_set(err, TD_EINVAL, "empty C grid");
   if (!(t->grid = malloc(t->nc * sizeof *t->grid))) return td_err_set(err, TD_ENOMEM, "out of memory");
@@ -1113,7 +1093,7 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
   }
   snprintf(tmp, ol + 32, "%s.tmp.%ld", out, (long)getpid());
   td_remove_tree(tmp);
-  if (!(rc = check_replaceable(out, err)) && !(rc = td_model_write(tmp, &spec, err)) &&
+  if (!(rc = td_model_write_files(tmp, &spec, err)) &&
       !(rc = dict_src ? copy_dict(dict_src, tmp, dict_rel, err) : 0)) {
     if (!(rc = td_model_load(tmp, o->plugin_dir, &m, err)))
       rc = validate_bundle(&t, m, names, err);
