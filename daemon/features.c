@@ -206,7 +206,7 @@ int td_feat_config_from_json(const json_t *j, td_feat_config_t *c, td_err_t *err
 
   v = json_object_get(j, "buckets");
   json_int_t b = json_is_integer(v) ? json_integer_value(v) : 0;
-  if (b < (1 << TD_FEAT_MIN_BUCKETS_LOG2) || b > (1 << TD_FEAT_MAX_BUCKETS_LOG2) || (b & (b - 1)))
+  if (!td_feat_buckets_ok(b))
     return bad_value(err, "buckets", TD_FEAT_BUCKETS_RULE, v);
   t.buckets = (uint32_t)b;
 

@@ -67,6 +67,11 @@ typedef struct td_feat_config {
 #define TD_FEAT_MIN_BUCKETS_LOG2 10
 #define TD_FEAT_MAX_BUCKETS_LOG2 24
 #define TD_FEAT_BUCKETS_RULE "a power of two between 2^10 and 2^24"
+/* The one test of that rule: the loader, training and themectl's flag. */
+static inline int td_feat_buckets_ok(long long b) {
+  return b >= (1LL << TD_FEAT_MIN_BUCKETS_LOG2) && b <= (1LL << TD_FEAT_MAX_BUCKETS_LOG2) &&
+         (b & (b - 1)) == 0;
+}
 
 void td_feat_config_default(td_feat_config_t *c);
 /* New reference; the object written to manifest.json "features". */

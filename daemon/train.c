@@ -776,8 +776,7 @@ static int setup(trainer_t *t, const char ***names_out, td_err_t *err) {
   if (c->n == 0 || !c->doc_start) return td_err_set(err, TD_EINVAL, "empty corpus: no items");
   int rc;
   /* The loader's range: a bundle outside it would train and then fail to load. */
-  if (o->feat.buckets < (1u << TD_FEAT_MIN_BUCKETS_LOG2) ||
-      o->feat.buckets > (1u << TD_FEAT_MAX_BUCKETS_LOG2) || (o->feat.buckets & (o->feat.buckets - 1)))
+  if (!td_feat_buckets_ok(o->feat.buckets))
     return td_err_set(err, TD_EINVAL, "buckets must be %s, got %u", TD_FEAT_BUCKETS_RULE,
                       o->feat.buckets);
   if (o->name) {

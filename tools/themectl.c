@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -377,7 +378,7 @@ static int cmd_train(int argc, char **argv) {
       break;
     case O_BUCKETS:
       /* The loader's range: anything else would train, then fail to load. */
-      if (parse_long(optarg, 1L << TD_FEAT_MIN_BUCKETS_LOG2, 1L << TD_FEAT_MAX_BUCKETS_LOG2, &v) || (v & (v - 1))) { themectl_usage_err(cmd, "--buckets: expected %s, got \"%s\"", TD_FEAT_BUCKETS_RULE, optarg); goto out; }
+      if (parse_long(optarg, 0, LONG_MAX, &v) || !td_feat_buckets_ok(v)) { themectl_usage_err(cmd, "--buckets: expected %s, got \"%s\"", TD_FEAT_BUCKETS_RULE, optarg); goto out; }
       o.feat.buckets = (uint32_t)v;
       break;
     case O_NORM:

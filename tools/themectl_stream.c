@@ -38,7 +38,6 @@ typedef struct stream_ctx {
   uint64_t total;       /* sum of input sizes; 0 = unknown (a pipe) */
   FILE *resume;         /* --resume: the kept output, read back line by line */
   uint64_t resume_left; /* its lines not yet matched to an input line */
-  uint64_t resume_line; /* the last output line matched (1-based) */
   char *rbuf;           /* getline's buffer for resume */
   size_t rcap;
   FILE *out;            /* opened at the first request (see stream_next) */
@@ -54,11 +53,14 @@ typedef struct stream_ctx {
 /* ------------------------------------------------------------- resume */
 
 /* Error codes that say nothing about the article: on --resume these lines
- * are dropped from the output and the article is sent again. */
-static int transient_error(json_t *o) {
+ * are dropped from the output and the article is sent again. The code, or
+ * NULL for any other line. */
+static const char *transient_error(const json_t *o) {
   const char *code = json_string_value(json_object_get(json_object_get(o, "error"), "code"));
   return code && (!strcmp(code, "shutting_down") || !strcmp(code, "too_many_connections") ||
-                  !strcmp(code, "internal"));
+                  !strcmp(code, "internal"))
+             ? code
+             : NULL;
 }
 
 /*
@@ -86,10 +88,14 @@ static int load_resume(stream_ctx_t *s, td_err_t *err) {
         partial = 1;
         cut = off;
       } else {
-        json_t *o = json_loadb(s->rbuf, (size_t)n - 1, 0, NULL);
-        if (o && transient_error(o)) {
-          snprintf(code, sizeof code, "%s",
-                   json_string_value(json_object_get(json_object_get(o, "error"), "code")));
+        /* Only an answer with an "error" member can be transient (in a JSON
+         * string those quotes would be escaped): the rest are not parsed. */
+        json_t *o = memmem(s->rbuf, (size_t)n - 1, "\"error\"", 7)
+                        ? json_loadb(s->rbuf, (size_t)n - 1, 0, NULL)
+                        : NULL;
+        const char *tc = o ? transient_error(o) : NULL;
+        if (tc) {
+          snprintf(code, sizeof code, "%s", tc);
           cut = off;
           cut_lines = 1;
         } else {
@@ -115,7 +121,7 @@ static int load_resume(stream_ctx_t *s, td_err_t *err) {
               "stream: resume: line %llu of %s is a transient error (%s): it and the %llu line%s after it "
               "removed; those articles go again\n",
               (unsigned long long)kept + 1, s->out_name, code, (unsigned long long)cut_lines - 1,
-              cut_lines == 2 ? "" : "s");
+              td_plural(cut_lines - 1));
     if (partial) fprintf(stderr, "stream: resume: dropped an incomplete last line of %s\n", s->out_name);
   }
   if (!kept) return 0;
@@ -143,7 +149,6 @@ static int resume_match(stream_ctx_t *s, const char *line, size_t n, td_err_t *e
   if (got <= 0 || s->rbuf[got - 1] != '\n')
     return td_err_set(err, TD_EIO, "%s: %s while resuming (changed by another process?)", s->out_name,
                       errno ? strerror(errno) : "shorter than it was");
-  s->resume_line++;
   s->resume_left--;
   char *in_key = line_id_key(line, n), *out_key = line_id_key(s->rbuf, (size_t)got - 1);
   int same = in_key && out_key ? !strcmp(in_key, out_key) : in_key == out_key;
@@ -152,7 +157,7 @@ static int resume_match(stream_ctx_t *s, const char *line, size_t n, td_err_t *e
                              "resume: %s:%llu has id %s but line %llu of %s answers id %s: --out is "
                              "not the output of this input (or the input changed)",
                              s->inputs.name, (unsigned long long)s->inputs.lines.lineno,
-                             in_key ? in_key : "(none)", (unsigned long long)s->resume_line, s->out_name,
+                             in_key ? in_key : "(none)", (unsigned long long)s->skipped + 1, s->out_name,
                              out_key ? out_key : "(none)");
   free(in_key);
   free(out_key);
@@ -216,7 +221,7 @@ static int stream_next(void *ctx, td_req_t *r, int *wait_fd, td_err_t *err) {
       return td_err_set(err, TD_EINVAL,
                         "resume: %s has %llu more line%s than the input has lines: --out is not the "
                         "output of this input (or the input changed)",
-                        s->out_name, (unsigned long long)s->resume_left, s->resume_left == 1 ? "" : "s");
+                        s->out_name, (unsigned long long)s->resume_left, td_plural(s->resume_left));
     if (rc <= 0) return rc;
     if (s->resume_left) {
       if ((rc = resume_match(s, line, n, err))) return rc;
