@@ -123,7 +123,8 @@ static void known_themes(const td_corpus_t *c, char *buf, size_t n) {
 }
 
 /* Parses the "themes" array into a label mask; message in err, no prefix.
- * *dup: the first label the row repeats, else NULL (valid while arr is). */
+ * *dup: the first label the row repeats, else NULL (a string of c's, or the
+ * literal "other": valid after the row is gone). */
 static int parse_themes(td_corpus_t *c, const json_t *arr, int multiclass,
                         int fixed, uint64_t *labels, const char **dup, td_err_t *err) {
   const char *must = "\"themes\" must be a non-empty array of strings";
@@ -139,7 +140,7 @@ static int parse_themes(td_corpus_t *c, const json_t *arr, int multiclass,
       return td_err_set(err, TD_EFORMAT, "%s", must);
     const char *name = json_string_value(v);
     if (!multiclass && strcmp(name, "other") == 0) {
-      if (other && !*dup) *dup = name;
+      if (other && !*dup) *dup = "other";
       other = 1;
       continue;
     }
@@ -161,7 +162,7 @@ static int parse_themes(td_corpus_t *c, const json_t *arr, int multiclass,
       k = (long)c->ntheme - 1;
     }
     if (!(mask & (1ull << k))) nlab++;
-    else if (!*dup) *dup = name;
+    else if (!*dup) *dup = c->themes[k];
     mask |= 1ull << k;
   }
   if (other && nlab)
@@ -193,9 +194,9 @@ static void item_free(td_item_t *it) {
   free(it->text);
 }
 
-/* *dup_label: a label the row repeats (NULL if none), malloc'd. */
+/* *dup_label: a label the row repeats (NULL if none; see parse_themes). */
 static int parse_row(td_corpus_t *c, const char *line, size_t len, int multiclass,
-                     int fixed, td_item_t *it, char **dup_label, td_err_t *err) {
+                     int fixed, td_item_t *it, const char **dup_label, td_err_t *err) {
   json_error_t jerr;
   memset(it, 0, sizeof *it);
   *dup_label = NULL;
@@ -239,10 +240,7 @@ static int parse_row(td_corpus_t *c, const char *line, size_t len, int multiclas
   }
   memcpy(it->text, json_string_value(t), tlen + 1);
   it->len = tlen;
-  const char *dup = NULL;
-  rc = parse_themes(c, json_object_get(o, "themes"), multiclass, fixed, &it->labels, &dup, err);
-  if (!rc && dup && c->warn && !(*dup_label = strdup(dup)))
-    rc = td_err_set(err, TD_ENOMEM, "out of memory");
+  rc = parse_themes(c, json_object_get(o, "themes"), multiclass, fixed, &it->labels, dup_label, err);
 out:
   json_decref(o);
   if (rc) {
@@ -259,7 +257,7 @@ int td_corpus_load(td_corpus_t *c, const char *path, int multiclass, int fixed_t
   int rc = td_read_file(path, &data, &len, err);
   if (rc) return rc;
   docset_t seen = {0}, ids = {0};
-  char *dup_label = NULL;
+  const char *dup_label = NULL;
   /* Docs of earlier files count too: an article must not straddle files. */
   for (size_t i = 0; i < c->n; i++) {
     if (i > 0 && strcmp(c->items[i].doc, c->items[i - 1].doc) == 0) continue;
@@ -294,7 +292,6 @@ int td_corpus_load(td_corpus_t *c, const char *path, int multiclass, int fixed_t
     if (dup_label) {
       warnf(c, "%s line %zu: id \"%s\": label \"%s\" is listed twice in \"themes\"", path, lineno,
             it.id, dup_label);
-      TD_FREE(dup_label);
     }
     if (!prev_doc || strcmp(prev_doc, it.doc) != 0) {
       int dup = docset_add(&seen, it.doc);
@@ -328,7 +325,6 @@ int td_corpus_load(td_corpus_t *c, const char *path, int multiclass, int fixed_t
 out:
   free(seen.slots);
   free(ids.slots);
-  free(dup_label);
   free(data);
   return rc;
 }

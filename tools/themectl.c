@@ -268,14 +268,10 @@ static void warn_few_positives(const td_corpus_t *c, const td_train_opts_t *o) {
   for (size_t k = 0; k < c->ntheme; k++) {
     size_t n = td_corpus_positives(c, k);
     if (n == 0 || n >= TD_CORPUS_MIN_POSITIVES) continue; /* none: train refuses it */
-    if (o->folds > 1)
-      themectl_errorf("warning: theme \"%s\" has only %zu positive passage%s (fewer than %d): "
-                      "its cross-validated F1 and tuned threshold are unreliable",
-                      c->themes[k], n, n == 1 ? "" : "s", TD_CORPUS_MIN_POSITIVES);
-    else
-      themectl_errorf("warning: theme \"%s\" has only %zu positive passage%s (fewer than %d): "
-                      "its classifier rests on too few examples to be reliable",
-                      c->themes[k], n, n == 1 ? "" : "s", TD_CORPUS_MIN_POSITIVES);
+    themectl_errorf("warning: theme \"%s\" has only %zu positive passage%s (fewer than %d): %s",
+                    c->themes[k], n, td_plural(n), TD_CORPUS_MIN_POSITIVES,
+                    o->folds > 1 ? "its cross-validated F1 and tuned threshold are unreliable"
+                                 : "its classifier rests on too few examples to be reliable");
   }
 }
 
