@@ -393,11 +393,6 @@ int td_explain(const td_model_t *m, const td_result_t *r, size_t i, size_t k, td
 }
 
 /*
- * The contribution of a feature to theme k is w[index][k] * x[index]: exact
- * for a linear model (dec_k is the sum of them all plus the bias; td_explain
- * lists them all). The response keeps the explain_k largest positive ones.
- */
-/*
  * A token's text as a JSON string. Plugins are to emit UTF-8, but the host
  * hashes whatever bytes they give; a token that is not valid UTF-8 (which
  * jansson refuses) is shown with U+FFFD for each bad sequence rather than
@@ -426,6 +421,11 @@ static json_t *token_string(const char *t, size_t len) {
   return j;
 }
 
+/*
+ * The contribution of a feature to theme k is w[index][k] * x[index]: exact
+ * for a linear model (dec_k is the sum of them all plus the bias; td_explain
+ * lists them all). The response keeps the explain_k largest positive ones.
+ */
 static int explain_passage(const td_model_t *m, const td_classify_opts_t *o, const td_result_t *r,
                            size_t i, const size_t *tagged, size_t ntag, td_scratch_t *s,
                            json_t *pobj) {

@@ -185,6 +185,17 @@ size_t td_path_last(const char *path, const char **start) {
   return n - b;
 }
 
+char *td_path_parent(const char *path) {
+  const char *s = strrchr(path, '/');
+  size_t n = !s ? 1 : s == path ? 1 : (size_t)(s - path);
+  char *p = malloc(n + 1);
+  if (p) {
+    memcpy(p, s ? path : ".", n);
+    p[n] = '\0';
+  }
+  return p;
+}
+
 int td_theme_name_ok(const char *s) {
   size_t n = strlen(s);
   if (n == 0 || n > 64 || s[0] == '.' || s[0] == '-') return 0;

@@ -99,6 +99,10 @@ int td_secret_equal(const char *a, size_t alen, const char *b, size_t blen);
  */
 size_t td_path_last(const char *path, const char **start);
 
+/* The directory path is in, as dirname(3) takes it from the last '/': "."
+ * without one, "/" for "/x". malloc'd; NULL when out of memory. */
+char *td_path_parent(const char *path);
+
 /*
  * Theme names become file names (svm/<name>.model) and JSON keys, so they
  * are kept to a portable alphabet: TD_THEME_NAME_RULE says which, for

@@ -49,27 +49,27 @@ static int unix_stale(const char *path, td_err_t *err) {
  * missing or not a directory, say so (returns 1 with err set); else 0, and
  * the error stands as reported (a real EACCES stays "permission denied"). */
 static int unix_parent_missing(const char *path, td_err_t *err) {
-  char dir[sizeof ((td_listen_addr_t *)0)->path];
-  const char *slash = strrchr(path, '/');
-  if (!slash) snprintf(dir, sizeof dir, ".");
-  else if (slash == path) snprintf(dir, sizeof dir, "/");
-  else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+  char *dir = td_path_parent(path);
+  if (!dir) {
+    td_err_set(err, TD_ENOMEM, "out of memory");
+    return 1;
+  }
   struct stat st;
+  int missing = 1;
   if (stat(dir, &st) == 0) {
-    if (S_ISDIR(st.st_mode)) return 0;
+    if (!(missing = !S_ISDIR(st.st_mode))) goto out;
     td_err_set(err, TD_EIO, "listen unix:%s: %s is not a directory", path, dir);
-    return 1;
-  }
-  if (errno == ENOENT) {
+  } else if (errno == ENOENT) {
     td_err_set(err, TD_EIO, "listen unix:%s: directory %s does not exist", path, dir);
-    return 1;
-  }
-  if (errno == ENOTDIR) {
+  } else if (errno == ENOTDIR) {
     td_err_set(err, TD_EIO, "listen unix:%s: directory %s: a component of it is not a directory",
                path, dir);
-    return 1;
+  } else {
+    missing = 0; /* e.g. EACCES on the way there: "permission denied" is right */
   }
-  return 0; /* e.g. EACCES on the way there: "permission denied" is right */
+out:
+  free(dir);
+  return missing;
 }
 
 /* The addresses a tcp listen address names (*ai, for freeaddrinfo). */

@@ -1551,18 +1551,6 @@ static int sync_tree(const char *dir, int depth, td_err_t *err) {
   return rc ? rc : sync_dir(dir, err);
 }
 
-static char *parent_of(const char *path) {
-  const char *s = strrchr(path, '/');
-  if (!s) return xstrdup(".");
-  size_t n = s == path ? 1 : (size_t)(s - path);
-  char *p = malloc(n + 1);
-  if (p) {
-    memcpy(p, path, n);
-    p[n] = '\0';
-  }
-  return p;
-}
-
 /*
  * Where a bundle asked for at `dir` goes: dir itself without trailing
  * slashes, or, when dir is a symlink, the directory it resolves to, so the
@@ -1663,7 +1651,7 @@ int td_model_install(const char *staged, const char *dir, td_err_t *err) {
   int exists, rc;
   mode_t mode;
   if ((rc = bundle_target(dir, &target, &exists, &mode, err))) return rc;
-  if (!(tparent = parent_of(target)) || !(sparent = parent_of(staged))) {
+  if (!(tparent = td_path_parent(target)) || !(sparent = td_path_parent(staged))) {
     rc = td_err_set(err, TD_ENOMEM, "out of memory");
     goto done;
   }
@@ -1886,7 +1874,7 @@ int td_model_write(const char *dir, const td_bundle_spec_t *sp, td_err_t *err) {
   td_buf_init(&stage);
   /* refused before anything is written: a directory that is not a bundle */
   if ((rc = bundle_target(dir, &target, &exists, &mode, err))) return rc;
-  if (!(parent = parent_of(target))) {
+  if (!(parent = td_path_parent(target))) {
     rc = td_err_set(err, TD_ENOMEM, "out of memory");
     goto done;
   }

@@ -101,6 +101,16 @@ static int is_scalar(const json_t *j) {
   return json_is_string(j) || json_is_number(j) || json_is_boolean(j) || json_is_null(j);
 }
 
+/* The request's id into r->id (a new reference), for every op alike: an id
+ * the client cannot get back as sent is an error it should see, not an
+ * answer without its id. 0, or 1 when it is not a JSON scalar. */
+static int take_id(td_req_t *r, const json_t *j) {
+  json_t *id = json_object_get(j, "id");
+  if (id && !is_scalar(id)) return 1;
+  if (id) r->id = json_incref(id);
+  return 0;
+}
+
 /* Options from one object over what o already holds. */
 static td_ecode_t read_opts(const json_t *j, td_classify_opts_t *o, fail_t *f) {
   json_t *v;
@@ -345,14 +355,10 @@ static void request_work(td_req_t *r) {
     failf(&f, TD_EC_INVALID_REQUEST, "request must be a JSON object");
     goto fail;
   }
-  /* Every op, not only classify: an id the client cannot get back as sent
-   * is an error it should see, not an answer without its id. */
-  json_t *id = json_object_get(j, "id");
-  if (id && !is_scalar(id)) {
+  if (take_id(r, j)) {
     failf(&f, TD_EC_INVALID_REQUEST, "id: expected a JSON scalar");
     goto fail;
   }
-  if (id) r->id = json_incref(id);
 
   if (r->kind == TD_REQ_JSONL) {
     json_t *op = json_object_get(j, "op");
@@ -494,13 +500,11 @@ static int reload_body(td_req_t *r) {
     td_req_set_error(r, f.code ? f.code : TD_EC_INTERNAL, "%s", f.msg);
     return 0;
   }
-  json_t *id = json_object_get(j, "id");
-  if (id && !is_scalar(id)) { /* as request_work answers every other op */
+  if (take_id(r, j)) { /* as request_work answers every other op */
     json_decref(j);
     td_req_set_error(r, TD_EC_INVALID_REQUEST, "id: expected a JSON scalar");
     return 0;
   }
-  if (id) r->id = json_incref(id);
   r->json = j;
   return 1;
 }

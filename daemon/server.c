@@ -905,6 +905,15 @@ static int handoff(td_server_t *s, td_conn_t *c, int is_unix) {
  */
 static void drop_closed(uv_handle_t *h);
 
+/* libuv may call the connection callback in a tight loop when accepting
+ * fails: one warning a second at most. 1 when one is due now. */
+static int accept_warn_due(td_server_t *s) {
+  uint64_t now = uv_hrtime();
+  if (s->accept_warned_ns && now - s->accept_warned_ns < 1000000000ull) return 0;
+  s->accept_warned_ns = now;
+  return 1;
+}
+
 static void drop_connection(td_listener_t *l) {
   td_server_t *s = l->srv;
   if (l->drop_busy) {
@@ -925,12 +934,9 @@ static void drop_connection(td_listener_t *l) {
   td_server_lock(s);
   s->metrics.connections_rejected++;
   td_server_unlock(s);
-  uint64_t now = uv_hrtime();
-  if (now - s->accept_warned_ns >= 1000000000ull || !s->accept_warned_ns) {
-    s->accept_warned_ns = now;
+  if (accept_warn_due(s))
     td_log_warn("accept on %s: out of memory: connection closed%s%s", l->name, rc ? ": " : "",
                 rc ? uv_strerror(rc) : "");
-  }
 }
 
 static void drop_closed(uv_handle_t *h) {
@@ -945,13 +951,9 @@ void td_server_on_connection(uv_stream_t *ls, int status) {
   if (status < 0) {
     size_t refused = 0;
     if (status == UV_EMFILE || status == UV_ENFILE) refused = refuse_pending(s, l);
-    /* libuv may call this in a tight loop: one warning a second at most */
-    uint64_t now = uv_hrtime();
-    if (now - s->accept_warned_ns >= 1000000000ull || !s->accept_warned_ns) {
-      s->accept_warned_ns = now;
+    if (accept_warn_due(s))
       td_log_warn("accept on %s: %s%s", l->name, uv_strerror(status),
                   refused ? "; refusing new connections until descriptors free up" : "");
-    }
     return;
   }
   td_server_lock(s);

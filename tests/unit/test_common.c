@@ -95,6 +95,23 @@ static void test_path_last(void **st) {
   last_is("a/..", "..");
 }
 
+/* td_path_parent: the directory part, as the listener and the bundle
+ * writer both need it. */
+static void parent_is(const char *path, const char *want) {
+  char *p = td_path_parent(path);
+  assert_non_null(p);
+  if (strcmp(p, want)) fail_msg("td_path_parent(\"%s\") = \"%s\", want \"%s\"", path, p, want);
+  free(p);
+}
+
+static void test_path_parent(void **st) {
+  (void)st;
+  parent_is("x.sock", ".");
+  parent_is("/x.sock", "/");
+  parent_is("/run/themed/x.sock", "/run/themed");
+  parent_is("models/rural-themes", "models");
+}
+
 /* The theme-name rule: what a bundle can hold (file names, JSON keys). */
 static void test_theme_name_ok(void **st) {
   (void)st;
@@ -119,6 +136,7 @@ int main(void) {
       cmocka_unit_test(test_invalid_input_cut_as_asked),
       cmocka_unit_test(test_with_printf),
       cmocka_unit_test(test_path_last),
+      cmocka_unit_test(test_path_parent),
       cmocka_unit_test(test_theme_name_ok),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
