@@ -97,16 +97,12 @@ static json_t *parse(const char *in, size_t inlen, const char *what, fail_t *f) 
   return NULL;
 }
 
-static int is_scalar(const json_t *j) {
-  return json_is_string(j) || json_is_number(j) || json_is_boolean(j) || json_is_null(j);
-}
-
 /* The request's id into r->id (a new reference), for every op alike: an id
  * the client cannot get back as sent is an error it should see, not an
  * answer without its id. 0, or 1 when it is not a JSON scalar. */
 static int take_id(td_req_t *r, const json_t *j) {
   json_t *id = json_object_get(j, "id");
-  if (id && !is_scalar(id)) return 1;
+  if (id && !td_wire_id_ok(id)) return 1;
   if (id) r->id = json_incref(id);
   return 0;
 }
@@ -138,13 +134,8 @@ static td_ecode_t read_opts(const json_t *j, td_classify_opts_t *o, fail_t *f) {
 }
 
 static td_ecode_t map_engine(int rc, const td_err_t *err, fail_t *f) {
-  switch (rc) {
-  case TD_EUTF8: return failf(f, TD_EC_INVALID_UTF8, "%s", err->msg);
-  case TD_ELIMIT: return failf(f, TD_EC_TOO_MANY_PASSAGES, "%s", err->msg);
-  case TD_EINVAL:
-  case TD_EFORMAT: return failf(f, TD_EC_INVALID_REQUEST, "%s", err->msg);
-  default: return failf(f, TD_EC_INTERNAL, "classification failed: %s", err->msg);
-  }
+  td_ecode_t c = td_ecode_of_engine(rc);
+  return failf(f, c, c == TD_EC_INTERNAL ? "classification failed: %s" : "%s", err->msg);
 }
 
 /* What classifying needs besides the document: the limits, the model, and
@@ -193,7 +184,7 @@ static td_ecode_t classify_doc(cls_ctx_t *x, const json_t *doc, const json_t *de
   td_err_t err = {0};
   *out = NULL;
 
-  if (id && !is_scalar(id)) return failf(f, TD_EC_INVALID_REQUEST, "id: expected a JSON scalar");
+  if (id && !td_wire_id_ok(id)) return failf(f, TD_EC_INVALID_REQUEST, "id: expected a JSON scalar");
   td_classify_opts_default(&o);
   if ((defaults && read_opts(defaults, &o, f)) || read_opts(doc, &o, f)) return f->code;
   o.max_passages = cfg->max_passages;
@@ -431,7 +422,7 @@ td_ecode_t td_request_classify_payload(const td_config_t *cfg, const td_model_t 
     failf(&f, TD_EC_INVALID_REQUEST, "request must be a JSON object");
     goto fail;
   }
-  if ((jid = json_object_get(j, "id")) && is_scalar(jid)) json_incref(jid);
+  if ((jid = json_object_get(j, "id")) && td_wire_id_ok(jid)) json_incref(jid);
   else jid = NULL;
   json_t *op = json_object_get(j, "op");
   if (op && (!json_is_string(op) || strcmp(json_string_value(op), "classify"))) {

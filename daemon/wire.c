@@ -1,5 +1,7 @@
 #include "wire.h"
 
+#include "common.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -121,4 +123,18 @@ json_t *td_wire_error(const json_t *id, td_ecode_t code, const char *message) {
     return NULL;
   }
   return o;
+}
+
+td_ecode_t td_ecode_of_engine(int rc) {
+  switch (rc) {
+  case TD_EUTF8: return TD_EC_INVALID_UTF8;
+  case TD_ELIMIT: return TD_EC_TOO_MANY_PASSAGES;
+  case TD_EINVAL:
+  case TD_EFORMAT: return TD_EC_INVALID_REQUEST;
+  default: return TD_EC_INTERNAL;
+  }
+}
+
+int td_wire_id_ok(const json_t *id) {
+  return json_is_string(id) || json_is_number(id) || json_is_boolean(id) || json_is_null(id);
 }

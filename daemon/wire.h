@@ -55,6 +55,12 @@ td_op_t td_op_parse(const char *s);       /* an op JSON Lines accepts; TD_OP_UNK
 size_t td_op_jsonl_names(char *buf, size_t n);
 const char *td_proto_name(td_proto_t p);  /* "jsonl" | "http" */
 
+/* The code a failure of td_classify (TD_EUTF8, TD_ELIMIT, ...) is answered
+ * with: by the daemon and by offline themectl alike. */
+td_ecode_t td_ecode_of_engine(int rc);
+/* An id a request may carry: any JSON scalar, echoed as it came. */
+int td_wire_id_ok(const json_t *id);
+
 /* {"id":id (if id != NULL), "error":{"code":..,"message":..}}; new reference. */
 json_t *td_wire_error(const json_t *id, td_ecode_t code, const char *message);
 

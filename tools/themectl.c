@@ -21,6 +21,7 @@
 #include "themectl.h"
 #include "themectl_doc.h"
 #include "train.h"
+#include "wire.h"
 
 void themectl_errorf(const char *fmt, ...) {
   va_list ap;
@@ -575,14 +576,9 @@ static int classify_print(runner_t *rn, const td_doc_t *doc, td_result_id_t id_m
 /* The error code and message the daemon answers an engine failure with
  * (daemon/request.c, map_engine), so an offline failure reads the same. */
 static const char *engine_code(int rc, const td_err_t *err, char *msg, size_t cap) {
-  snprintf(msg, cap, "%s", err->msg);
-  switch (rc) {
-  case TD_EUTF8: return "invalid_utf8";
-  case TD_ELIMIT: return "too_many_passages";
-  case TD_EINVAL:
-  case TD_EFORMAT: return "invalid_request";
-  default: snprintf(msg, cap, "classification failed: %s", err->msg); return "internal";
-  }
+  td_ecode_t c = td_ecode_of_engine(rc);
+  snprintf(msg, cap, c == TD_EC_INTERNAL ? "classification failed: %s" : "%s", err->msg);
+  return td_ecode_name(c);
 }
 
 /* A whole-file document (id: its name) that failed, reported as
@@ -654,8 +650,7 @@ static int classify_jsonl(runner_t *rn, const char *name, const char *data, size
     if (themectl_jdoc_parse(&d, name, lineno, line, ll)) {
       code = d.code;
       snprintf(msg, sizeof msg, "%s", d.msg);
-    } else if (d.id && !(json_is_string(d.id) || json_is_number(d.id) || json_is_boolean(d.id) ||
-                         json_is_null(d.id))) {
+    } else if (d.id && !td_wire_id_ok(d.id)) {
       code = "invalid_request";
       snprintf(msg, sizeof msg, "id: expected a JSON scalar");
     } else if (d.text) {
