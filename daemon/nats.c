@@ -383,7 +383,7 @@ static char *dead_letter(json_t *err, const char *data, size_t len, const char *
 static json_t *article_id(const td_config_t *cfg, const char *data, size_t len) {
   if (!data || len > cfg->max_request_bytes) return NULL;
   json_t *j = json_loadb(data, len, 0, NULL), *id = json_object_get(j, "id");
-  if (json_is_string(id) || json_is_number(id) || json_is_boolean(id) || json_is_null(id)) json_incref(id);
+  if (td_wire_id_ok(id)) json_incref(id); /* the id rule of every request */
   else id = NULL;
   json_decref(j);
   return id;
@@ -618,6 +618,23 @@ static void nap(td_nats_t *n, uint64_t ms) {
 
 /* Creates the stream `name` on `subjects` unless a stream of that name
  * exists. *created tells whether it did. */
+/* Creates the stream `name` on the subjects, with themed's settings (file
+ * storage, nats_replicas). */
+static natsStatus add_stream(td_nats_t *n, const char *name, const char **subjects, int nsubj,
+                             jsErrCode *je) {
+  jsStreamConfig sc;
+  jsStreamInfo *si = NULL;
+  jsStreamConfig_Init(&sc);
+  sc.Name = name;
+  sc.Subjects = subjects;
+  sc.SubjectsLen = nsubj;
+  sc.Storage = js_FileStorage;
+  sc.Replicas = (int64_t)n->cfg->nats_replicas;
+  natsStatus s = js_AddStream(&si, n->js, &sc, NULL, je);
+  jsStreamInfo_Destroy(si);
+  return s;
+}
+
 static natsStatus ensure_stream(td_nats_t *n, const char *name, const char **subjects, int nsubj,
                                 int *created, jsErrCode *je, char *why, size_t cap) {
   jsStreamInfo *si = NULL;
@@ -630,15 +647,7 @@ static natsStatus ensure_stream(td_nats_t *n, const char *name, const char **sub
     snprintf(why, cap, "stream %s: %s", name, td_natsutil_err(s));
     return s;
   }
-  jsStreamConfig sc;
-  jsStreamConfig_Init(&sc);
-  sc.Name = name;
-  sc.Subjects = subjects;
-  sc.SubjectsLen = nsubj;
-  sc.Storage = js_FileStorage;
-  sc.Replicas = (int64_t)n->cfg->nats_replicas;
-  s = js_AddStream(&si, n->js, &sc, NULL, je);
-  jsStreamInfo_Destroy(si);
+  s = add_stream(n, name, subjects, nsubj, je);
   if (s == NATS_OK) *created = 1;
   else if (*je == JSStreamNameExistErr) s = NATS_OK; /* another daemon was quicker */
   else snprintf(why, cap, "creating stream %s: %s", name, td_natsutil_err(s));
@@ -677,17 +686,8 @@ static int ensure_results(td_nats_t *n, char *why, size_t cap) {
       }
     }
     if (!nmissing) return 0;
-    jsStreamConfig sc;
-    jsStreamInfo *si = NULL;
-    jsStreamConfig_Init(&sc);
-    sc.Name = n->results_stream;
-    sc.Subjects = missing;
-    sc.SubjectsLen = nmissing;
-    sc.Storage = js_FileStorage;
-    sc.Replicas = (int64_t)cfg->nats_replicas;
     je = 0;
-    s = js_AddStream(&si, n->js, &sc, NULL, &je);
-    jsStreamInfo_Destroy(si);
+    s = add_stream(n, n->results_stream, missing, nmissing, &je);
     /* "a" or "a and b", for the messages */
     const char *and = nmissing > 1 ? " and " : "", *second = nmissing > 1 ? missing[1] : "";
     if (s == NATS_OK) {
