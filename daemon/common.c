@@ -8,11 +8,25 @@
 #include <time.h>
 #include <unistd.h>
 
+size_t td_utf8_whole(const char *s, size_t len) {
+  size_t i = len;
+  while (i > 0 && len - i < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--;
+  if (i == 0) return len;
+  unsigned char lead = (unsigned char)s[i - 1];
+  size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+  return len - (i - 1) < need ? i - 1 : len;
+}
+
+void td_vformat(char *buf, size_t cap, const char *fmt, va_list ap) {
+  int n = vsnprintf(buf, cap, fmt, ap);
+  if (n >= 0 && (size_t)n >= cap) buf[td_utf8_whole(buf, cap - 1)] = '\0';
+}
+
 int td_err_set(td_err_t *err, int code, const char *fmt, ...) {
   if (err) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    td_vformat(err->msg, sizeof err->msg, fmt, ap);
     va_end(ap);
     err->code = code;
   }
@@ -37,7 +51,7 @@ int td_err_prefix(td_err_t *err, const char *fmt, ...) {
     va_end(ap);
     b.len = (size_t)n;
     td_buf_printf(&b, ": %s", old);
-    size_t k = b.len < sizeof err->msg - 1 ? b.len : sizeof err->msg - 1;
+    size_t k = td_utf8_prefix(b.data, sizeof err->msg - 1); /* not inside a character */
     memcpy(err->msg, b.data, k);
     err->msg[k] = '\0';
   }

@@ -10,6 +10,7 @@
 #define TD_COMMON_H
 
 #include <sched.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -78,6 +79,14 @@ static inline uint64_t td_splitmix64(uint64_t *s) {
  * are not judged, only the cut: at most 3 continuation bytes are stepped back.
  */
 size_t td_utf8_prefix(const char *s, size_t max);
+
+/* len, less a multi-byte character cut short at the end of s[0..len). */
+size_t td_utf8_whole(const char *s, size_t len);
+
+/* vsnprintf into a fixed buffer (cap > 0) that, when it cuts the text, cuts
+ * it before a character rather than inside one: messages built this way
+ * stay UTF-8, so they can go out as JSON. */
+void td_vformat(char *buf, size_t cap, const char *fmt, va_list ap);
 
 /* Reads a whole file into a malloc'd NUL-terminated buffer owned by the caller. */
 int td_read_file(const char *path, char **out, size_t *len, td_err_t *err);

@@ -71,7 +71,7 @@ static td_ecode_t failf(fail_t *f, td_ecode_t code, const char *fmt, ...)
 static td_ecode_t failf(fail_t *f, td_ecode_t code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(f->msg, sizeof f->msg, fmt, ap);
+  td_vformat(f->msg, sizeof f->msg, fmt, ap);
   va_end(ap);
   return f->code = code;
 }

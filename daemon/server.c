@@ -173,7 +173,7 @@ void td_req_set_error(td_req_t *r, td_ecode_t code, const char *fmt, ...) {
   char msg[600];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  td_vformat(msg, sizeof msg, fmt, ap);
   va_end(ap);
   r->ecode = code;
   r->status = td_ecode_status(code);

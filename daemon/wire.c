@@ -91,16 +91,6 @@ size_t td_op_jsonl_names(char *buf, size_t n) {
 
 const char *td_proto_name(td_proto_t p) { return p == TD_PROTO_HTTP ? "http" : "jsonl"; }
 
-/* len, less a multi-byte character cut short at the end of s[0..len). */
-static size_t utf8_whole(const char *s, size_t len) {
-  size_t i = len;
-  while (i > 0 && len - i < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--;
-  if (i == 0) return len;
-  unsigned char lead = (unsigned char)s[i - 1];
-  size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
-  return len - (i - 1) < need ? i - 1 : len;
-}
-
 json_t *td_wire_error(const json_t *id, td_ecode_t code, const char *message) {
   json_t *o = json_object();
   json_t *e = json_object();
@@ -110,10 +100,11 @@ json_t *td_wire_error(const json_t *id, td_ecode_t code, const char *message) {
     return NULL;
   }
   /* A message that is not valid UTF-8 must not cost the client its error.
-   * The usual cause is a fixed-size buffer (td_err_t, the request's) that
-   * cut the last character in two: without that tail, it is worth sending. */
+   * The daemon's own fixed buffers cut before a character (td_vformat);
+   * this is for a message cut elsewhere: without that tail, it is worth
+   * sending. */
   json_t *msg = json_string(message ? message : "");
-  if (!msg) msg = json_stringn(message, utf8_whole(message, strlen(message)));
+  if (!msg) msg = json_stringn(message, td_utf8_whole(message, strlen(message)));
   if (!msg) msg = json_string("(message not valid UTF-8)");
   int bad = (id && json_object_set(o, "id", (json_t *)id)) ||
             json_object_set_new(e, "code", json_string(td_ecode_name(code))) ||

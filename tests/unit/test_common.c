@@ -95,6 +95,28 @@ static void test_path_last(void **st) {
   last_is("a/..", "..");
 }
 
+static void vformat(char *buf, size_t cap, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  td_vformat(buf, cap, fmt, ap);
+  va_end(ap);
+}
+
+/* td_vformat: a message cut by its buffer ends before a character, never
+ * inside one (td_err_set, the request's errors). */
+static void test_vformat_cuts_before_a_character(void **st) {
+  (void)st;
+  char buf[8];
+  vformat(buf, sizeof buf, "ab%s", "党建引领"); /* "ab" + 3 bytes each: 7 fit, 1 is cut */
+  assert_string_equal(buf, "ab党");
+  vformat(buf, sizeof buf, "%s", "abcdefghij");
+  assert_string_equal(buf, "abcdefg");
+  vformat(buf, sizeof buf, "%d", 42);
+  assert_string_equal(buf, "42");
+  assert_int_equal(td_utf8_whole("a\xe5\x85", 3), 1); /* 党 without its last byte */
+  assert_int_equal(td_utf8_whole("a\xe5\x85\x9a", 4), 4);
+}
+
 /* td_path_parent: the directory part, as the listener and the bundle
  * writer both need it. */
 static void parent_is(const char *path, const char *want) {
@@ -137,6 +159,7 @@ int main(void) {
       cmocka_unit_test(test_with_printf),
       cmocka_unit_test(test_path_last),
       cmocka_unit_test(test_path_parent),
+      cmocka_unit_test(test_vformat_cuts_before_a_character),
       cmocka_unit_test(test_theme_name_ok),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
