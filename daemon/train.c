@@ -106,7 +106,8 @@ typedef struct trainer {
   const double *chosen_c;   /* K, for the final fits */
   pthread_mutex_t mu;       /* guards unconverged (the jobs run on daemon/pool.c) */
   size_t unconverged; /* DCD fits that stopped at max_iter (liblinear warns) */
-  char *name;               /* the bundle's name: o->name or from out_dir */
+  char *name;               /* the bundle's name: o->name or from out */
+  char *out;                /* out_dir as the bundle's path (resolve_out) */
 } trainer_t;
 
 static void svm_quiet(const char *s) { (void)s; }
@@ -747,25 +748,34 @@ static int cmp_double(const void *a, const void *b) {
 
 static double secs(uint64_t a, uint64_t b) { return (double)(b - a) / 1e9; }
 
-/*
- * The bundle's default name: the last component of out_dir, so "out/" is
- * "out", not "out/" (the manifest's name is what the daemon reports). "."
- * and ".." name the directory they resolve to; "/" names nothing, and that
- * is refused here, before training, rather than written as a name.
- */
-static int default_name(const char *dir, char **out, td_err_t *err) {
+/* "." or ".." */
+static int is_dots(const char *b, size_t n) { return (n == 1 || n == 2) && !strncmp(b, "..", n); }
+
+/* out_dir as the bundle's path: without trailing slashes, and a last
+ * component "." or ".." resolved to the directory it names (a rename
+ * cannot take "dir/."; the name comes from it too). NULL: out of memory. */
+static char *resolve_out(const char *dir) {
   const char *b;
-  size_t n = td_path_last(dir, &b);
-  char real[PATH_MAX];
-  if ((n == 1 && b[0] == '.') || (n == 2 && b[0] == '.' && b[1] == '.')) {
-    if (!realpath(dir, real))
-      return td_err_set(err, TD_EINVAL, "cannot name the bundle after --out %s (%s): give a name",
-                        dir, strerror(errno));
-    n = td_path_last(real, &b);
-  }
-  if (n == 0)
-    return td_err_set(err, TD_EINVAL, "cannot name the bundle after --out %s: give a name", dir);
-  if (!(*out = strndup(b, n))) return td_err_set(err, TD_ENOMEM, "out of memory");
+  size_t n = td_path_last(dir, &b), len = strlen(dir);
+  char *real = is_dots(b, n) ? realpath(dir, NULL) : NULL;
+  if (real) return real;
+  while (len > 1 && dir[len - 1] == '/') len--;
+  return strndup(dir, len);
+}
+
+/*
+ * The bundle's default name: the last component of its path, so "out/" is
+ * "out", not "out/" (the manifest's name is what the daemon reports), and
+ * "." the directory it resolves to; "/" (or a "." that does not resolve)
+ * names nothing, and that is refused here, before training, rather than
+ * written as a name.
+ */
+static int default_name(const char *out, const char *given, char **name, td_err_t *err) {
+  const char *b;
+  size_t n = td_path_last(out, &b);
+  if (n == 0 || is_dots(b, n))
+    return td_err_set(err, TD_EINVAL, "cannot name the bundle after --out %s: give a name", given);
+  if (!(*name = strndup(b, n))) return td_err_set(err, TD_ENOMEM, "out of memory");
   return 0;
 }
 
@@ -779,15 +789,16 @@ static int setup(trainer_t *t, const char ***names_out, td_err_t *err) {
   if (!td_feat_buckets_ok(o->feat.buckets))
     return td_err_set(err, TD_EINVAL, "buckets must be %s, got %u", TD_FEAT_BUCKETS_RULE,
                       o->feat.buckets);
+  if (!(t->out = resolve_out(o->out_dir))) return td_err_set(err, TD_ENOMEM, "out of memory");
   if (o->name) {
     if (!*o->name) return td_err_set(err, TD_EINVAL, "empty bundle name");
     if (!(t->name = strdup(o->name))) return td_err_set(err, TD_ENOMEM, "out of memory");
-  } else if ((rc = default_name(o->out_dir, &t->name, err))) {
+  } else if ((rc = default_name(t->out, o->out_dir, &t->name, err))) {
     return rc;
   }
   /* A mistyped --out that names a directory which is not a bundle is
    * refused now, not after the training it would throw away. */
-  if ((rc = td_model_check_target(o->out_dir, err))) return rc;
+  if ((rc = td_model_check_target(t->out, err))) return rc;
   t->nc = o->c_grid ? o->nc : sizeof default_grid / sizeof *default_grid;
   if (t->nc == 0) return td_err_set(err, TD_EINVAL, "empty C grid");
   if (!(t->grid = malloc(t->nc * sizeof *t->grid))) return td_err_set(err, TD_ENOMEM, "out of memory");
@@ -1072,21 +1083,9 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
   };
   /* Write beside the target, validate by loading it back, then swap it in:
    * a daemon reloading out_dir never sees a half-written bundle. */
-  size_t ol = strlen(o->out_dir);
-  while (ol > 1 && o->out_dir[ol - 1] == '/') ol--;
-  char *out = strndup(o->out_dir, ol);
-  /* "dir/." cannot be renamed: work on the directory it names. */
-  const char *last;
-  size_t ll = td_path_last(o->out_dir, &last);
-  char real[PATH_MAX];
-  if (out && ll && ll <= 2 && !strncmp(last, "..", ll) && realpath(o->out_dir, real)) {
-    free(out);
-    out = strdup(real);
-    ol = out ? strlen(out) : 0;
-  }
-  tmp = malloc(ol + 32);
-  if (!out || !tmp) {
-    free(out);
+  const char *out = t.out;
+  size_t ol = strlen(out);
+  if (!(tmp = malloc(ol + 32))) {
     rc = td_err_set(err, TD_ENOMEM, "out of memory");
     goto out;
   }
@@ -1101,7 +1100,6 @@ int td_train(const td_train_opts_t *o, const td_corpus_t *c, const char *const *
     /* fsyncs it all (the dictionary too) and swaps it in as a whole */
     if (!rc) rc = td_model_install(tmp, out, err);
   }
-  free(out);
   if (rc) {
     td_remove_tree(tmp);
     goto out;
@@ -1163,6 +1161,7 @@ out:
   free(t.final);
   free(names);
   free(t.name);
+  free(t.out);
   pthread_mutex_destroy(&t.mu);
   return rc;
 }
