@@ -688,7 +688,8 @@ static int classify_jsonl(runner_t *rn, const char *name, const char *data, size
       td_result_id_t mode = !d.id ? TD_RESULT_ID_OMIT : json_is_string(d.id) ? TD_RESULT_ID_DOC
                                                                              : TD_RESULT_ID_JSON;
       if (json_is_string(d.id)) doc.id = json_string_value(d.id);
-      else if (d.id) doc.id = idtext = json_dumps(d.id, JSON_ENCODE_ANY | JSON_COMPACT);
+      /* as text only for a TSV row: JSON output writes d.id itself */
+      else if (d.id) doc.id = rn->tsv ? (idtext = json_dumps(d.id, JSON_ENCODE_ANY | JSON_COMPACT)) : "";
       int rc = classify_print(rn, &doc, mode, d.id, &err);
       if (rc) code = engine_code(rc, &err, msg, sizeof msg);
     }

@@ -129,18 +129,21 @@ typedef struct simple_cmd {
   const char *op;    /* wire op */
   const char *summary;
   int admin;         /* takes --token-file (and, for reload, --path) */
+  int timeout_ms;    /* the default --timeout (the help says it too) */
 } simple_cmd_t;
 
 static const simple_cmd_t simple_cmds[] = {
-    {"health", "health", "print the daemon's health; exit 0 only if it is ok", 0},
-    {"stats", "stats", "print the daemon's counters (requests, passages, errors, ...)", 0},
-    {"model", "model", "print the model the daemon serves", 0},
-    {"reload", "reload", "load the model bundle again (or another one) without a restart", 1},
+    {"health", "health", "print the daemon's health; exit 0 only if it is ok", 0, DEFAULT_TIMEOUT_MS},
+    {"stats", "stats", "print the daemon's counters (requests, passages, errors, ...)", 0,
+     DEFAULT_TIMEOUT_MS},
+    {"model", "model", "print the model the daemon serves", 0, DEFAULT_TIMEOUT_MS},
+    {"reload", "reload", "load the model bundle again (or another one) without a restart", 1,
+     DEFAULT_RELOAD_TIMEOUT_MS},
 };
 
 static void simple_usage(FILE *f, const simple_cmd_t *c) {
   fprintf(f, "Usage: themectl %s [options]\n  %s\n\nOptions:\n", c->name, c->summary);
-  conn_usage(f, c->admin ? DEFAULT_RELOAD_TIMEOUT_MS : DEFAULT_TIMEOUT_MS);
+  conn_usage(f, c->timeout_ms);
   if (!strcmp(c->name, "reload"))
     fputs("  -p, --path DIR         load this bundle instead of the current one's directory\n"
           "                         (a relative DIR is made absolute here when it exists)\n",
@@ -187,7 +190,7 @@ static int run_simple(const simple_cmd_t *c, int argc, char **argv) {
       {"timeout", required_argument, NULL, 't'}, {"path", required_argument, NULL, 'p'},
       {"token-file", required_argument, NULL, 'T'}, {"pretty", no_argument, NULL, 'P'},
       {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-  td_conn_opts_t co = {.timeout_ms = c->admin ? DEFAULT_RELOAD_TIMEOUT_MS : DEFAULT_TIMEOUT_MS};
+  td_conn_opts_t co = {.timeout_ms = c->timeout_ms};
   const char *path = NULL, *token_file = NULL;
   int pretty = 0, opt, li;
   td_err_t err = {0};
