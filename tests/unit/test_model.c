@@ -14,7 +14,6 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <ftw.h>
 #include <libsvm/svm.h>
 #include <math.h>
 #include <pthread.h>
@@ -48,14 +47,6 @@ static uint32_t rnd(void) { /* xorshift64*, deterministic */
   return (uint32_t)((rng_state * 2685821657736338717ull) >> 32);
 }
 static double rndu(void) { return (rnd() + 0.5) / 4294967296.0; }
-
-static int rm_cb(const char *p, const struct stat *st, int f, struct FTW *ftw) {
-  (void)st;
-  (void)f;
-  (void)ftw;
-  return remove(p);
-}
-static void rm_rf(const char *dir) { nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
 
 static char *mktemp_dir(void) {
   const char *t = getenv("TMPDIR");
@@ -270,7 +261,7 @@ static int group_teardown(void **state) {
   json_decref(f->tokopts);
   json_decref(f->training);
   json_decref(f->metrics);
-  rm_rf(f->dir);
+  td_remove_tree(f->dir);
   free(f->dir);
   free(f);
   return 0;
@@ -279,7 +270,7 @@ static int group_teardown(void **state) {
 /* A fresh bundle directory under the group's scratch dir. */
 static char *fresh_bundle(fixture_t *f, const char *name) {
   char *dir = pjoin(f->dir, name);
-  rm_rf(dir);
+  td_remove_tree(dir);
   td_bundle_spec_t s;
   spec_fill(f, &s, f->svm);
   td_err_t err;
@@ -548,7 +539,7 @@ static void test_rbf_bundle(void **state) {
   for (int k = 0; k < NT; k++) f->rbf[k] = train_theme(&f->d, k, RBF, &y[k]);
   /* the bundle owns copies (save + load): the trained models can go */
   char *dir = pjoin(f->dir, "rbf");
-  rm_rf(dir);
+  td_remove_tree(dir);
   td_bundle_spec_t s;
   spec_fill(f, &s, f->rbf);
   assert_int_equal(td_model_write(dir, &s, NULL), 0);

@@ -16,7 +16,6 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <ftw.h>
 #include <libsvm/svm.h>
 #include <math.h>
 #include <signal.h>
@@ -48,14 +47,6 @@ static uint32_t rnd(void) {
   return (uint32_t)((rng_state * 2685821657736338717ull) >> 32);
 }
 static double rndu(void) { return (rnd() + 0.5) / 4294967296.0; }
-
-static int rm_cb(const char *p, const struct stat *st, int f, struct FTW *ftw) {
-  (void)st;
-  (void)f;
-  (void)ftw;
-  return remove(p);
-}
-static void rm_rf(const char *dir) { nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
 
 static char *pjoin(const char *a, const char *b) {
   char *p = malloc(strlen(a) + strlen(b) + 2);
@@ -181,7 +172,7 @@ static int group_teardown(void **state) {
   json_decref(f->tokopts);
   free(f->x);
   free(f->pool);
-  rm_rf(f->dir);
+  td_remove_tree(f->dir);
   free(f->dir);
   free(f);
   return 0;
